@@ -1,0 +1,1 @@
+"""rspark-operator: durable RStudio + Spark workspaces on Kubernetes."""

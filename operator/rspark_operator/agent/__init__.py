@@ -1,0 +1,1 @@
+"""The snapshot agent (rspark-agent)."""
