@@ -1,0 +1,461 @@
+"""The RStudioWorkspace API: its identity, spec and status models.
+
+The models are the single source of the CRD schema (see `crd.py`): field
+descriptions become `kubectl explain` text, defaults become API server defaults.
+Validators that have no schema equivalent (marked "operator-only") are what the
+operator reports as Ready=False, reason InvalidSpec.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from rspark_operator.quantity import (
+    DURATION_PATTERN,
+    QUANTITY_PATTERN,
+    parse_duration,
+    parse_quantity,
+)
+
+GROUP = "rspark.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "RStudioWorkspace"
+PLURAL = "rstudioworkspaces"
+SINGULAR = "rstudioworkspace"
+SHORT_NAME = "rsw"
+CATEGORY = "rspark"
+
+Phase = Literal["Pending", "Restoring", "Running", "Suspended", "Failed"]
+
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+RESTIC_ID_PATTERN = r"^[0-9a-f]{8,64}$"
+# Safe inside the nginx configuration snippet that sets X-RStudio-Root-Path.
+INGRESS_PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
+# Derived names ("<name>-spark-driver" must be a DNS label; Spark limits the
+# executor pod name prefix, which is the workspace name, to 47 characters).
+WORKSPACE_NAME_MAX_LENGTH = 47
+WORKSPACE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+# Keys in spark-defaults.conf that wire the driver to this pod and namespace;
+# a user value would break the workspace, so the operator refuses it.
+OPERATOR_MANAGED_SPARK_KEYS = frozenset(
+    {
+        "spark.master",
+        "spark.submit.deployMode",
+        "spark.driver.host",
+        "spark.driver.port",
+        "spark.driver.bindAddress",
+        "spark.blockManager.port",
+        "spark.kubernetes.namespace",
+        "spark.kubernetes.authenticate.driver.serviceAccountName",
+        "spark.kubernetes.driver.pod.name",
+    }
+)
+# Environment variables of the RStudio container that the operator sets.
+OPERATOR_MANAGED_ENV = frozenset({"USER", "SPARK_CONF_DIR"})
+
+
+def _quantity_text(value: object) -> object:
+    # The API server keeps int-or-string as sent; the model works with text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_quantity(value: str) -> str:
+    parse_quantity(value)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+DnsName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, unknown fields rejected, immutable once parsed."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        # Like the API server: "yes" is not a boolean and "5" is not a number.
+        strict=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it (camelCase, unset fields omitted)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _default_requests() -> dict[str, str]:
+    return {"cpu": "500m", "memory": "2Gi"}
+
+
+def _default_limits() -> dict[str, str]:
+    return {"memory": "4Gi"}
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of the RStudio container (the Spark driver runs in it)."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Minimum resources reserved for the container, e.g. cpu: 500m, memory: 2Gi.",
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Maximum resources the container may use, e.g. memory: 4Gi.",
+    )
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        # operator-only: the pod would be rejected; say it before building one.
+        for resource, limit in self.limits.items():
+            request = self.requests.get(resource)
+            if request is not None and parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(
+                    f"resources.requests.{resource} ({request}) must not exceed "
+                    f"resources.limits.{resource} ({limit})"
+                )
+        return self
+
+
+def _default_resources() -> ResourceRequirements:
+    return ResourceRequirements(requests=_default_requests(), limits=_default_limits())
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the RStudio container, as in a Pod."""
+
+    name: str = Field(min_length=1, pattern=ENV_NAME_PATTERN, description="Name of the variable.")
+    value: str | None = Field(default=None, description="Literal value of the variable.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Source of the value, as in a Pod's env[].valueFrom "
+            "(secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."
+        ),
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class HomeSpec(ApiModel):
+    """The persistent volume mounted as the user's home directory."""
+
+    size: Quantity = Field(
+        default="10Gi",
+        description="Size of the home volume. It may grow (if the storage class allows "
+        "expansion) but never shrink.",
+    )
+    storage_class_name: DnsName | None = Field(
+        default=None,
+        description="Storage class of the home volume; defaults to the operator's setting, "
+        "then to the cluster default.",
+    )
+
+
+class RetentionSpec(ApiModel):
+    """Which snapshots `restic forget --prune` keeps."""
+
+    keep_last: int = Field(default=10, ge=0, description="Keep the last N snapshots.")
+    keep_hourly: int = Field(default=24, ge=0, description="Keep the last snapshot of N hours.")
+    keep_daily: int = Field(default=7, ge=0, description="Keep the last snapshot of N days.")
+    keep_weekly: int = Field(default=4, ge=0, description="Keep the last snapshot of N weeks.")
+
+
+class SnapshotSpec(ApiModel):
+    """Continuous snapshots of the home to object storage, restored on every start."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Run the snapshot agent. When false the home lives only on its volume.",
+    )
+    interval: str = Field(
+        default="5m",
+        description="Time between snapshots, as a Go duration (30s, 5m, 1h30m).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches('{DURATION_PATTERN}') "
+                    "&& duration(self) > duration('0s')",
+                    "message": "interval must be a positive duration such as 30s, 5m or 1h30m",
+                }
+            ]
+        },
+    )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="Which snapshots to keep.",
+        json_schema_extra={"default": {}},
+    )
+    repository: str | None = Field(
+        default=None,
+        min_length=1,
+        description="restic repository URL (e.g. s3:https://s3.example.com/bucket/path); "
+        "defaults to the operator's repository base followed by /<namespace>/<name>.",
+    )
+    credentials_secret: DnsName | None = Field(
+        default=None,
+        description="Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the "
+        "repository; defaults to the operator's setting.",
+    )
+    exclude: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="restic --exclude patterns, relative to the home directory.",
+    )
+    restore_from: str | None = Field(
+        default=None,
+        pattern=RESTIC_ID_PATTERN,
+        description="Snapshot id (hex, 8 to 64 characters) to restore instead of the latest.",
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_duration(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("interval must be a positive duration such as 30s, 5m or 1h30m")
+        return value
+
+
+def _check_home_relative(path: str) -> str:
+    if path.startswith("/"):
+        raise ValueError("secretPaths must be relative to the home directory")
+    if ".." in path.split("/"):
+        raise ValueError("secretPaths must not contain '..'")
+    return path
+
+
+HomeRelativePath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!self.startsWith('/')",
+                    "message": "secretPaths must be relative to the home directory",
+                },
+                {
+                    "rule": "!self.matches('(^|/)[.][.](/|$)')",
+                    "message": "secretPaths must not contain '..'",
+                },
+            ]
+        },
+    ),
+    AfterValidator(_check_home_relative),
+]
+
+
+def _check_image_reference(image: str | None) -> str | None:
+    # operator-only: the kubelet would fail late with InvalidImageName.
+    if image is not None and (not image or re.search(r"\s", image)):
+        raise ValueError(f"image {image!r} is not a valid image reference")
+    return image
+
+
+class SparkSpec(ApiModel):
+    """Spark in client mode: the driver runs in RStudio, executors are pods."""
+
+    executor_image: Annotated[str | None, AfterValidator(_check_image_reference)] = Field(
+        default=None,
+        min_length=1,
+        description="Image of the executor pods; defaults to the operator's setting. "
+        "It must carry the same Spark version as the workspace image.",
+    )
+    max_executors: int = Field(
+        default=4, ge=0, description="Upper bound of dynamic allocation (0 disables executors)."
+    )
+    executor_cores: int | None = Field(
+        default=None, ge=1, description="Cores of each executor (spark.executor.cores)."
+    )
+    executor_memory: Quantity | None = Field(
+        default=None,
+        description="Memory of each executor, as a quantity (e.g. 2Gi).",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra spark-defaults.conf properties; they win over the operator's, "
+        "except the ones that connect the driver to this pod and namespace.",
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _no_operator_managed_keys(cls, conf: dict[str, str]) -> dict[str, str]:
+        # operator-only: the driver must stay reachable and in this namespace.
+        managed = sorted(OPERATOR_MANAGED_SPARK_KEYS.intersection(conf))
+        if managed:
+            raise ValueError(f"spark.conf must not set operator-managed keys: {', '.join(managed)}")
+        return conf
+
+
+class IngressSpec(ApiModel):
+    """How the workspace is reached from outside; unset fields come from the operator."""
+
+    host: DnsName | None = Field(default=None, description="Host name of the workspace URL.")
+    path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=INGRESS_PATH_PATTERN,
+        description="Path prefix of the workspace URL, starting with '/'; RStudio is told "
+        "about it through the X-RStudio-Root-Path header.",
+    )
+    class_name: DnsName | None = Field(default=None, description="IngressClass to use.")
+    tls_secret_name: DnsName | None = Field(
+        default=None, description="Secret with the TLS certificate for the host."
+    )
+
+
+class WorkspaceSpec(ApiModel):
+    """Desired state of an RStudio + Spark workspace."""
+
+    user: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Identity of the owner, e.g. an e-mail address. Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "user is immutable"}
+            ]
+        },
+    )
+    image: Annotated[str | None, AfterValidator(_check_image_reference)] = Field(
+        default=None, description="RStudio image; defaults to the operator's setting."
+    )
+    suspended: bool = Field(
+        default=False,
+        description="Stop the pod (after a last snapshot) but keep the home and everything else.",
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=_default_resources,
+        description="Resources of the RStudio container.",
+        json_schema_extra={"default": _default_resources().wire()},
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Extra environment variables of the RStudio container.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    home: HomeSpec = Field(
+        default_factory=HomeSpec,
+        description="The home volume.",
+        json_schema_extra={"default": {}},
+    )
+    snapshot: SnapshotSpec = Field(
+        default_factory=SnapshotSpec,
+        description="Snapshots of the home to object storage.",
+        json_schema_extra={"default": {}},
+    )
+    secret_paths: list[HomeRelativePath] = Field(
+        default_factory=lambda: [".ssh"],
+        max_length=64,
+        description="Home-relative paths kept in a per-workspace Secret, never in object storage.",
+        json_schema_extra={"default": [".ssh"]},
+    )
+    spark: SparkSpec = Field(
+        default_factory=SparkSpec,
+        description="Spark executors started from the workspace.",
+        json_schema_extra={"default": {}},
+    )
+    ingress: IngressSpec = Field(
+        default_factory=IngressSpec,
+        description="External access to RStudio.",
+        json_schema_extra={"default": {}},
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _no_operator_managed_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        # operator-only: these wire RStudio to its user and Spark configuration.
+        managed = sorted(OPERATOR_MANAGED_ENV.intersection(var.name for var in env))
+        if managed:
+            raise ValueError(f"env must not set operator-managed variables: {', '.join(managed)}")
+        return env
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(description="Ready, HomeRestored or SnapshotHealthy.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason of the last transition.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: datetime = Field(
+        strict=False, description="When the status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition was computed from."
+    )
+
+
+class LastSnapshot(ApiModel):
+    """The last successful snapshot, written by the snapshot agent."""
+
+    time: datetime = Field(strict=False, description="When the snapshot finished.")
+    id: str = Field(description="restic snapshot id.")
+    bytes_added: int | None = Field(default=None, description="Bytes added to the repository.")
+    duration_seconds: float | None = Field(default=None, description="How long it took.")
+
+
+class WorkspaceStatus(ApiModel):
+    """Observed state of the workspace."""
+
+    phase: Phase | None = Field(
+        default=None, description="Pending, Restoring, Running, Suspended or Failed."
+    )
+    url: str | None = Field(default=None, description="Where the user reaches RStudio.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready (operator), HomeRestored and SnapshotHealthy (snapshot agent).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the status reflects."
+    )
+    last_snapshot: LastSnapshot | None = Field(default=None, description="The last snapshot.")
+    pending_restart: bool | None = Field(
+        default=None,
+        description="The pod runs an older spec and will be replaced to apply the change.",
+    )
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One validated RStudioWorkspace: the only input the builders need."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: WorkspaceSpec

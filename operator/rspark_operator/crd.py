@@ -1,0 +1,159 @@
+"""The RStudioWorkspace CRD, generated from the pydantic models.
+
+    python -m rspark_operator.crd > crds/rspark.dev_rstudioworkspaces.yaml
+
+pydantic's JSON schema is turned into a structural OpenAPI v3 schema: $refs
+inlined, titles dropped, Optional[X] becomes X (absence is how Kubernetes says
+"unset"), and `additionalProperties: false` dropped (the API server prunes and,
+with strict field validation, rejects unknown fields).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from rspark_operator.api import (
+    API_VERSION,
+    CATEGORY,
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    SINGULAR,
+    VERSION,
+    WORKSPACE_NAME_MAX_LENGTH,
+    WORKSPACE_NAME_PATTERN,
+    WorkspaceSpec,
+    WorkspaceStatus,
+)
+
+Schema = dict[str, Any]
+
+HOME_SIZE_NEVER_SHRINKS = {
+    # string() accepts both halves of int-or-string; the guards leave bad
+    # formats to the pattern's own message.
+    "rule": "!isQuantity(string(self)) || !isQuantity(string(oldSelf)) || "
+    "quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0",
+    "message": "home size may grow but never shrink",
+}
+WORKSPACE_NAME_RULE = {
+    "rule": f"size(self.metadata.name) <= {WORKSPACE_NAME_MAX_LENGTH} && "
+    f"self.metadata.name.matches('{WORKSPACE_NAME_PATTERN}')",
+    "message": f"metadata.name must be a DNS label of at most {WORKSPACE_NAME_MAX_LENGTH} "
+    "characters starting with a letter (it prefixes the names of Services and Spark executors)",
+}
+PRINTER_COLUMNS = [
+    {"name": "User", "type": "string", "jsonPath": ".spec.user"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+    {"name": "Last Snapshot", "type": "date", "jsonPath": ".status.lastSnapshot.time"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def structural(model: type[WorkspaceSpec] | type[WorkspaceStatus]) -> Schema:
+    """The model's JSON schema as a Kubernetes structural schema."""
+    raw = model.model_json_schema(by_alias=True)
+    definitions: dict[str, Schema] = raw.pop("$defs", {})
+    return _clean(raw, definitions)
+
+
+def _clean(node: Schema, definitions: dict[str, Schema]) -> Schema:
+    if "$ref" in node:
+        target = definitions[node["$ref"].rsplit("/", 1)[1]]
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        return _clean({**target, **siblings}, definitions)
+    variants = node.get("anyOf", [])
+    if {"type": "null"} in variants:
+        (present,) = (variant for variant in variants if variant != {"type": "null"})
+        rest = {
+            k: v for k, v in node.items() if k != "anyOf" and not (k == "default" and v is None)
+        }
+        return _clean({**present, **rest}, definitions)
+    result: Schema = {}
+    for key, value in node.items():
+        if key == "title" or (key == "additionalProperties" and isinstance(value, bool)):
+            continue
+        if key == "properties":
+            result[key] = {name: _clean(child, definitions) for name, child in value.items()}
+        elif key in ("items", "additionalProperties"):
+            result[key] = _clean(value, definitions)
+        elif key == "anyOf":
+            result[key] = [_clean(variant, definitions) for variant in value]
+        else:
+            result[key] = value
+    return result
+
+
+def spec_schema() -> Schema:
+    schema = structural(WorkspaceSpec)
+    schema["properties"]["home"]["properties"]["size"]["x-kubernetes-validations"] = [
+        HOME_SIZE_NEVER_SHRINKS
+    ]
+    return schema
+
+
+def status_schema() -> Schema:
+    return structural(WorkspaceStatus)
+
+
+def custom_resource_definition() -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": [SHORT_NAME],
+                "categories": [CATEGORY],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "description": f"{KIND} ({API_VERSION}): a durable RStudio + "
+                            "Spark workspace whose home is continuously snapshotted to "
+                            "object storage and restored wherever its pod starts.",
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                            "x-kubernetes-validations": [WORKSPACE_NAME_RULE],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m rspark_operator.crd`; do not edit.\n"
+    return header + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=100)
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()
