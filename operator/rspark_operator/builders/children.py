@@ -1,0 +1,106 @@
+"""Every child of a workspace but the pod, in the order they can be applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rspark_operator import names
+from rspark_operator.api import GROUP, PLURAL, Workspace
+from rspark_operator.builders.metadata import Manifest, child
+from rspark_operator.builders.network import (
+    build_ingress,
+    build_rstudio_service,
+    build_spark_driver_service,
+)
+from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
+from rspark_operator.builders.spark import build_spark_config_map
+from rspark_operator.settings import OperatorSettings
+
+RBAC = "rbac.authorization.k8s.io"
+READ_WRITE = ["create", "get", "list", "watch", "delete"]
+
+
+def _rule(
+    api_group: str, resources: list[str], verbs: list[str], resource_names: list[str] | None = None
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"apiGroups": [api_group], "resources": resources, "verbs": verbs}
+    if resource_names:
+        rule["resourceNames"] = resource_names
+    return rule
+
+
+def build_service_account(ws: Workspace) -> Manifest:
+    return child(ws, "v1", "ServiceAccount", names.service_account_name(ws.name))
+
+
+def build_role(ws: Workspace) -> Manifest:
+    """Spark's driver manages executors; the agent touches this workspace and its Secret only."""
+    role = child(ws, f"{RBAC}/v1", "Role", names.role_name(ws.name))
+    role["rules"] = [
+        _rule("", ["pods"], [*READ_WRITE, "deletecollection", "patch"]),
+        _rule("", ["services", "configmaps"], READ_WRITE),
+        _rule(GROUP, [PLURAL], ["get"], [ws.name]),
+        _rule(GROUP, [f"{PLURAL}/status"], ["get", "patch", "update"], [ws.name]),
+        _rule("", ["secrets"], ["get", "update", "patch"], [names.home_secrets_name(ws.name)]),
+    ]
+    return role
+
+
+def build_role_binding(ws: Workspace) -> Manifest:
+    binding = child(ws, f"{RBAC}/v1", "RoleBinding", names.role_binding_name(ws.name))
+    binding["roleRef"] = {"apiGroup": RBAC, "kind": "Role", "name": names.role_name(ws.name)}
+    binding["subjects"] = [
+        {
+            "kind": "ServiceAccount",
+            "name": names.service_account_name(ws.name),
+            "namespace": ws.namespace,
+        }
+    ]
+    return binding
+
+
+def build_home_claim(ws: Workspace, settings: OperatorSettings) -> Manifest:
+    claim = child(ws, "v1", "PersistentVolumeClaim", names.home_claim_name(ws.name))
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": ws.spec.home.size}},
+    }
+    storage_class = ws.spec.home.storage_class_name or settings.storage_class
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    claim["spec"] = spec
+    return claim
+
+
+def build_home_secrets(ws: Workspace) -> Manifest:
+    """Empty at first; the agent fills it with the files under spec.secretPaths.
+
+    The operator must apply it without `data`, so that it never owns (and never
+    clears) what the agent wrote.
+    """
+    secret = child(ws, "v1", "Secret", names.home_secrets_name(ws.name))
+    secret["type"] = "Opaque"
+    return secret
+
+
+def build_password_secret(ws: Workspace, password: str) -> Manifest:
+    """The restic password: created once by the operator, never overwritten."""
+    secret = child(ws, "v1", "Secret", names.password_secret_name(ws.name))
+    secret["type"] = "Opaque"
+    secret["stringData"] = {RESTIC_PASSWORD_KEY: password}
+    return secret
+
+
+def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
+    """Every child but the pod and the password Secret; RBAC first, Ingress last."""
+    return [
+        build_service_account(ws),
+        build_role(ws),
+        build_role_binding(ws),
+        build_spark_config_map(ws, settings),
+        build_home_claim(ws, settings),
+        build_home_secrets(ws),
+        build_rstudio_service(ws),
+        build_spark_driver_service(ws),
+        build_ingress(ws, settings),
+    ]

@@ -1,0 +1,55 @@
+"""Metadata every child carries: owner reference, labels, namespace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rspark_operator import names
+from rspark_operator.api import API_VERSION, KIND, Workspace
+
+Manifest = dict[str, Any]
+
+
+def labels(ws: Workspace) -> dict[str, str]:
+    return {
+        names.MANAGED_BY_LABEL: names.FIELD_MANAGER,
+        names.WORKSPACE_LABEL: ws.name,
+        names.USER_LABEL: names.label_safe(ws.spec.user),
+    }
+
+
+def rstudio_pod_selector(ws: Workspace) -> dict[str, str]:
+    """Selects the workspace pod only, never its Spark executors."""
+    return {names.WORKSPACE_LABEL: ws.name, names.COMPONENT_LABEL: names.RSTUDIO_COMPONENT}
+
+
+def owner_reference(ws: Workspace) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": ws.name,
+        "uid": ws.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child(
+    ws: Workspace,
+    api_version: str,
+    kind: str,
+    name: str,
+    *,
+    extra_labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> Manifest:
+    """The envelope of a child object; callers add spec, data or rules."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": ws.namespace,
+        "labels": {**labels(ws), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(ws)],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata}

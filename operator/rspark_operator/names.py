@@ -1,0 +1,92 @@
+"""Names of a workspace's children, labels and annotations: one function each.
+
+Every name derives from the workspace name alone, so the operator finds the
+children again after a restart without storing anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from rspark_operator.api import GROUP
+
+FIELD_MANAGER = "rspark-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+WORKSPACE_LABEL = f"{GROUP}/workspace"
+USER_LABEL = f"{GROUP}/user"
+POD_SPEC_HASH_ANNOTATION = f"{GROUP}/pod-spec-hash"
+
+RSTUDIO_COMPONENT = "rstudio"
+SPARK_EXECUTOR_COMPONENT = "spark-executor"
+
+LABEL_VALUE_MAX_LENGTH = 63
+_LABEL_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+_SUFFIX_LENGTH = 8
+
+
+def pod_name(workspace: str) -> str:
+    return workspace
+
+
+def service_account_name(workspace: str) -> str:
+    return workspace
+
+
+def role_name(workspace: str) -> str:
+    return workspace
+
+
+def role_binding_name(workspace: str) -> str:
+    return workspace
+
+
+def home_claim_name(workspace: str) -> str:
+    return f"{workspace}-home"
+
+
+def rstudio_service_name(workspace: str) -> str:
+    return f"{workspace}-rstudio"
+
+
+def spark_driver_service_name(workspace: str) -> str:
+    return f"{workspace}-spark-driver"
+
+
+def spark_config_map_name(workspace: str) -> str:
+    return f"{workspace}-spark"
+
+
+def password_secret_name(workspace: str) -> str:
+    return f"{workspace}-restic"
+
+
+def home_secrets_name(workspace: str) -> str:
+    return f"{workspace}-home-secrets"
+
+
+def ingress_name(workspace: str) -> str:
+    return workspace
+
+
+def executor_pod_name_prefix(workspace: str) -> str:
+    return workspace
+
+
+def snapshot_host(namespace: str, workspace: str) -> str:
+    """restic --host: fixed per workspace so snapshots of every pod form one history."""
+    return f"{namespace}-{workspace}"
+
+
+def label_safe(value: str) -> str:
+    """A label value for any string; a changed value gets a hash suffix so it stays distinct.
+
+    "alice" stays "alice"; "Alice@Example.com" becomes "alice-example.com-1a2b3c4d".
+    """
+    cleaned = _LABEL_UNSAFE.sub("-", value.lower()).strip("._-")
+    if cleaned == value and len(cleaned) <= LABEL_VALUE_MAX_LENGTH:
+        return value
+    suffix = hashlib.sha256(value.encode()).hexdigest()[:_SUFFIX_LENGTH]
+    stem = cleaned[: LABEL_VALUE_MAX_LENGTH - _SUFFIX_LENGTH - 1].rstrip("._-")
+    return f"{stem}-{suffix}" if stem else suffix

@@ -1,0 +1,164 @@
+"""Operator configuration, read once at start from RSPARK_* environment variables."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+from rspark_operator.api import DNS_SUBDOMAIN_PATTERN, INGRESS_PATH_PATTERN
+
+ENV_PREFIX = "RSPARK_"
+# Sample values that fill the URL templates when they are checked at start.
+_TEMPLATE_SAMPLE = {"name": "workspace", "namespace": "team-a", "domain": "example.com"}
+_DNS_NAME = re.compile(DNS_SUBDOMAIN_PATTERN)
+_INGRESS_PATH = re.compile(INGRESS_PATH_PATTERN)
+
+OptionalName = Annotated[str | None, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+
+class SettingsError(Exception):
+    """Bad operator configuration; the message names every bad variable."""
+
+
+class OperatorSettings(BaseSettings):
+    """Cluster-wide defaults; a workspace's spec wins where it sets a value."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    workspace_image: str = Field(
+        default="ghcr.io/rspark-dev/rstudio:0.1.0", min_length=1, description="RStudio image."
+    )
+    agent_image: str = Field(
+        default="ghcr.io/rspark-dev/agent:0.1.0",
+        min_length=1,
+        description="Image of the snapshot agent sidecar (runs `rspark-agent`).",
+    )
+    spark_executor_image: str = Field(
+        default="ghcr.io/rspark-dev/spark:0.1.0",
+        min_length=1,
+        description="Spark executor image; same Spark version as the workspace image.",
+    )
+    ingress_mode: Literal["host", "path"] = Field(
+        default="host",
+        description="host: one host per workspace from the host template; "
+        "path: every workspace under the path template on the host ingress_domain.",
+    )
+    ingress_domain: str = Field(
+        default="rspark.localhost",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="The {domain} of the host template; in path mode the one shared host.",
+    )
+    ingress_host_template: str = Field(
+        default="{name}-{namespace}.{domain}",
+        description="Workspace host in host mode; placeholders {name}, {namespace}, {domain}.",
+    )
+    ingress_path_template: str = Field(
+        default="/{namespace}/{name}/",
+        description="Workspace path prefix in path mode; placeholders {name}, {namespace}.",
+    )
+    ingress_class: OptionalName = Field(default=None, description="IngressClass of workspaces.")
+    ingress_tls_secret: OptionalName = Field(
+        default=None, description="TLS Secret for workspace hosts; URLs are https when set."
+    )
+    snapshot_repository_base: str | None = Field(
+        default=None,
+        min_length=1,
+        description="restic repository base, e.g. s3:http://s3.example:8333/rspark; "
+        "a workspace's repository is <base>/<namespace>/<name>.",
+    )
+    snapshot_credentials_secret: str = Field(
+        default="rspark-s3-credentials",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Secret (in the workspace namespace) with AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY.",
+    )
+    storage_class: OptionalName = Field(default=None, description="Storage class of homes.")
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces to watch; empty means all namespaces.",
+    )
+    agent_metrics_port: int = Field(
+        default=9090, ge=1, le=65535, description="Port of the agent's /metrics and /readyz."
+    )
+    termination_grace_seconds: int = Field(
+        default=120,
+        ge=10,
+        description="How long a stopping pod has for RStudio's shutdown and the last snapshot.",
+    )
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("watch_namespaces")
+    @classmethod
+    def _namespaces_are_names(cls, namespaces: list[str]) -> list[str]:
+        bad = [namespace for namespace in namespaces if not _DNS_NAME.fullmatch(namespace)]
+        if bad:
+            raise ValueError(f"not namespace names: {', '.join(bad)}")
+        return namespaces
+
+    @field_validator("snapshot_repository_base")
+    @classmethod
+    def _no_trailing_slash(cls, base: str | None) -> str | None:
+        return base.rstrip("/") if base else base
+
+    @field_validator("ingress_host_template")
+    @classmethod
+    def _host_template_gives_a_host(cls, template: str) -> str:
+        host = _fill(template)
+        if not _DNS_NAME.fullmatch(host):
+            raise ValueError(f"gives {host!r}, not a DNS name")
+        return template
+
+    @field_validator("ingress_path_template")
+    @classmethod
+    def _path_template_gives_a_prefix(cls, template: str) -> str:
+        path = _fill(template)
+        if not (_INGRESS_PATH.fullmatch(path) and path.endswith("/")):
+            raise ValueError(f"gives {path!r}, not a path starting and ending with '/'")
+        return template
+
+    @field_validator("ingress_host_template", "ingress_path_template")
+    @classmethod
+    def _one_workspace_per_url(cls, template: str, info: ValidationInfo) -> str:
+        # Two workspaces must never share a URL, so the active template names both.
+        active = f"ingress_{info.data.get('ingress_mode')}_template"
+        if info.field_name == active and not ("{name}" in template and "{namespace}" in template):
+            raise ValueError("must contain {name} and {namespace}")
+        return template
+
+
+def _fill(template: str) -> str:
+    try:
+        return template.format(**_TEMPLATE_SAMPLE)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(
+            f"unknown placeholder or bad braces ({error}); use {{name}}, {{namespace}}, {{domain}}"
+        ) from error
+
+
+def load_settings() -> OperatorSettings:
+    """The settings from the environment, or SettingsError naming every bad variable."""
+    try:
+        return OperatorSettings()
+    except ValidationError as error:
+        problems = [
+            f"{_variable(issue['loc'])}={issue['input']!r}: "
+            + issue["msg"].removeprefix("Value error, ")
+            for issue in error.errors()
+        ]
+        raise SettingsError("bad operator configuration:\n  " + "\n  ".join(problems)) from None
+    except PydanticSettingsError as error:
+        raise SettingsError(f"bad operator configuration: {error}") from None
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + str(location[0]).upper()
