@@ -131,7 +131,7 @@ def wait_for_s3(endpoint: str, timeout: float = 60.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(endpoint, timeout=2)  # noqa: S310 - loopback only
+            urllib.request.urlopen(endpoint, timeout=2)
             return
         except urllib.error.HTTPError:
             return

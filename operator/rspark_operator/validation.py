@@ -1,0 +1,111 @@
+"""From a raw RStudioWorkspace to a validated `Workspace`, or one clear message.
+
+The CRD rejects most bad input at the API server; what reaches the operator
+anyway (rules that need the operator's settings, or that the schema cannot
+express) becomes Ready=False, reason InvalidSpec, with this message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from rspark_operator.api import (
+    WORKSPACE_NAME_MAX_LENGTH,
+    WORKSPACE_NAME_PATTERN,
+    IngressSpec,
+    Workspace,
+    WorkspaceSpec,
+)
+from rspark_operator.builders.network import ingress_host, ingress_path
+from rspark_operator.builders.pod import snapshot_repository
+from rspark_operator.quantity import parse_quantity
+from rspark_operator.settings import OperatorSettings
+
+_WORKSPACE_NAME = re.compile(WORKSPACE_NAME_PATTERN)
+
+
+class InvalidSpecError(ValueError):
+    """The workspace cannot be built; str() is the message for the Ready condition."""
+
+
+def parse_workspace(body: Mapping[str, Any], settings: OperatorSettings) -> Workspace:
+    """The validated workspace, or InvalidSpecError listing every problem."""
+    metadata = body["metadata"]
+    name = metadata["name"]
+    problems = name_problems(name)
+    try:
+        spec = WorkspaceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        problems.extend(_describe(issue) for issue in error.errors())
+        raise InvalidSpecError("; ".join(problems)) from None
+    workspace = Workspace(
+        name=name,
+        namespace=metadata["namespace"],
+        uid=metadata["uid"],
+        generation=metadata.get("generation", 1),
+        spec=spec,
+    )
+    problems.extend(settings_problems(workspace, settings))
+    if problems:
+        raise InvalidSpecError("; ".join(problems))
+    return workspace
+
+
+def name_problems(name: str) -> list[str]:
+    if len(name) <= WORKSPACE_NAME_MAX_LENGTH and _WORKSPACE_NAME.fullmatch(name):
+        return []
+    return [
+        f"metadata.name must be a DNS label of at most {WORKSPACE_NAME_MAX_LENGTH} "
+        "characters starting with a letter"
+    ]
+
+
+def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
+    """Rules that depend on how the operator is configured."""
+    problems = []
+    if ws.spec.snapshot.enabled and snapshot_repository(ws, settings) is None:
+        problems.append(
+            "spec.snapshot.repository is required: the operator has no default "
+            "repository base (RSPARK_SNAPSHOT_REPOSITORY_BASE)"
+        )
+    assigned = Workspace(
+        ws.name, ws.namespace, ws.uid, ws.generation,
+        ws.spec.model_copy(update={"ingress": IngressSpec()}),
+    )
+    host, assigned_host = ingress_host(ws, settings), ingress_host(assigned, settings)
+    shared_paths = settings.ingress_mode == "path" and host == assigned_host
+    if _in_domain(host, settings.ingress_domain) and (
+        host != assigned_host
+        or (shared_paths and ingress_path(ws, settings) != ingress_path(assigned, settings))
+    ):
+        problems.append(
+            f"spec.ingress: {host}{ingress_path(ws, settings)} is inside the operator's domain "
+            f"{settings.ingress_domain}, where URLs are assigned by workspace name; remove "
+            f"spec.ingress.host and spec.ingress.path or use a host outside that domain"
+        )
+    return problems
+
+
+def transition_problems(old: WorkspaceSpec, new: WorkspaceSpec) -> list[str]:
+    """The CRD's update rules (user immutable, home never shrinks), for the operator's view."""
+    problems = []
+    if new.user != old.user:
+        problems.append("spec.user: user is immutable")
+    if parse_quantity(new.home.size) < parse_quantity(old.home.size):
+        problems.append("spec.home.size: home size may grow but never shrink")
+    return problems
+
+
+def _in_domain(host: str, domain: str) -> bool:
+    return host == domain or host.endswith(f".{domain}")
+
+
+def _describe(issue: Mapping[str, Any]) -> str:
+    path = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in ("spec", *issue["loc"])
+    )
+    return f"{path}: {str(issue['msg']).removeprefix('Value error, ')}"

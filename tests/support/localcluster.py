@@ -1,0 +1,326 @@
+"""The local development and test cluster: `python -m tests.support.localcluster up|down|status`.
+
+kwokctl (`--runtime binary`) runs and supervises every process: etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, the kwok controller
+(simulated nodes and kubelets), the S3 server and the volume provisioner, all
+bound to 127.0.0.1. The binaries come from hack/tools.sh (built once per
+version, cached under ~/.cache/rspark-operator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.s3 import (
+    S3Credentials,
+    S3Ports,
+    wait_for_s3,
+    weed_binary,
+    weed_command,
+    write_identities,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ROOT / ".local"
+BIN = LOCAL / "bin"
+KUBECONFIG = LOCAL / "kubeconfig"
+S3_ENV = LOCAL / "s3.env"
+KWOK_WORKDIR = LOCAL / "kwok"
+CLUSTER_NAME = "rspark"
+CLUSTER_DIR = KWOK_WORKDIR / "clusters" / CLUSTER_NAME
+STATE_DIR = LOCAL / "state"
+NODE_NAMES = ("kwok-node-a", "kwok-node-b")
+BUCKET = "rspark"
+STORAGE_CLASS = "standard"
+PROVISIONER_BINARY = BIN / "rspark-local-provisioner"
+# kwok's Stage resources: node setup and heartbeat, the chaos stage that fails a
+# node on demand, and the fast pod lifecycle. Read from the pinned kwok module.
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "node/chaos/node-not-ready.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+NODE_FAILURE_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
+
+
+def log(message: str) -> None:
+    print(f"[cluster] {message}", flush=True)
+
+
+def tool_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "KWOK_WORKDIR": str(KWOK_WORKDIR),
+        "KUBECONFIG": str(KUBECONFIG),
+    }
+
+
+def run(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, env=tool_env(), check=check, text=True, capture_output=capture, timeout=600
+    )
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), *args],
+        input=stdin,
+        env=tool_env(),
+        check=True,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return result.stdout
+
+
+def kwok_module_dir() -> Path:
+    cache = Path(os.environ.get("RSPARK_CACHE", Path.home() / ".cache" / "rspark-operator"))
+    out = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
+        cwd=ROOT / "hack" / "kwok",
+        env={**os.environ, "GOMODCACHE": str(cache / "go" / "mod"), "GOFLAGS": "-mod=mod"},
+        check=True,
+        text=True,
+        capture_output=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def api_is_up() -> bool:
+    if not KUBECONFIG.exists():
+        return False
+    try:
+        return kubectl("get", "--raw", "/readyz").strip() == "ok"
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return False
+
+
+def cluster_exists() -> bool:
+    out = run(str(BIN / "kwokctl"), "get", "clusters", check=False).stdout
+    return CLUSTER_NAME in out.split()
+
+
+def s3_credentials() -> S3Credentials:
+    values = dict(line.split("=", 1) for line in S3_ENV.read_text().splitlines() if "=" in line)
+    return S3Credentials(
+        access_key=values["AWS_ACCESS_KEY_ID"],
+        secret_key=values["AWS_SECRET_ACCESS_KEY"],
+        endpoint=values["S3_ENDPOINT"],
+        bucket=values["S3_BUCKET"],
+    )
+
+
+def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str, Any]]:
+    """The KwokctlConfiguration plus the kwok Stages, as YAML documents."""
+    identities = STATE_DIR / "s3-identities.json"
+    write_identities(identities, s3.access_key, s3.secret_key)
+    (STATE_DIR / "s3").mkdir(parents=True, exist_ok=True)
+    write_provisioner_wrapper()
+    config: dict[str, Any] = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {
+            "runtime": "binary",
+            "bindAddress": "127.0.0.1",
+            "kubeApiserverBinary": str(BIN / "kube-apiserver"),
+            "kubeControllerManagerBinary": str(BIN / "kube-controller-manager"),
+            "kubeSchedulerBinary": str(BIN / "kube-scheduler"),
+            "kubectlBinary": str(BIN / "kubectl"),
+            "kwokControllerBinary": str(BIN / "kwok"),
+            "etcdBinary": str(BIN / "etcd"),
+            "kubeAuthorization": True,
+            "kubeAdmission": True,
+            "securePort": True,
+            # Notice a failed node within seconds, not the default 25 s.
+            "kubeControllerManagerNodeMonitorPeriodMilliseconds": 2000,
+        },
+        "components": [
+            {
+                "name": "s3",
+                "binary": weed_binary(),
+                "args": weed_command(STATE_DIR / "s3", s3_ports, identities)[1:],
+                "workDir": str(CLUSTER_DIR),
+            },
+            {
+                "name": "volume-provisioner",
+                "binary": str(PROVISIONER_BINARY),
+                "args": [
+                    "--kubeconfig",
+                    str(CLUSTER_DIR / "kubeconfig.yaml"),
+                    "--root",
+                    str(STATE_DIR / "volumes"),
+                ],
+                "workDir": str(CLUSTER_DIR),
+            },
+        ],
+    }
+    stages_dir = kwok_module_dir() / "kustomize" / "stage"
+    stages = [yaml.safe_load((stages_dir / name).read_text()) for name in KWOK_STAGES]
+    return [config, *stages]
+
+
+def write_provisioner_wrapper() -> None:
+    """kwokctl names a component's pid file after its binary, so give it its own."""
+    PROVISIONER_BINARY.write_text(
+        f'#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m tests.support.provisioner "$@"\n'
+    )
+    PROVISIONER_BINARY.chmod(0o755)
+
+
+def node(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "2000"},
+            "capacity": {"cpu": "64", "memory": "512Gi", "pods": "2000"},
+        },
+    }
+
+
+def storage_class() -> dict[str, Any]:
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "rspark.dev/local-hostpath",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": True,
+    }
+
+
+def create_bucket(s3: S3Credentials, ports: S3Ports) -> None:
+    """Create the bucket through weed's admin shell (no S3 client library needed)."""
+    deadline = time.monotonic() + 60
+    while True:
+        result = subprocess.run(
+            [weed_binary(), "shell", f"-master=127.0.0.1:{ports.master}"],
+            input=f"s3.bucket.create -name {s3.bucket}\n",
+            text=True,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        if (result.returncode == 0 and "error" not in output.lower()) or "already exist" in output:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not create bucket {s3.bucket}: {output}")
+        time.sleep(1)
+
+
+def wait_for(what: str, check: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def nodes_ready() -> bool:
+    out = json.loads(kubectl("get", "nodes", "-o", "json"))
+    ready = [
+        n["metadata"]["name"]
+        for n in out["items"]
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in n.get("status", {}).get("conditions", [])
+        )
+    ]
+    return all(name in ready for name in NODE_NAMES)
+
+
+def up() -> None:
+    if cluster_exists() and api_is_up():
+        log(f"already up: kubeconfig {KUBECONFIG.relative_to(ROOT)} (make cluster-down to stop)")
+        return
+    if cluster_exists():
+        log("found a stopped or broken cluster: deleting it first")
+        down()
+    started = time.monotonic()
+    for path in (KWOK_WORKDIR, STATE_DIR):
+        shutil.rmtree(path, ignore_errors=True)
+    STATE_DIR.mkdir(parents=True)
+    ports = S3Ports()
+    s3 = S3Credentials(
+        access_key="rspark" + secrets.token_hex(4),
+        secret_key=secrets.token_hex(20),
+        endpoint=f"http://127.0.0.1:{ports.s3}",
+        bucket=BUCKET,
+    )
+    config_path = STATE_DIR / "kwokctl.yaml"
+    config_path.write_text(yaml.safe_dump_all(kwokctl_configuration(s3, ports)))
+    log("creating the cluster with kwokctl (runtime binary)")
+    result = run(
+        str(BIN / "kwokctl"), "create", "cluster", "--name", CLUSTER_NAME,
+        "--config", str(config_path), "--kubeconfig", str(KUBECONFIG), "--wait", "2m",
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([*map(node, NODE_NAMES), storage_class()]))
+    wait_for("nodes Ready", nodes_ready)
+    wait_for_s3(s3.endpoint)
+    create_bucket(s3, ports)
+    S3_ENV.write_text("".join(f"{k}={v}\n" for k, v in s3.env().items()))
+    log(f"up in {time.monotonic() - started:.1f}s: kube-apiserver, etcd, kube-controller-manager,")
+    log(f"  kube-scheduler, kwok ({len(NODE_NAMES)} nodes), S3 at {s3.endpoint} bucket {BUCKET},")
+    log(f"  StorageClass {STORAGE_CLASS} with a local provisioner, restic in .local/bin")
+    log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
+
+
+def down() -> None:
+    if not cluster_exists():
+        log("no cluster to stop")
+    else:
+        run(str(BIN / "kwokctl"), "delete", "cluster", "--name", CLUSTER_NAME, capture=False)
+        log("cluster deleted")
+    for path in (KUBECONFIG, S3_ENV):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+def status() -> None:
+    state = "up" if api_is_up() else ("stopped" if cluster_exists() else "absent")
+    log(f"cluster {CLUSTER_NAME}: {state}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    command = parser.parse_args().command
+    {"up": up, "down": down, "status": status}[command]()
+
+
+if __name__ == "__main__":
+    main()
