@@ -143,8 +143,7 @@ class ResourceRequirements(ApiModel):
             request = self.requests.get(resource)
             if request is not None and parse_quantity(request) > parse_quantity(limit):
                 raise ValueError(
-                    f"resources.requests.{resource} ({request}) must not exceed "
-                    f"resources.limits.{resource} ({limit})"
+                    f"requests.{resource} ({request}) must not exceed limits.{resource} ({limit})"
                 )
         return self
 
@@ -315,7 +314,7 @@ class SparkSpec(ApiModel):
         # operator-only: the driver must stay reachable and in this namespace.
         managed = sorted(OPERATOR_MANAGED_SPARK_KEYS.intersection(conf))
         if managed:
-            raise ValueError(f"spark.conf must not set operator-managed keys: {', '.join(managed)}")
+            raise ValueError(f"must not set operator-managed keys: {', '.join(managed)}")
         return conf
 
 
@@ -400,7 +399,7 @@ class WorkspaceSpec(ApiModel):
         # operator-only: these wire RStudio to its user and Spark configuration.
         managed = sorted(OPERATOR_MANAGED_ENV.intersection(var.name for var in env))
         if managed:
-            raise ValueError(f"env must not set operator-managed variables: {', '.join(managed)}")
+            raise ValueError(f"must not set operator-managed variables: {', '.join(managed)}")
         return env
 
 

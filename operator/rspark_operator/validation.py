@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -72,10 +73,7 @@ def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
             "spec.snapshot.repository is required: the operator has no default "
             "repository base (RSPARK_SNAPSHOT_REPOSITORY_BASE)"
         )
-    assigned = Workspace(
-        ws.name, ws.namespace, ws.uid, ws.generation,
-        ws.spec.model_copy(update={"ingress": IngressSpec()}),
-    )
+    assigned = replace(ws, spec=ws.spec.model_copy(update={"ingress": IngressSpec()}))
     host, assigned_host = ingress_host(ws, settings), ingress_host(assigned, settings)
     shared_paths = settings.ingress_mode == "path" and host == assigned_host
     if _in_domain(host, settings.ingress_domain) and (
