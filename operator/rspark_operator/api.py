@@ -395,9 +395,13 @@ class WorkspaceSpec(ApiModel):
 
     @field_validator("env")
     @classmethod
-    def _no_operator_managed_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+    def _env_names(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [var.name for var in env]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate entries for name: {', '.join(duplicates)}")
         # operator-only: these wire RStudio to its user and Spark configuration.
-        managed = sorted(OPERATOR_MANAGED_ENV.intersection(var.name for var in env))
+        managed = sorted(OPERATOR_MANAGED_ENV.intersection(names))
         if managed:
             raise ValueError(f"must not set operator-managed variables: {', '.join(managed)}")
         return env

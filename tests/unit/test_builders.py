@@ -1,0 +1,407 @@
+"""The builders: what a workspace becomes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rspark_operator.builders import (
+    build_children,
+    build_password_secret,
+    build_pod,
+    pod_spec_hash,
+    workspace_url,
+)
+from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, label_safe
+from tests.unit.workspaces import REPOSITORY_BASE, settings, workspace
+
+pytestmark = pytest.mark.unit
+
+Manifest = dict[str, Any]
+
+
+def by_kind(manifests: list[Manifest]) -> dict[str, list[Manifest]]:
+    kinds: dict[str, list[Manifest]] = {}
+    for manifest in manifests:
+        kinds.setdefault(manifest["kind"], []).append(manifest)
+    return kinds
+
+
+def every_child() -> list[Manifest]:
+    ws = workspace()
+    return [
+        *build_children(ws, settings()),
+        build_pod(ws, settings()),
+        build_password_secret(ws, "pw"),
+    ]
+
+
+def container(pod: Manifest, name: str) -> Manifest:
+    spec = pod["spec"]
+    return next(
+        c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["name"] == name
+    )
+
+
+def env_of(container_: Manifest) -> dict[str, Any]:
+    return {var["name"]: var.get("value", var.get("valueFrom")) for var in container_["env"]}
+
+
+def spark_defaults(**spec: Any) -> dict[str, str]:
+    (config_map,) = by_kind(build_children(workspace(**spec), settings()))["ConfigMap"]
+    lines = config_map["data"]["spark-defaults.conf"].splitlines()
+    return dict(line.split(" ", 1) for line in lines)
+
+
+def test_children_come_in_apply_order() -> None:
+    kinds = [child["kind"] for child in build_children(workspace(), settings())]
+    assert kinds == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Secret",
+        "Service",
+        "Service",
+        "Ingress",
+    ]
+
+
+@pytest.mark.parametrize(
+    "child", every_child(), ids=lambda c: f"{c['kind']}/{c['metadata']['name']}"
+)
+def test_every_child_is_owned_labelled_and_namespaced(child: Manifest) -> None:
+    metadata = child["metadata"]
+    assert metadata["namespace"] == "team"
+    assert metadata["ownerReferences"] == [
+        {
+            "apiVersion": "rspark.dev/v1alpha1",
+            "kind": "RStudioWorkspace",
+            "name": "demo",
+            "uid": "0a1b2c3d-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert (
+        metadata["labels"].items()
+        >= {
+            "app.kubernetes.io/managed-by": "rspark-operator",
+            "rspark.dev/workspace": "demo",
+            "rspark.dev/user": label_safe("alice@example.com"),
+        }.items()
+    )
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ("alice", "alice"),
+        ("alice.smith_2", "alice.smith_2"),
+        ("Alice@Example.com", "alice-example.com-"),
+        ("@@@", ""),
+        ("x" * 80, "x" * 54 + "-"),
+    ],
+)
+def test_label_safe_user(user: str, expected: str) -> None:
+    value = label_safe(user)
+    assert value.startswith(expected)
+    assert len(value) <= 63
+    assert value[0].isalnum() and value[-1].isalnum()
+
+
+def test_label_safe_keeps_distinct_users_distinct() -> None:
+    assert label_safe("Alice@example.com") != label_safe("alice@example.com")
+
+
+def test_children_names_derive_from_the_workspace_name() -> None:
+    names = {(c["kind"], c["metadata"]["name"]) for c in every_child()}
+    assert names == {
+        ("ServiceAccount", "demo"),
+        ("Role", "demo"),
+        ("RoleBinding", "demo"),
+        ("ConfigMap", "demo-spark"),
+        ("PersistentVolumeClaim", "demo-home"),
+        ("Secret", "demo-home-secrets"),
+        ("Secret", "demo-restic"),
+        ("Service", "demo-rstudio"),
+        ("Service", "demo-spark-driver"),
+        ("Ingress", "demo"),
+        ("Pod", "demo"),
+    }
+
+
+def test_role_limits_the_agent_to_its_own_objects() -> None:
+    (role,) = by_kind(build_children(workspace(), settings()))["Role"]
+    named = {
+        (rule["apiGroups"][0], resource): rule.get("resourceNames")
+        for rule in role["rules"]
+        for resource in rule["resources"]
+    }
+    assert named == {
+        ("", "pods"): None,
+        ("", "services"): None,
+        ("", "configmaps"): None,
+        ("rspark.dev", "rstudioworkspaces"): ["demo"],
+        ("rspark.dev", "rstudioworkspaces/status"): ["demo"],
+        ("", "secrets"): ["demo-home-secrets"],
+    }
+
+
+def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
+    conf = spark_defaults()
+    assert (
+        conf.items()
+        >= {
+            "spark.master": "k8s://https://kubernetes.default.svc",
+            "spark.submit.deployMode": "client",
+            "spark.driver.host": "demo-spark-driver.team.svc",
+            "spark.driver.port": "7078",
+            "spark.blockManager.port": "7079",
+            "spark.driver.bindAddress": "0.0.0.0",
+            "spark.kubernetes.namespace": "team",
+            "spark.kubernetes.authenticate.driver.serviceAccountName": "demo",
+            "spark.kubernetes.driver.pod.name": "demo",
+            "spark.kubernetes.executor.podNamePrefix": "demo",
+            "spark.kubernetes.container.image": settings().spark_executor_image,
+            "spark.dynamicAllocation.enabled": "true",
+            "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+            "spark.dynamicAllocation.maxExecutors": "4",
+        }.items()
+    )
+    assert "spark.executor.cores" not in conf
+
+
+@pytest.mark.parametrize(
+    ("spark", "expected"),
+    [
+        (
+            {"executorCores": 2, "executorMemory": "2Gi"},
+            {"spark.executor.cores": "2", "spark.executor.memory": "2048m"},
+        ),
+        ({"executorMemory": "1500M"}, {"spark.executor.memory": "1431m"}),
+        ({"maxExecutors": 0}, {"spark.dynamicAllocation.maxExecutors": "0"}),
+        ({"executorImage": "spark:exec"}, {"spark.kubernetes.container.image": "spark:exec"}),
+        ({"conf": {"spark.sql.shuffle.partitions": "8"}}, {"spark.sql.shuffle.partitions": "8"}),
+        (
+            {"maxExecutors": 2, "conf": {"spark.dynamicAllocation.maxExecutors": "9"}},
+            {"spark.dynamicAllocation.maxExecutors": "9"},
+        ),
+    ],
+)
+def test_spark_defaults_follow_the_spec_and_user_conf_wins(
+    spark: dict[str, Any], expected: dict[str, str]
+) -> None:
+    assert spark_defaults(spark=spark).items() >= expected.items()
+
+
+def test_spark_defaults_are_sorted() -> None:
+    (config_map,) = by_kind(build_children(workspace(), settings()))["ConfigMap"]
+    lines = config_map["data"]["spark-defaults.conf"].splitlines()
+    assert lines == sorted(lines)
+
+
+def test_services_select_only_the_workspace_pod() -> None:
+    rstudio, driver = by_kind(build_children(workspace(), settings()))["Service"]
+    pod_labels = build_pod(workspace(), settings())["metadata"]["labels"]
+    for service in (rstudio, driver):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert service["spec"]["selector"]["app.kubernetes.io/component"] == "rstudio"
+    assert [p["port"] for p in rstudio["spec"]["ports"]] == [8787]
+    assert driver["spec"]["clusterIP"] == "None"
+    assert driver["spec"]["publishNotReadyAddresses"] is True
+    assert [p["port"] for p in driver["spec"]["ports"]] == [7078, 7079, 4040]
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "ingress_spec", "host", "path", "url", "root_path"),
+    [
+        ({}, {}, "demo-team.rspark.localhost", "/", "http://demo-team.rspark.localhost/", None),
+        (
+            {"ingress_tls_secret": "wildcard", "ingress_class": "nginx"},
+            {},
+            "demo-team.rspark.localhost",
+            "/",
+            "https://demo-team.rspark.localhost/",
+            None,
+        ),
+        (
+            {"ingress_mode": "path"},
+            {},
+            "rspark.localhost",
+            "/team/demo(/|$)(.*)",
+            "http://rspark.localhost/team/demo/",
+            "/team/demo/",
+        ),
+        (
+            {},
+            {"host": "alice.example.org", "path": "/rstudio"},
+            "alice.example.org",
+            "/rstudio(/|$)(.*)",
+            "http://alice.example.org/rstudio/",
+            "/rstudio/",
+        ),
+    ],
+)
+def test_ingress_in_host_and_path_modes(
+    settings_overrides: dict[str, Any],
+    ingress_spec: dict[str, Any],
+    host: str,
+    path: str,
+    url: str,
+    root_path: str | None,
+) -> None:
+    ws, config = workspace(ingress=ingress_spec), settings(**settings_overrides)
+    (ingress,) = by_kind(build_children(ws, config))["Ingress"]
+    (rule,) = ingress["spec"]["rules"]
+    (http_path,) = rule["http"]["paths"]
+    assert rule["host"] == host
+    assert http_path["path"] == path
+    assert http_path["backend"]["service"] == {"name": "demo-rstudio", "port": {"number": 8787}}
+    assert workspace_url(ws, config) == url
+    snippet = ingress["metadata"]["annotations"].get(
+        "nginx.ingress.kubernetes.io/configuration-snippet"
+    )
+    expected = f"proxy_set_header X-RStudio-Root-Path {root_path};" if root_path else None
+    assert snippet == expected
+    assert ("tls" in ingress["spec"]) == url.startswith("https")
+    assert ingress["spec"].get("ingressClassName") == config.ingress_class
+
+
+def test_pod_runs_the_agent_as_a_native_sidecar_gating_rstudio() -> None:
+    pod = build_pod(workspace(), settings())
+    (agent,) = pod["spec"]["initContainers"]
+    assert agent["restartPolicy"] == "Always"
+    assert agent["image"] == settings().agent_image
+    assert agent["command"] == ["rspark-agent", "run", "--home", "/home/rstudio"]
+    assert agent["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert agent["ports"] == [{"name": "metrics", "containerPort": 9090}]
+    assert agent["volumeMounts"] == [{"name": "home", "mountPath": "/home/rstudio"}]
+
+
+def test_pod_rstudio_container() -> None:
+    pod = build_pod(workspace(env=[{"name": "TZ", "value": "UTC"}]), settings())
+    rstudio = container(pod, "rstudio")
+    assert pod["spec"]["restartPolicy"] == "Always"
+    assert pod["spec"]["serviceAccountName"] == "demo"
+    assert pod["spec"]["hostname"] == "demo"
+    assert pod["spec"]["subdomain"] == "demo-spark-driver"
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 120
+    assert rstudio["image"] == settings().workspace_image
+    assert rstudio["readinessProbe"]["httpGet"] == {"path": "/", "port": "http"}
+    assert "rstudio-server suspend-all" in " ".join(
+        rstudio["lifecycle"]["preStop"]["exec"]["command"]
+    )
+    assert env_of(rstudio) == {"TZ": "UTC", "USER": "rstudio", "SPARK_CONF_DIR": "/opt/spark/conf"}
+    assert {m["mountPath"] for m in rstudio["volumeMounts"]} == {"/home/rstudio", "/opt/spark/conf"}
+    assert rstudio["resources"] == {
+        "requests": {"cpu": "500m", "memory": "2Gi"},
+        "limits": {"memory": "4Gi"},
+    }
+    assert {v["name"]: v for v in pod["spec"]["volumes"]}["home"]["persistentVolumeClaim"] == {
+        "claimName": "demo-home"
+    }
+
+
+def test_no_agent_when_snapshots_are_disabled() -> None:
+    pod = build_pod(workspace(snapshot={"enabled": False}), settings())
+    assert "initContainers" not in pod["spec"]
+
+
+def test_agent_environment_contract() -> None:
+    ws = workspace(
+        snapshot={"exclude": ["*.tmp"], "restoreFrom": "0123abcd", "retention": {"keepLast": 3}},
+        secretPaths=[".ssh", ".aws"],
+    )
+    env = env_of(container(build_pod(ws, settings()), "snapshot-agent"))
+    assert env == {
+        "RESTIC_REPOSITORY": f"{REPOSITORY_BASE}/team/demo",
+        "RESTIC_PASSWORD": {"secretKeyRef": {"name": "demo-restic", "key": "restic-password"}},
+        "AWS_ACCESS_KEY_ID": {
+            "secretKeyRef": {"name": "rspark-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
+        },
+        "AWS_SECRET_ACCESS_KEY": {
+            "secretKeyRef": {"name": "rspark-s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+        },
+        "RSPARK_WORKSPACE": "team/demo",
+        "RSPARK_SNAPSHOT_HOST": "team-demo",
+        "RSPARK_SNAPSHOT_INTERVAL": "5m",
+        "RSPARK_SNAPSHOT_EXCLUDE": '["*.tmp"]',
+        "RSPARK_SECRET_PATHS": '[".ssh", ".aws"]',
+        "RSPARK_RETENTION": json.dumps(
+            {"keepLast": 3, "keepHourly": 24, "keepDaily": 7, "keepWeekly": 4}
+        ),
+        "RSPARK_RESTORE_FROM": "0123abcd",
+        "RSPARK_SECRETS_NAME": "demo-home-secrets",
+        "RSPARK_METRICS_PORT": "9090",
+    }
+
+
+def test_agent_uses_the_spec_repository_and_credentials_when_set() -> None:
+    ws = workspace(
+        snapshot={"repository": "s3:https://s3.example/b/alice", "credentialsSecret": "mine"}
+    )
+    env = env_of(container(build_pod(ws, settings()), "snapshot-agent"))
+    assert env["RESTIC_REPOSITORY"] == "s3:https://s3.example/b/alice"
+    assert env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "mine"
+    assert "RSPARK_RESTORE_FROM" not in env
+
+
+def test_pod_carries_the_hash_of_its_spec() -> None:
+    pod = build_pod(workspace(), settings())
+    assert pod["metadata"]["annotations"][POD_SPEC_HASH_ANNOTATION] == pod_spec_hash(pod)
+
+
+def test_pod_spec_hash_ignores_key_order() -> None:
+    pod = build_pod(workspace(), settings())
+    reordered = {"spec": dict(reversed(list(pod["spec"].items())))}
+    assert pod_spec_hash(reordered) == pod_spec_hash(pod)
+
+
+def pod_hash(**spec: Any) -> str:
+    return str(
+        build_pod(workspace(**spec), settings())["metadata"]["annotations"][
+            POD_SPEC_HASH_ANNOTATION
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "restarts"),
+    [
+        ({"image": "rocker/rstudio:4.4.2"}, True),
+        ({"resources": {"requests": {"cpu": "2"}}}, True),
+        ({"env": [{"name": "TZ", "value": "UTC"}]}, True),
+        ({"snapshot": {"enabled": False}}, True),
+        ({"home": {"size": "20Gi"}}, False),
+        ({"spark": {"maxExecutors": 10, "conf": {"spark.sql.adaptive.enabled": "true"}}}, False),
+        ({"ingress": {"host": "alice.example.org"}}, False),
+        ({"suspended": True}, False),
+    ],
+)
+def test_pod_spec_hash_changes_only_with_the_pod(change: dict[str, Any], restarts: bool) -> None:
+    assert (pod_hash(**change) != pod_hash()) is restarts
+
+
+def test_password_secret_holds_the_restic_password() -> None:
+    secret = build_password_secret(workspace(), "s3cret")
+    assert secret["metadata"]["name"] == "demo-restic"
+    assert secret["stringData"] == {"restic-password": "s3cret"}
+
+
+def test_home_claim_and_secrets() -> None:
+    kinds = by_kind(
+        build_children(workspace(home={"size": "20Gi"}), settings(storage_class="fast"))
+    )
+    (claim,) = kinds["PersistentVolumeClaim"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    (home_secrets,) = kinds["Secret"]
+    assert "data" not in home_secrets  # the agent owns the data
+
+
+def test_builders_are_deterministic() -> None:
+    assert every_child() == every_child()
