@@ -1,0 +1,173 @@
+"""The thin layer that talks to the API server: server-side apply, reads, deletes.
+
+Manifests stay plain dicts end to end (no model (de)serialisation): the
+builders produce them, this module sends them as JSON, and reads come back as
+dicts too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from rspark_operator.api import GROUP, PLURAL, VERSION
+from rspark_operator.names import FIELD_MANAGER
+
+APPLY = "application/apply-patch+yaml"  # JSON is YAML: the API server takes either.
+MERGE = "application/merge-patch+json"
+
+# The kinds the operator manages, by apiVersion/kind: (URL prefix, plural).
+RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
+    ("v1", "Event"): ("/api/v1", "events"),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "rolebindings",
+    ),
+    ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
+    (f"{GROUP}/{VERSION}", "RStudioWorkspace"): (f"/apis/{GROUP}/{VERSION}", PLURAL),
+}
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials, else the current kubeconfig (honours KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def url(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+    prefix, plural = RESOURCES[(api_version, kind)]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+class Kube:
+    """Raw JSON calls through the kubernetes client's authenticated HTTP pool."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(*serialized)
+            response.read()
+        except ApiException as error:
+            raise KubeError(error.status or 0, _reason(error)) from None
+        if response.status >= 400:
+            raise KubeError(response.status, _reason_text(response.data))
+        return json.loads(response.data) if response.data else None
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            found: dict[str, Any] = self.request("GET", url(api_version, kind, namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        query = [("fieldSelector", field_selector)] if field_selector else []
+        items: list[dict[str, Any]] = self.request(
+            "GET", url(api_version, kind, namespace), query=query
+        )["items"]
+        return items
+
+    def apply(self, manifest: dict[str, Any], subresource: str = "") -> dict[str, Any]:
+        """Server-side apply under our one field manager, taking over conflicting fields."""
+        metadata = manifest["metadata"]
+        path = url(
+            manifest["apiVersion"],
+            manifest["kind"],
+            metadata["namespace"],
+            metadata["name"],
+            subresource,
+        )
+        applied: dict[str, Any] = self.request(
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type=APPLY,
+        )
+        return applied
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Create the object unless it exists; True when this call created it."""
+        metadata = manifest["metadata"]
+        path = url(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
+        try:
+            self.request("POST", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)])
+        except KubeError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None
+    ) -> None:
+        """Graceful delete; with `uid`, only that incarnation of the object. Gone is fine."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", url(api_version, kind, namespace, name), body=body)
+        except KubeError as error:
+            if error.status not in (404, 409):
+                raise
+
+
+def _reason(error: ApiException) -> str:
+    return _reason_text(error.body) if error.body else str(error.reason)
+
+
+def _reason_text(data: bytes | str | None) -> str:
+    try:
+        return str(json.loads(data or b"{}").get("message") or data)
+    except ValueError:
+        return str(data)
