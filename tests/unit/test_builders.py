@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from rspark_operator.builders import (
     build_children,
     build_password_secret,
@@ -15,6 +14,7 @@ from rspark_operator.builders import (
     workspace_url,
 )
 from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, label_safe
+
 from tests.unit.workspaces import REPOSITORY_BASE, settings, workspace
 
 pytestmark = pytest.mark.unit
