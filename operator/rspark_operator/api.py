@@ -116,6 +116,11 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _section(model: type[ApiModel], description: str) -> Any:
+    """A nested object defaulting to {}: the API server then fills in its own defaults."""
+    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+
+
 def _default_requests() -> dict[str, str]:
     return {"cpu": "500m", "memory": "2Gi"}
 
@@ -211,11 +216,7 @@ class SnapshotSpec(ApiModel):
             ]
         },
     )
-    retention: RetentionSpec = Field(
-        default_factory=RetentionSpec,
-        description="Which snapshots to keep.",
-        json_schema_extra={"default": {}},
-    )
+    retention: RetentionSpec = _section(RetentionSpec, "Which snapshots to keep.")
     repository: str | None = Field(
         default=None,
         min_length=1,
@@ -366,32 +367,16 @@ class WorkspaceSpec(ApiModel):
         description="Extra environment variables of the RStudio container.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    home: HomeSpec = Field(
-        default_factory=HomeSpec,
-        description="The home volume.",
-        json_schema_extra={"default": {}},
-    )
-    snapshot: SnapshotSpec = Field(
-        default_factory=SnapshotSpec,
-        description="Snapshots of the home to object storage.",
-        json_schema_extra={"default": {}},
-    )
+    home: HomeSpec = _section(HomeSpec, "The home volume.")
+    snapshot: SnapshotSpec = _section(SnapshotSpec, "Snapshots of the home to object storage.")
     secret_paths: list[HomeRelativePath] = Field(
         default_factory=lambda: [".ssh"],
         max_length=64,
         description="Home-relative paths kept in a per-workspace Secret, never in object storage.",
         json_schema_extra={"default": [".ssh"]},
     )
-    spark: SparkSpec = Field(
-        default_factory=SparkSpec,
-        description="Spark executors started from the workspace.",
-        json_schema_extra={"default": {}},
-    )
-    ingress: IngressSpec = Field(
-        default_factory=IngressSpec,
-        description="External access to RStudio.",
-        json_schema_extra={"default": {}},
-    )
+    spark: SparkSpec = _section(SparkSpec, "Spark executors started from the workspace.")
+    ingress: IngressSpec = _section(IngressSpec, "External access to RStudio.")
 
     @field_validator("env")
     @classmethod
