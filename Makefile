@@ -22,8 +22,8 @@ cluster-down: venv
 cluster-status: venv
 	@$(PY) -m tests.support.localcluster status
 
-dev: cluster-up
-	@echo "[dev] the operator and a sample workspace come with the workspace issue; the cluster is up."
+dev: venv tools
+	@$(PY) -m tests.support.deploy
 
 test: venv tools
 	@$(PY) -m pytest tests

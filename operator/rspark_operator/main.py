@@ -17,7 +17,7 @@ from typing import Any, cast
 import kopf
 
 from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
-from rspark_operator.kube import Kube, load_api_client
+from rspark_operator.kube import Kube, KubeError, load_api_client
 from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
@@ -32,7 +32,7 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our own identifiers, not kopf's defaults (kopf.zalando.org/...).
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -42,14 +42,22 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Two replicas must never both act: the one with the highest priority does.
     settings.peering.priority = random.randint(0, 2**31 - 1)
     settings.peering.mandatory = True
+    settings.peering.lifetime = memo.settings.peering_lifetime_seconds
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 16
 
 
-def _run(memo: kopf.Memo, body: dict[str, Any], *, children: bool) -> Outcome:
+def _run(memo: kopf.Memo, body: dict[str, Any], *, children: bool) -> Outcome | None:
     metadata = body["metadata"]
-    with _locks[(metadata["namespace"], metadata["name"])]:
-        outcome = reconcile(memo.kube, memo.settings, body, children=children)
+    try:
+        with _locks[(metadata["namespace"], metadata["name"])]:
+            outcome = reconcile(memo.kube, memo.settings, body, children=children)
+    except KubeError as error:
+        if error.status == 403 and "being terminated" in str(error):
+            log.info("%s/%s: namespace is being deleted", metadata["namespace"], metadata["name"])
+            return None
+        # Level-based: the next event or the resync converges; kopf retries handlers.
+        raise kopf.TemporaryError(f"API call failed ({error.status}): {error}", delay=5) from None
     for reason, message in outcome.actions:
         # kopf posts events for any object with apiVersion, kind and metadata.
         kopf.event(cast(kopf.Body, body), type="Normal", reason=reason, message=message)
@@ -71,7 +79,6 @@ def workspace_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run(memo, dict(body), children=True)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=60, idle=30)
 def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Catch drift and lost children that no event told us about.
 
@@ -91,7 +98,11 @@ def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     current = memo.kube.get(f"{GROUP}/{VERSION}", KIND, namespace, workspace)
     if current is None or current["metadata"].get("deletionTimestamp"):
         return
-    _run(memo, current, children=False)
+    try:
+        _run(memo, current, children=False)
+    except kopf.TemporaryError as error:
+        # Event handlers are not retried; the resync timer catches up.
+        log.warning("%s/%s: %s", namespace, workspace, error)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rspark-operator: bad configuration:\n{error}", file=sys.stderr)
         raise SystemExit(2) from None
     kopf.configure(verbose=args.verbose)
+    # Registered here, not at import: its interval is a setting.
+    kopf.timer(
+        GROUP, VERSION, PLURAL, interval=settings.resync_seconds, idle=settings.resync_seconds / 2
+    )(resync)
     memo = kopf.Memo(kube=Kube(load_api_client()), settings=settings)
     namespaces = settings.watch_namespaces
     kopf.run(

@@ -84,6 +84,22 @@ class OperatorSettings(BaseSettings):
     agent_metrics_port: int = Field(
         default=9090, ge=1, le=65535, description="Port of the agent's /metrics and /readyz."
     )
+    node_failure_toleration_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="How long a workspace pod stays on a NotReady or unreachable node before "
+        "it is evicted and recreated elsewhere (Kubernetes' default is 300).",
+    )
+    resync_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="How often each workspace is reconciled even without events (drift).",
+    )
+    peering_lifetime_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="How long a silent operator replica keeps its claim before another acts.",
+    )
     termination_grace_seconds: int = Field(
         default=120,
         ge=10,

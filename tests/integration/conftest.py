@@ -7,6 +7,7 @@ and stopped at the end only if this session started it.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,12 @@ import pytest
 from kubernetes import client, config
 
 from tests.support import localcluster
+from tests.support.deploy import (
+    OperatorProcess,
+    credentials_secret,
+    install_crds,
+    operator_environment,
+)
 from tests.support.kube import describe_namespace
 from tests.support.s3 import S3Credentials
 
@@ -61,3 +68,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)  # type: ignore[attr-defined]
     return report
+
+
+@pytest.fixture(scope="session")
+def crds(local_cluster: Path) -> None:
+    install_crds()
+
+
+@pytest.fixture(scope="session")
+def operator(crds: None, cluster_s3: S3Credentials) -> Iterator[OperatorProcess]:
+    """One `rspark-operator` process for the session, against the local cluster."""
+    logs = localcluster.LOCAL / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    process = OperatorProcess(
+        logs / f"operator-{time.strftime('%Y%m%d-%H%M%S')}.log",
+        operator_environment(cluster_s3, peering_lifetime_seconds="10"),
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def workspace_namespace(
+    namespace: str, operator: OperatorProcess, cluster_s3: S3Credentials
+) -> Iterator[str]:
+    """A namespace with the S3 credentials Secret; the operator's log must stay clean."""
+    credentials_secret(namespace, cluster_s3)
+    start = len(operator.log())
+    yield namespace
+    new_lines = operator.log()[start:]
+    assert "Traceback" not in new_lines, new_lines
+    assert "failed with an exception" not in new_lines, new_lines

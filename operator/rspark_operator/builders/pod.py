@@ -135,6 +135,16 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
         # Service links would flood the R session with variables of every Service.
         "enableServiceLinks": False,
         "securityContext": {"fsGroup": RSTUDIO_GID, "fsGroupChangePolicy": "OnRootMismatch"},
+        # Leave a failed node sooner than Kubernetes' default 300 s.
+        "tolerations": [
+            {
+                "key": taint,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": settings.node_failure_toleration_seconds,
+            }
+            for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+        ],
         "containers": [_rstudio_container(ws, settings)],
         "volumes": [
             {
