@@ -1,0 +1,119 @@
+"""rspark-agent: restore, snapshot, list, run. Exit 0 on success, 1 on failure, 2 on bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rspark_operator.agent.core import Agent, AgentError
+from rspark_operator.agent.kube import KubeSecretStore, KubeStatusSink, api_client
+from rspark_operator.agent.report import Status
+from rspark_operator.agent.restic import ResticError
+from rspark_operator.agent.run import Runner
+from rspark_operator.agent.secrets import SECRET_KEY
+from rspark_operator.agent.settings import AgentSettings, AgentSettingsError, load
+
+log = logging.getLogger("rspark.agent")
+
+REQUIRED_ENV = ("RESTIC_REPOSITORY", "RESTIC_PASSWORD")
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host", help="restic --host (default: RSPARK_SNAPSHOT_HOST)")
+    common.add_argument("--restic", help="restic binary (default: RSPARK_RESTIC or PATH)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top = argparse.ArgumentParser(
+        prog="rspark-agent", description="Snapshots of a home directory with restic."
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    restore = commands.add_parser("restore", parents=[common], help="restore into an empty home")
+    restore.add_argument("--home", type=Path, required=True)
+    restore.add_argument("--snapshot", help="snapshot id (default: this host's newest)")
+    restore.add_argument("--force", action="store_true", help="restore into a non-empty home")
+
+    snapshot = commands.add_parser("snapshot", parents=[common], help="take one snapshot now")
+    snapshot.add_argument("--home", type=Path, required=True)
+
+    listing = commands.add_parser("list", parents=[common], help="snapshots, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--home", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
+
+    run = commands.add_parser("run", parents=[common], help="the sidecar loop")
+    run.add_argument("--home", type=Path, required=True)
+    run.add_argument("--interval", help="snapshot interval (default: RSPARK_SNAPSHOT_INTERVAL)")
+    run.add_argument("--metrics-port", type=int, help="default: RSPARK_METRICS_PORT")
+    return top
+
+
+def build_agent(settings: AgentSettings, home: Path) -> Agent:
+    status = Status()
+    store = None
+    target = settings.namespace_name
+    if target is not None:
+        namespace, name = target
+        api = api_client()
+        status.sinks.append(KubeStatusSink(api, namespace, name))
+        if settings.secrets_name:
+            store = KubeSecretStore(api, namespace, settings.secrets_name, SECRET_KEY)
+        else:
+            log.warning("RSPARK_SECRETS_NAME unset: secret paths are not kept")
+    return Agent(settings, home, status=status, secret_store=store)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        log.error("missing environment: %s", ", ".join(missing))
+        return 2
+    try:
+        settings = load(
+            snapshot_host=args.host,
+            restic=args.restic,
+            snapshot_interval=getattr(args, "interval", None),
+            metrics_port=getattr(args, "metrics_port", None),
+        )
+    except AgentSettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    agent = build_agent(settings, args.home)
+    try:
+        return _dispatch(args, agent)
+    except (AgentError, ResticError) as exc:
+        log.error("%s: %s", exc.reason, exc)
+        return 1
+    finally:
+        agent.close()
+
+
+def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
+    if args.command == "restore":
+        outcome = agent.restore(args.snapshot, force=args.force)
+        if outcome.snapshot_id is None:
+            log.error("no snapshot to restore")
+            return 1
+        return 0
+    if args.command == "snapshot":
+        return 0 if agent.snapshot() is not None else 1
+    if args.command == "list":
+        items = agent.snapshots(host_only=False)
+        if args.json:
+            print(json.dumps([item.__dict__ for item in items], indent=2))
+        else:
+            for item in items:
+                files = item.summary.get("total_files_processed", "?")
+                size = item.summary.get("total_bytes_processed", "?")
+                print(f"{item.short_id} {item.time[:19]} {item.hostname} {files} files {size} B")
+        return 0
+    return Runner(agent).run_with_signals()

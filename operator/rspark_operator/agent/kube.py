@@ -1,0 +1,75 @@
+"""The agent's two touch points with Kubernetes, behind small interfaces.
+
+- StatusSink: server-side apply of the agent's fields on the workspace status.
+- SecretStore: get/patch of the secret-paths Secret (the operator creates it).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, Protocol
+
+from rspark_operator.agent.report import apply_body
+from rspark_operator.api import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "rspark-agent"
+
+
+class SecretStore(Protocol):
+    def load(self) -> bytes | None: ...
+
+    def save(self, document: bytes) -> None: ...
+
+
+def api_client() -> Any:
+    """In-cluster configuration inside a pod, else KUBECONFIG (or ~/.kube/config)."""
+    from kubernetes import client, config
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(os.environ.get("KUBECONFIG"))
+
+
+class KubeStatusSink:
+    def __init__(self, api: Any, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.name = name
+
+    def publish(self, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            self.name,
+            apply_body(self.namespace, self.name, status),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+
+class KubeSecretStore:
+    """The Secret is the operator's; the agent reads it and patches one key."""
+
+    def __init__(self, api: Any, namespace: str, name: str, key: str) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.key = key
+
+    def load(self) -> bytes | None:
+        secret = self.core.read_namespaced_secret(self.name, self.namespace)
+        value = (secret.data or {}).get(self.key)
+        return base64.b64decode(value) if value else None
+
+    def save(self, document: bytes) -> None:
+        body = {"data": {self.key: base64.b64encode(document).decode()}}
+        self.core.patch_namespaced_secret(self.name, self.namespace, body)

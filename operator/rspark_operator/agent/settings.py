@@ -1,0 +1,137 @@
+"""Agent configuration: RSPARK_* variables set by the pod builder, overridden by CLI flags.
+
+restic reads its own variables (RESTIC_REPOSITORY, RESTIC_PASSWORD, AWS_*) directly;
+the agent only checks that they are there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rspark_operator.api import RetentionSpec
+from rspark_operator.quantity import parse_duration
+
+ENV_PREFIX = "RSPARK_"
+# The Kubernetes Secret holding the secret paths; the agent never creates it.
+DEFAULT_SECRET_PATHS = (".ssh",)
+
+
+class AgentSettingsError(Exception):
+    """Bad agent configuration; the message names every bad variable."""
+
+
+def seconds(value: str) -> float:
+    """A Go duration string ("30s", "5m", "1h30m") in seconds."""
+    return parse_duration(value).total_seconds()
+
+
+def _json_list(value: Any) -> Any:
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    return value
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    workspace: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="<namespace>/<name>: turns on status reporting and secret keeping.",
+    )
+    snapshot_host: str | None = Field(
+        default=None, description="restic --host; standalone default: the home's basename."
+    )
+    snapshot_interval: str = "5m"
+    snapshot_exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    secret_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SECRET_PATHS)
+    )
+    retention: Annotated[RetentionSpec | None, NoDecode] = None
+    restore_from: str | None = None
+    secrets_name: str | None = None
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    # Not part of the pod contract; tunables with sensible defaults.
+    snapshot_debounce: str = "10s"  # quiet time after the last change before a snapshot
+    snapshot_max_delay: str = "60s"  # a change waits at most this long, even under churn
+    snapshot_min_spacing: str = "30s"  # at most one change-triggered snapshot per this
+    maintenance_interval: str = "24h"  # forget + prune cadence
+    shutdown_timeout: str = "25s"  # budget for the last snapshot after SIGTERM
+    restic_timeout: str = "10m"  # one restic command; restic retries storage inside it
+    retry_lock: str = "2m"
+    restic: str = Field(default="restic", description="RSPARK_RESTIC: the restic binary.")
+    cache_dir: str | None = None
+
+    @field_validator("snapshot_exclude", "secret_paths", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _json_list(value)
+
+    @field_validator("secret_paths")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for item in value:
+            path = item.strip().strip("/")
+            if not path or ".." in Path(path).parts:
+                raise ValueError(f"secret path {item!r} must be a path inside the home")
+            cleaned.append(path)
+        return cleaned
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else None
+        return value
+
+    @field_validator(
+        "snapshot_interval",
+        "snapshot_debounce",
+        "snapshot_max_delay",
+        "snapshot_min_spacing",
+        "maintenance_interval",
+        "shutdown_timeout",
+        "restic_timeout",
+        "retry_lock",
+    )
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if seconds(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration")
+        return value
+
+    @property
+    def namespace_name(self) -> tuple[str, str] | None:
+        if not self.workspace:
+            return None
+        namespace, name = self.workspace.split("/", 1)
+        return namespace, name
+
+    def host_for(self, home: Path) -> str:
+        """Fixed per workspace, never the pod's hostname, so a new pod finds its parent."""
+        return self.snapshot_host or home.resolve().name or "home"
+
+
+def load(**overrides: Any) -> AgentSettings:
+    """Settings from the environment; CLI overrides (not None) win. Errors name the variable."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return AgentSettings(**given)
+    except (ValidationError, ValueError) as exc:
+        raise AgentSettingsError(_describe(exc)) from exc
+
+
+def _describe(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return f"bad agent configuration: {exc}"
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+    return "bad agent configuration: " + "; ".join(lines)
