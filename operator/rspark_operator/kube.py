@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from rspark_operator import __version__
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.names import FIELD_MANAGER
 
@@ -52,7 +53,9 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    api = client.ApiClient()
+    api.user_agent = f"{FIELD_MANAGER}/{__version__}"
+    return api
 
 
 def url(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
@@ -89,6 +92,18 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        data = self._call(serialized)
+        return json.loads(data) if data else None
+
+    def raw_get(self, path: str) -> str:
+        """A non-JSON endpoint such as /metrics, as text."""
+        headers = {"Accept": "text/plain"}
+        serialized = self.api.param_serialize(
+            method="GET", resource_path=path, header_params=headers, auth_settings=["BearerToken"]
+        )
+        return self._call(serialized).decode()
+
+    def _call(self, serialized: Any) -> bytes:
         try:
             response = self.api.call_api(*serialized)
             response.read()
@@ -96,7 +111,7 @@ class Kube:
             raise KubeError(error.status or 0, _reason(error)) from None
         if response.status >= 400:
             raise KubeError(response.status, _reason_text(response.data))
-        return json.loads(response.data) if response.data else None
+        return bytes(response.data or b"")
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

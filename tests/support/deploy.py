@@ -101,6 +101,15 @@ class OperatorProcess:
         if self.log_file:
             self.log_file.close()
 
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory so far (VmHWM), in MB."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kilobytes = next(
+            line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")
+        )
+        return int(kilobytes) / 1024
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
