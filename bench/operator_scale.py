@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.builders import build_children, build_password_secret, build_pod
 from rspark_operator.kube import Kube
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
-
 from tests.support import localcluster
 from tests.support.deploy import (
     OperatorProcess,

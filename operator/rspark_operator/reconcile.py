@@ -93,10 +93,12 @@ def reconcile(
         pod = kube.apply(desired)
         actions.append((POD_CREATED, f"created pod {desired['metadata']['name']}"))
 
+    claim = kube.get("v1", "PersistentVolumeClaim", namespace, names.home_claim_name(name))
+    unhealthy = [obj for obj in (pod, claim) if obj is not None and not _healthy(obj)]
     observed = Observed(
         pod=pod,
-        claim=kube.get("v1", "PersistentVolumeClaim", namespace, names.home_claim_name(name)),
-        events=_recent_events(kube, namespace, pod),
+        claim=claim,
+        events=[event for obj in unhealthy for event in _events_of(kube, obj)],
         pod_spec_current=pod_spec_current,
     )
     status = compute_status(
@@ -145,16 +147,18 @@ def _terminating(pod: dict[str, Any]) -> bool:
     return bool(pod["metadata"].get("deletionTimestamp"))
 
 
-def _recent_events(kube: Kube, namespace: str, pod: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Warnings about a pod that is not ready yet (scheduling, mounts); none for a ready pod."""
-    if pod is None or _is_ready(pod):
-        return []
-    selector = f"involvedObject.kind=Pod,involvedObject.name={pod['metadata']['name']}"
-    events = kube.list("v1", "Event", namespace, field_selector=selector)
-    uid = pod["metadata"].get("uid")
-    return [e for e in events if (e.get("involvedObject") or {}).get("uid") == uid]
+def _events_of(kube: Kube, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events about this incarnation of the object (scheduling, mounts, provisioning)."""
+    metadata = obj["metadata"]
+    selector = f"involvedObject.kind={obj['kind']},involvedObject.name={metadata['name']}"
+    events = kube.list("v1", "Event", metadata["namespace"], field_selector=selector)
+    return [e for e in events if (e.get("involvedObject") or {}).get("uid") == metadata["uid"]]
 
 
-def _is_ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
+def _healthy(obj: dict[str, Any]) -> bool:
+    """A ready pod or a bound claim: no need to read its events."""
+    status = obj.get("status") or {}
+    if obj["kind"] == "PersistentVolumeClaim":
+        return bool(status.get("phase") == "Bound")
+    conditions = status.get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

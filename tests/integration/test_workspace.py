@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client
-from rspark_operator import names
 
+from rspark_operator import names
 from tests.support.deploy import OperatorProcess
 from tests.support.kube import fail_node, recover_node, wait_until
 from tests.support.workspaces import Workspaces, sample

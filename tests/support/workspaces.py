@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.conditions import READY, find
-
 from tests.support.kube import wait_until
 
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "workspace.yaml"

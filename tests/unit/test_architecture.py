@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 import rspark_operator
 
 pytestmark = pytest.mark.unit

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from rspark_operator.builders import (
     build_children,
     build_password_secret,
@@ -14,7 +15,6 @@ from rspark_operator.builders import (
     workspace_url,
 )
 from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, label_safe
-
 from tests.unit.workspaces import REPOSITORY_BASE, settings, workspace
 
 pytestmark = pytest.mark.unit
@@ -405,3 +405,12 @@ def test_home_claim_and_secrets() -> None:
 
 def test_builders_are_deterministic() -> None:
     assert every_child() == every_child()
+
+
+def test_pod_leaves_a_failed_node_after_the_configured_time() -> None:
+    pod = build_pod(workspace(), settings(node_failure_toleration_seconds=7))
+    tolerations = {t["key"]: t for t in pod["spec"]["tolerations"]}
+    assert set(tolerations) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    assert all(
+        t["effect"] == "NoExecute" and t["tolerationSeconds"] == 7 for t in tolerations.values()
+    )

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from rspark_operator.validation import InvalidSpecError, parse_workspace, transition_problems
 
+from rspark_operator.validation import InvalidSpecError, parse_workspace, transition_problems
 from tests.unit.workspaces import settings
 
 pytestmark = pytest.mark.unit

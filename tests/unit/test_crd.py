@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from rspark_operator import crd
 from rspark_operator.api import WorkspaceSpec
 

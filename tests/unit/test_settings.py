@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rspark_operator.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.unit

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from rspark_operator import status
 from rspark_operator.conditions import HOME_RESTORED, SNAPSHOT_HEALTHY, condition, find
 from rspark_operator.status import Observed, compute_status, status_changed
