@@ -8,6 +8,7 @@ dicts too.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -162,6 +163,39 @@ class Kube:
                 return False
             raise
         return True
+
+    def event(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        """Best effort: record a Normal event on `obj`; a namespace being deleted is fine."""
+        metadata = obj["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Normal",
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.request("POST", url("v1", "Event", metadata["namespace"]), body=event)
+        except KubeError as error:
+            if error.status not in (403, 404):
+                raise
 
     def delete(
         self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None

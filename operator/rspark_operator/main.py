@@ -12,7 +12,7 @@ import random
 import sys
 import threading
 from collections import defaultdict
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -43,7 +43,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.priority = random.randint(0, 2**31 - 1)
     settings.peering.mandatory = True
     settings.peering.lifetime = memo.settings.peering_lifetime_seconds
-    settings.posting.level = logging.INFO
+    # Our events go through Kube.event (one attempt each); kopf posts none of its own.
+    settings.posting.enabled = False
     settings.execution.max_workers = 16
 
 
@@ -59,8 +60,7 @@ def _run(memo: kopf.Memo, body: dict[str, Any], *, children: bool) -> Outcome | 
         # Level-based: the next event or the resync converges; kopf retries handlers.
         raise kopf.TemporaryError(f"API call failed ({error.status}): {error}", delay=5) from None
     for reason, message in outcome.actions:
-        # kopf posts events for any object with apiVersion, kind and metadata.
-        kopf.event(cast(kopf.Body, body), type="Normal", reason=reason, message=message)
+        memo.kube.event(body, reason, message)
     if outcome.actions:
         log.info(
             "%s/%s: %s; phase %s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from rspark_operator import names
@@ -13,6 +14,15 @@ from tests.support.workspaces import Workspaces, sample
 
 CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim",
                "Secret", "Service", "Ingress", "Pod")  # fmt: skip
+
+
+@pytest.fixture
+def alice(kube: client.ApiClient, workspace_namespace: str) -> Workspaces:
+    """The sample workspace `alice`, Running."""
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("alice"))
+    workspaces.wait_phase("alice", "Running")
+    return workspaces
 
 
 def children(kube: client.ApiClient, namespace: str, name: str) -> dict[str, list[Any]]:
@@ -66,43 +76,36 @@ def test_create_makes_every_child_and_runs(
 
 
 def test_password_secret_is_never_overwritten(
-    kube: client.ApiClient, workspace_namespace: str
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
     core = client.CoreV1Api(kube)
     before = core.read_namespaced_secret("alice-restic", workspace_namespace).data
-    workspaces.patch("alice", {"image": "example.org/rspark:2"})
-    workspaces.wait_phase("alice", "Running")
+    alice.patch("alice", {"image": "example.org/rspark:2"})
+    alice.wait_phase("alice", "Running")
     assert core.read_namespaced_secret("alice-restic", workspace_namespace).data == before
 
 
-def test_image_change_replaces_the_pod(kube: client.ApiClient, workspace_namespace: str) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    old = workspaces.running_pod("alice")
-    workspaces.patch("alice", {"image": "example.org/rspark:2"})
+def test_image_change_replaces_the_pod(
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
+) -> None:
+    old = alice.running_pod("alice")
+    alice.patch("alice", {"image": "example.org/rspark:2"})
 
     def replaced() -> Any:
-        pod = workspaces.running_pod("alice")
+        pod = alice.running_pod("alice")
         return pod if pod.metadata.uid != old.metadata.uid else None
 
     new = wait_until("the pod replaced", replaced)
     assert new.spec.containers[0].image == "example.org/rspark:2"
-    ws = workspaces.wait_phase("alice", "Running")
+    ws = alice.wait_phase("alice", "Running")
     assert ws["status"]["pendingRestart"] is False
 
 
 def test_home_grows_without_replacing_the_pod(
-    kube: client.ApiClient, workspace_namespace: str
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    pod = workspaces.running_pod("alice")
-    workspaces.patch("alice", {"home": {"size": "20Gi"}})
+    pod = alice.running_pod("alice")
+    alice.patch("alice", {"home": {"size": "20Gi"}})
     core = client.CoreV1Api(kube)
 
     def grown() -> bool:
@@ -110,35 +113,31 @@ def test_home_grows_without_replacing_the_pod(
         return (claim.status.capacity or {}).get("storage") == "20Gi"
 
     wait_until("the claim at 20Gi", grown)
-    workspaces.wait_phase("alice", "Running")
-    assert workspaces.running_pod("alice").metadata.uid == pod.metadata.uid
+    alice.wait_phase("alice", "Running")
+    assert alice.running_pod("alice").metadata.uid == pod.metadata.uid
 
 
-def test_deleted_pod_comes_back(kube: client.ApiClient, workspace_namespace: str) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    old = workspaces.running_pod("alice")
+def test_deleted_pod_comes_back(
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
+) -> None:
+    old = alice.running_pod("alice")
     client.CoreV1Api(kube).delete_namespaced_pod("alice", workspace_namespace)
     wait_until(
-        "a new pod", lambda: workspaces.running_pod("alice").metadata.uid != old.metadata.uid
+        "a new pod", lambda: alice.running_pod("alice").metadata.uid != old.metadata.uid
     )
-    workspaces.wait_phase("alice", "Running")
+    alice.wait_phase("alice", "Running")
 
 
 def test_node_failure_moves_the_pod_with_its_claim(
-    kube: client.ApiClient, workspace_namespace: str
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    old = workspaces.running_pod("alice")
+    old = alice.running_pod("alice")
     core = client.CoreV1Api(kube)
     fail_node(core, old.spec.node_name)
     try:
 
         def moved() -> Any:
-            pod = workspaces.running_pod("alice")
+            pod = alice.running_pod("alice")
             return pod if pod.metadata.uid != old.metadata.uid else None
 
         new = wait_until("the pod on another node", moved, timeout=180)
@@ -146,35 +145,29 @@ def test_node_failure_moves_the_pod_with_its_claim(
         claims = [v.persistent_volume_claim.claim_name for v in new.spec.volumes
                   if v.persistent_volume_claim]  # fmt: skip
         assert claims == ["alice-home"]
-        workspaces.wait_phase("alice", "Running")
+        alice.wait_phase("alice", "Running")
     finally:
         recover_node(core, old.spec.node_name)
 
 
 def test_suspend_keeps_everything_but_the_pod_and_resume_brings_it_back(
-    kube: client.ApiClient, workspace_namespace: str
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    workspaces.patch("alice", {"suspended": True})
-    workspaces.wait_phase("alice", "Suspended")
+    alice.patch("alice", {"suspended": True})
+    alice.wait_phase("alice", "Suspended")
     found = children(kube, workspace_namespace, "alice")
     assert not found["Pod"]
     assert all(found[kind] for kind in CHILD_KINDS if kind != "Pod")
-    workspaces.patch("alice", {"suspended": False})
-    workspaces.wait_phase("alice", "Running")
-    assert len(workspaces.pods("alice")) == 1
+    alice.patch("alice", {"suspended": False})
+    alice.wait_phase("alice", "Running")
+    assert len(alice.pods("alice")) == 1
 
 
 def test_delete_removes_children_by_garbage_collection(
-    kube: client.ApiClient, workspace_namespace: str
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    workspaces.delete("alice")
-    wait_until("workspace gone", lambda: workspaces.get("alice") is None)
+    alice.delete("alice")
+    wait_until("workspace gone", lambda: alice.get("alice") is None)
 
     def all_gone() -> bool:
         found = children(kube, workspace_namespace, "alice")
