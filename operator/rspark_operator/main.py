@@ -21,6 +21,7 @@ from rspark_operator.kube import Kube, KubeError, load_api_client
 from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
+from rspark_operator.status import restore_report_unseen
 
 PEERING_NAME = "rspark-operator"
 MANAGED_BY = {MANAGED_BY_LABEL: FIELD_MANAGER}
@@ -86,6 +87,16 @@ def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     before its object goes; children themselves go by garbage collection.
     """
     _run(memo, dict(body), children=True)
+
+
+def _restore_report_unseen(body: kopf.Body, **_: Any) -> bool:
+    return restore_report_unseen(body.get("status") or {})
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_restore_report_unseen)
+def agent_reported(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The snapshot agent started or finished a restore: show it in the phase."""
+    _run(memo, dict(body), children=False)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_BY)

@@ -195,3 +195,27 @@ def _event_time(event: Mapping[str, Any]) -> str:
         or (event.get("metadata") or {}).get("creationTimestamp")
         or ""
     )
+
+
+# Ready reasons decided at or after the look at the agent's HomeRestored (see `assess`).
+_REASONS_THE_AGENT_CAN_CHANGE = frozenset(
+    {RESTORING, HOME_NOT_RESTORED, POD_NOT_READY, *VOLUME_PROBLEMS}
+)
+
+
+def restore_report_unseen(status: Mapping[str, Any]) -> bool:
+    """The agent changed HomeRestored and the Ready condition does not show it yet.
+
+    The agent writes only its own conditions; this tells the operator, from the
+    workspace alone, that a status-only reconcile would change the phase.
+    """
+    conditions = list(status.get("conditions") or [])
+    restored, ready = find(conditions, HOME_RESTORED), find(conditions, READY)
+    if restored is None or ready is None:
+        return False
+    shown = str(ready.get("reason"))
+    if shown not in _REASONS_THE_AGENT_CAN_CHANGE:
+        return False
+    if restored.get("status") == "False":
+        return shown != (RESTORING if restored.get("reason") == RESTORING else HOME_NOT_RESTORED)
+    return shown in (RESTORING, HOME_NOT_RESTORED)

@@ -9,7 +9,12 @@ import pytest
 
 from rspark_operator import status
 from rspark_operator.conditions import HOME_RESTORED, SNAPSHOT_HEALTHY, condition, find
-from rspark_operator.status import Observed, compute_status, status_changed
+from rspark_operator.status import (
+    Observed,
+    compute_status,
+    restore_report_unseen,
+    status_changed,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -320,3 +325,27 @@ def test_status_changed_ignores_fields_it_does_not_own() -> None:
     assert status_changed({**stored, "phase": "Running"}, new)
     assert status_changed({**stored, "observedGeneration": 0}, new)
     assert status_changed({**stored, "conditions": []}, new)
+
+
+@pytest.mark.parametrize(
+    ("home_restored", "ready_reason", "unseen"),
+    [
+        (None, "PodNotReady", False),
+        (("False", "Restoring"), "PodNotReady", True),
+        (("False", "Restoring"), "Restoring", False),
+        (("False", "Restoring"), "PodReady", False),
+        (("False", "Restoring"), "FailedScheduling", False),
+        (("False", "WrongPassword"), "Restoring", True),
+        (("False", "WrongPassword"), "HomeNotRestored", False),
+        (("True", "Restored"), "Restoring", True),
+        (("True", "Restored"), "PodNotReady", False),
+    ],
+)
+def test_restore_report_unseen(
+    home_restored: tuple[str, str] | None, ready_reason: str, unseen: bool
+) -> None:
+    conditions = [{"type": "Ready", "status": "False", "reason": ready_reason}]
+    if home_restored:
+        status, reason = home_restored
+        conditions.append({"type": "HomeRestored", "status": status, "reason": reason})
+    assert restore_report_unseen({"conditions": conditions}) is unseen
