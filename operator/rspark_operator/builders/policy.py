@@ -1,0 +1,64 @@
+"""The workspace pod's NetworkPolicy: who may reach RStudio, Spark's driver and the agent.
+
+A NetworkPolicy is namespaced and "the executors of the same workspace" is a
+per-workspace selector, so it is a child of each workspace rather than one
+install-time manifest. Selecting the pod denies every other ingress to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rspark_operator import names
+from rspark_operator.api import Workspace
+from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
+from rspark_operator.builders.pod import RSTUDIO_PORT
+from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT, SPARK_UI_PORT
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_INGRESS_NAMESPACE = "ingress-nginx"
+
+
+def network_policy_name(workspace: str) -> str:
+    return workspace
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
+
+
+def build_network_policy(
+    ws: Workspace,
+    *,
+    ingress_namespace: str = DEFAULT_INGRESS_NAMESPACE,
+    metrics_namespace: str | None = None,
+    metrics_port: int = 9090,
+) -> Manifest:
+    """RStudio (8787) from the ingress controller's namespace only; the Spark driver,
+    block manager and UI from this workspace's executors only; the agent's metrics
+    from `metrics_namespace` when one is given (Prometheus), else from nowhere."""
+    executors = {
+        "podSelector": {
+            "matchLabels": {
+                names.WORKSPACE_LABEL: ws.name,
+                names.COMPONENT_LABEL: names.SPARK_EXECUTOR_COMPONENT,
+            }
+        }
+    }
+    rules: list[dict[str, Any]] = [
+        {"from": [_namespace(ingress_namespace)], "ports": _tcp(RSTUDIO_PORT)},
+        {"from": [executors], "ports": _tcp(DRIVER_PORT, BLOCK_MANAGER_PORT, SPARK_UI_PORT)},
+    ]
+    if metrics_namespace:
+        rules.append({"from": [_namespace(metrics_namespace)], "ports": _tcp(metrics_port)})
+    policy = child(ws, "networking.k8s.io/v1", "NetworkPolicy", network_policy_name(ws.name))
+    policy["spec"] = {
+        "podSelector": {"matchLabels": rstudio_pod_selector(ws)},
+        "policyTypes": ["Ingress"],
+        "ingress": rules,
+    }
+    return policy
