@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make images`: build the three images with Docker, from the repository root.
+#   IMAGE_REGISTRY (default ghcr.io/rspark-dev) and IMAGE_TAG (default 0.1.0) name
+#   them as the operator's default settings expect: rstudio, agent, operator.
+# Without a running Docker engine it says so and fails: nothing is built.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REGISTRY="${IMAGE_REGISTRY:-ghcr.io/rspark-dev}"
+TAG="${IMAGE_TAG:-0.1.0}"
+DOCKER="${DOCKER:-docker}"
+
+if ! command -v "$DOCKER" >/dev/null 2>&1; then
+  echo "make images: '$DOCKER' is not installed; no image was built." >&2
+  echo "  The Dockerfiles are still linted by 'make lint-images'." >&2
+  exit 1
+fi
+if ! "$DOCKER" info >/dev/null 2>&1; then
+  echo "make images: no Docker engine answers ('$DOCKER info' fails); no image was built." >&2
+  echo "  The Dockerfiles are still linted by 'make lint-images'." >&2
+  exit 1
+fi
+
+export DOCKER_BUILDKIT=1
+# directory under images/ -> image name (the workspace image is "rstudio").
+for pair in rspark:rstudio agent:agent operator:operator; do
+  dir="${pair%%:*}" name="${pair##*:}"
+  echo "==> $REGISTRY/$name:$TAG (images/$dir)"
+  "$DOCKER" build -f "$ROOT/images/$dir/Dockerfile" -t "$REGISTRY/$name:$TAG" "$ROOT"
+done

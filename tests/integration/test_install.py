@@ -1,0 +1,136 @@
+"""The install manifests on a real API server: dry run, apply, deploy, admission."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from rspark_operator.builders.policy import build_network_policy
+from rspark_operator.settings import OperatorSettings
+from rspark_operator.validation import parse_workspace
+from tests.support.install import BASE, OVERLAYS, SYSTEM_NAMESPACE, build, deploy
+from tests.support.kube import wait_until
+from tests.support.localcluster import ROOT, kubectl
+
+SAMPLES = ROOT / "manifests" / "samples"
+BASE_KINDS = {
+    "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+    "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "ClusterKopfPeering",
+}  # fmt: skip
+
+
+def apply(manifest: dict[str, Any], *, dry_run: bool) -> str:
+    args = ["apply", "--server-side", "--force-conflicts", "-f", "-"]
+    return kubectl(
+        *args, *(["--dry-run=server"] if dry_run else []), stdin=yaml.safe_dump(manifest)
+    )
+
+
+def settings_of(objects: list[dict[str, Any]]) -> OperatorSettings:
+    (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    fields = {key.removeprefix("RSPARK_").lower(): value
+              for key, value in config_map["data"].items()}  # fmt: skip
+    return OperatorSettings(**fields)
+
+
+def test_every_manifest_of_the_base_passes_a_dry_run_then_applies(local_cluster: Path) -> None:
+    objects = build(BASE)
+    assert {o["kind"] for o in objects} == BASE_KINDS
+    for manifest in objects:
+        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        assert "(server dry run)" in apply(manifest, dry_run=True), name
+        assert "serverside-applied" in apply(manifest, dry_run=False), name
+        if manifest["kind"] == "CustomResourceDefinition":
+            kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                f"crd/{manifest['metadata']['name']}",
+            )
+
+
+def test_make_deploy_applies_the_base_and_is_idempotent(local_cluster: Path) -> None:
+    first = deploy()
+    again = deploy()
+    assert "deployment.apps/rspark-operator serverside-applied" in first
+    assert again.count("serverside-applied") == first.count("serverside-applied")
+
+
+def test_operator_pods_are_admitted_under_restricted_pod_security(
+    kube: client.ApiClient,
+) -> None:
+    deploy()
+    apps, policy = client.AppsV1Api(kube), client.PolicyV1Api(kube)
+    wait_until(
+        "2 operator replicas available",
+        lambda: (apps.read_namespaced_deployment("rspark-operator", SYSTEM_NAMESPACE)
+                 .status.available_replicas == 2),
+    )  # fmt: skip
+    budget = wait_until(
+        "the budget sees both replicas",
+        lambda: (b := policy.read_namespaced_pod_disruption_budget(
+            "rspark-operator", SYSTEM_NAMESPACE)).status.current_healthy == 2 and b,
+    )  # fmt: skip
+    assert budget.status.disruptions_allowed == 1
+    # The namespace enforces the restricted standard: a root pod is refused there.
+    root_pod = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "root", "namespace": SYSTEM_NAMESPACE},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                                         "securityContext": {"runAsUser": 0}}]}}  # fmt: skip
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        apply(root_pod, dry_run=True)
+    assert 'violates PodSecurity "restricted:latest"' in refused.value.stderr
+
+
+def test_settings_of_the_base_and_every_overlay_are_valid() -> None:
+    base = settings_of(build(BASE))
+    assert base.snapshot_repository_base is None  # each install names its bucket
+    dev = build(OVERLAYS / "dev")
+    assert settings_of(dev).peering_lifetime_seconds == 10
+    (deployment,) = [o for o in dev if o["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    production = build(OVERLAYS / "production-example")
+    settings = settings_of(production)
+    assert settings.ingress_class == "nginx" and settings.ingress_tls_secret
+    assert settings.snapshot_repository_base == "s3:https://s3.example.com/rspark-snapshots"
+    (secret,) = [o for o in production if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == settings.snapshot_credentials_secret
+    assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_every_committed_crd_is_in_the_base() -> None:
+    listed = yaml.safe_load((ROOT / "crds" / "Kustomization").read_text())["resources"]
+    files = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    assert sorted(listed) == files
+
+
+def test_every_sample_is_a_valid_workspace(kube: client.ApiClient, namespace: str) -> None:
+    custom = client.CustomObjectsApi(kube)
+    samples = sorted(SAMPLES.glob("*.yaml"))
+    assert len(samples) >= 4
+    for path in samples:
+        manifest = yaml.safe_load(path.read_text())
+        created = custom.create_namespaced_custom_object(
+            "rspark.dev", "v1alpha1", namespace, "rstudioworkspaces", manifest,
+            dry_run="All", field_validation="Strict",
+        )  # fmt: skip
+        created["metadata"].setdefault("uid", "dry-run")
+        parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
+
+
+def test_network_policy_of_a_workspace_is_accepted(kube: client.ApiClient, namespace: str) -> None:
+    custom = client.CustomObjectsApi(kube)
+    manifest = yaml.safe_load((SAMPLES / "workspace.yaml").read_text())
+    created = custom.create_namespaced_custom_object(
+        "rspark.dev", "v1alpha1", namespace, "rstudioworkspaces", manifest
+    )
+    ws = parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
+    policy = build_network_policy(ws, metrics_namespace="monitoring")
+    assert "serverside-applied" in apply(policy, dry_run=False)
+    stored = client.NetworkingV1Api(kube).read_namespaced_network_policy(ws.name, namespace)
+    assert [p.port for p in stored.spec.ingress[1].ports] == [7078, 7079, 4040]
