@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,3 +182,62 @@ class S3Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.process = None
+
+    # Raw access through the filer's HTTP API (no S3 signing), for tests that must
+    # see or damage the stored objects themselves.
+
+    @property
+    def filer_url(self) -> str:
+        return f"http://{HOST}:{self.ports.filer}"
+
+    def buckets(self) -> list[str]:
+        return [path.rsplit("/", 1)[-1] for path, is_dir in self._listing("/buckets") if is_dir]
+
+    def objects(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object key under bucket/prefix (recursive), e.g. "repo/data/ab/ab12..."."""
+        root = f"/buckets/{bucket}"
+        keys: list[str] = []
+        pending = [f"{root}/{prefix.strip('/')}".rstrip("/")]
+        while pending:
+            directory = pending.pop()
+            for path, is_dir in self._listing(directory):
+                if is_dir:
+                    pending.append(path)
+                else:
+                    keys.append(path[len(root) + 1 :])
+        return sorted(keys)
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        url = f"{self.filer_url}/buckets/{bucket}/{key}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return bytes(response.read())
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        url = f"{self.filer_url}/buckets/{bucket}/{key}"
+        request = urllib.request.Request(url, data=data, method="PUT")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def _listing(self, directory: str) -> list[tuple[str, bool]]:
+        """(full path, is directory) of a filer directory, following pagination."""
+        out: list[tuple[str, bool]] = []
+        last = ""
+        while True:
+            query = urllib.parse.urlencode({"limit": 1000, "lastFileName": last})
+            request = urllib.request.Request(
+                f"{self.filer_url}{directory}/?{query}", headers={"Accept": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    listing = json.load(response)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return out
+                raise
+            entries = listing.get("Entries") or []
+            for entry in entries:
+                is_dir = bool(entry.get("Mode", 0) & (1 << 31))
+                out.append((str(entry["FullPath"]), is_dir))
+            if not listing.get("ShouldDisplayLoadMore") or not entries:
+                return out
+            last = str(entries[-1]["FullPath"]).rsplit("/", 1)[-1]

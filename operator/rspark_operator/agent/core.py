@@ -114,7 +114,7 @@ class Agent:
                 f"storage unreachable, retrying: {line}",
             )
 
-    def _failed(self, reason: str, message: str, *, restoring: bool = False) -> AgentError:
+    def fail(self, reason: str, message: str, *, restoring: bool = False) -> AgentError:
         log.error("%s: %s", reason, message)
         self.metrics.failures.labels(reason).inc()
         if restoring:
@@ -171,7 +171,7 @@ class Agent:
                 raise AgentError(reasons.REPOSITORY_MISSING, "the repository does not exist")
             target = self._pick(snapshot_id)
         except ResticError as exc:
-            raise self._failed(exc.reason, str(exc), restoring=True) from exc
+            raise self.fail(exc.reason, str(exc), restoring=True) from exc
         if target is None:
             self._restore_secrets()
             log.info("no snapshot to restore: fresh home")
@@ -188,7 +188,7 @@ class Agent:
         try:
             summary = self.restic.restore(target.id, self.home)
         except ResticError as exc:
-            raise self._failed(exc.reason, str(exc), restoring=True) from exc
+            raise self.fail(exc.reason, str(exc), restoring=True) from exc
         self._restore_secrets()
         marker.unlink()
         took = time.monotonic() - started
@@ -221,7 +221,7 @@ class Agent:
         try:
             document = self.secret_store.load()
         except Exception as exc:
-            raise self._failed(
+            raise self.fail(
                 reasons.SECRETS_UNAVAILABLE, f"cannot read Secret: {exc}", restoring=True
             ) from exc
         if not document:
@@ -242,37 +242,46 @@ class Agent:
                     if self.ensure_repository(create=False):
                         self.load_parent()
                 except ResticError as exc:
-                    raise self._failed(exc.reason, str(exc)) from exc
+                    raise self.fail(exc.reason, str(exc)) from exc
             if self.has_snapshots:
                 message = (
                     "home is empty while snapshots exist: refusing to snapshot it, so the "
                     "good ones stay in retention"
                 )
-                raise self._failed(reasons.HOME_EMPTY, message)
+                raise self.fail(reasons.HOME_EMPTY, message)
             log.info("home is empty: no snapshot yet")
             self.status.condition(
                 SNAPSHOT_HEALTHY, "True", reasons.HOME_EMPTY, "nothing to save yet"
             )
             return None
         try:
-            self.ensure_repository(create=True)
-            if self.parent is None:
-                self.load_parent()
-            summary = self.restic.backup(
-                self.home,
-                host=self.host,
-                excludes_file=self.excludes_file,
-                parent=self.parent,
-                retry_lock=self.settings.retry_lock,
-            )
+            try:
+                summary = self._backup()
+            except ResticError as exc:
+                # Exit code 10 only: a wrong password or a missing bucket never leads here.
+                if exc.reason != reasons.REPOSITORY_MISSING:
+                    raise
+                log.info("no repository yet: restic init")
+                self.restic.init()
+                summary = self._backup()
         except ResticError as exc:
             self.metrics.snapshots.labels("failed").inc()
-            raise self._failed(exc.reason, str(exc)) from exc
+            raise self.fail(exc.reason, str(exc)) from exc
         secrets_error = self._save_secrets()
         self._record(summary)
         if secrets_error is not None:
             raise secrets_error
         return summary
+
+    def _backup(self) -> BackupSummary:
+        """One restic call: without a known parent restic picks it by host and path."""
+        return self.restic.backup(
+            self.home,
+            host=self.host,
+            excludes_file=self.excludes_file,
+            parent=self.parent,
+            retry_lock=self.settings.retry_lock,
+        )
 
     def _record(self, summary: BackupSummary) -> None:
         now = datetime.now(UTC)
@@ -319,14 +328,14 @@ class Agent:
                 secret_files.collect(self.home, self.settings.secret_paths)
             )
         except secret_files.SecretsTooLarge as exc:
-            return self._failed(reasons.SECRETS_TOO_LARGE, str(exc))
+            return self.fail(reasons.SECRETS_TOO_LARGE, str(exc))
         digest = hashlib.sha256(document).hexdigest()
         if digest == self._secrets_digest:
             return None
         try:
             self.secret_store.save(document)
         except Exception as exc:
-            return self._failed(reasons.SECRETS_UNAVAILABLE, f"cannot write Secret: {exc}")
+            return self.fail(reasons.SECRETS_UNAVAILABLE, f"cannot write Secret: {exc}")
         self._secrets_digest = digest
         log.info("secret paths saved to Secret %s", self.settings.secrets_name)
         return None
@@ -347,11 +356,9 @@ class Agent:
             reason = (
                 reasons.REPOSITORY_CORRUPT if exc.reason == reasons.SNAPSHOT_FAILED else exc.reason
             )
-            raise self._failed(
-                reason, f"check before prune failed, nothing deleted: {exc}"
-            ) from exc
+            raise self.fail(reason, f"check before prune failed, nothing deleted: {exc}") from exc
         try:
             self.restic.forget_prune(self.host, keep, self.settings.retry_lock)
         except ResticError as exc:
-            raise self._failed(exc.reason, str(exc)) from exc
+            raise self.fail(exc.reason, str(exc)) from exc
         log.info("forget + prune done (keep %s)", keep)

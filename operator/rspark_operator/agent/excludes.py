@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 
 # Caches and transient files: rebuilt on demand, large, and churning. Snapshotting
 # them costs upload and would wake the agent for every write.
@@ -43,9 +43,9 @@ def build_excludes(user: Sequence[str], secret_paths: Sequence[str]) -> list[str
     return list(dict.fromkeys(patterns))
 
 
-def restic_patterns(patterns: Iterable[str], home: Path) -> list[str]:
-    """Anchored patterns become absolute paths under the home, as restic matches them."""
-    root = str(home.resolve()).rstrip("/")
+def restic_patterns(patterns: Iterable[str], home: PurePath) -> list[str]:
+    """Anchored patterns become absolute paths under the (resolved) home, as restic sees it."""
+    root = str(home).rstrip("/")
     return [root + p if p.startswith("/") else p for p in patterns]
 
 

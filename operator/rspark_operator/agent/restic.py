@@ -114,15 +114,15 @@ def parse_snapshots(stdout: str) -> list[Snapshot]:
     return sorted(items, key=lambda s: _sortable(s.time), reverse=True)
 
 
-def _sortable(stamp: str) -> str:
+def _sortable(stamp: str) -> datetime:
     text = stamp.replace("Z", "+00:00")
     # Python < 3.11 cannot take nanoseconds; cut fractional part to microseconds.
     if "." in text:
         head, rest = text.split(".", 1)
-        digits = "".join(ch for ch in rest if ch.isdigit())
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
         zone = rest[len(digits) :]
         text = f"{head}.{digits[:6]}{zone}"
-    return datetime.fromisoformat(text).isoformat()
+    return datetime.fromisoformat(text)
 
 
 def parse_restore(stdout: str) -> RestoreSummary:

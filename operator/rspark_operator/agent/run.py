@@ -114,6 +114,9 @@ class Runner:
                 self.stopping.wait(delay)
                 continue
             log.info("ready (%s)", outcome)
+            # First snapshot right away: the home may have changed while no agent ran.
+            with self._state_lock:
+                self.state = schedule.State(last_attempt=time.monotonic() - self.cadence.interval)
             self.ready.set()
             self.agent.metrics.ready.set(1)
             return True
@@ -123,12 +126,16 @@ class Runner:
         agent = self.agent
         interrupted = (agent.home / RESTORE_MARKER).exists()
         if interrupted or home_is_empty(agent.home, agent.excludes):
-            if not agent.ensure_repository(create=True):
-                raise AgentError(reasons.REPOSITORY_MISSING, "repository missing")
+            # Only the repository can tell whether there is something to restore:
+            # until it answers, the home stays unready.
+            try:
+                agent.ensure_repository(create=True)
+            except ResticError as exc:
+                raise agent.fail(exc.reason, str(exc), restoring=True) from exc
             outcome = agent.restore(agent.settings.restore_from or None)
             return f"{outcome.reason} {outcome.snapshot_id or ''}".strip()
-        agent.ensure_repository(create=True)
-        agent.load_parent()
+        # The home is on its volume: RStudio may start even if storage is away;
+        # snapshot trouble shows on SnapshotHealthy.
         agent.status.condition(
             HOME_RESTORED, "True", reasons.HOME_PRESENT, "home already on its volume"
         )

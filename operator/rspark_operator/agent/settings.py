@@ -7,7 +7,7 @@ the agent only checks that they are there.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
@@ -113,9 +113,12 @@ class AgentSettings(BaseSettings):
         namespace, name = self.workspace.split("/", 1)
         return namespace, name
 
-    def host_for(self, home: Path) -> str:
-        """Fixed per workspace, never the pod's hostname, so a new pod finds its parent."""
-        return self.snapshot_host or home.resolve().name or "home"
+    def host_for(self, home: PurePath) -> str:
+        """Fixed per workspace, never the pod's hostname, so a new pod finds its parent.
+
+        `home` is resolved by the caller.
+        """
+        return self.snapshot_host or home.name or "home"
 
 
 def load(**overrides: Any) -> AgentSettings:
