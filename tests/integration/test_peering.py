@@ -27,43 +27,66 @@ from tests.support.kube import wait_until
 from tests.support.s3 import S3Credentials
 from tests.support.workspaces import Workspaces, sample
 
+# kopf starts a replica paused (mandatory peering) and logs these as it changes state.
 PAUSED = "Pausing operations in favour of"
 RESUMED = "Resuming operations after the pause"
+IDENTITIES = ("replica1", "replica2")
+
+
+def acting(process: OperatorProcess) -> bool:
+    log = process.log()
+    return log.rfind(RESUMED) > log.rfind(PAUSED)
+
+
+def priorities(kube: client.ApiClient) -> dict[str, int]:
+    """Priority of each of our replicas as recorded in the peering object (kopf's POD_ID)."""
+    peering = client.CustomObjectsApi(kube).get_cluster_custom_object(
+        "kopf.dev", "v1", "clusterkopfpeerings", "rspark-operator"
+    )
+    status = peering.get("status") or {}
+    return {name: status[name]["priority"] for name in IDENTITIES if name in status}
 
 
 @pytest.fixture
 def replicas(
     operator: OperatorProcess,
-    local_cluster: Path,
+    kube: client.ApiClient,
     cluster_s3: S3Credentials,
     tmp_path: Path,
-) -> Iterator[list[OperatorProcess]]:
-    """Two replicas started one after the other, once one of them has stood down."""
+) -> Iterator[tuple[OperatorProcess, OperatorProcess]]:
+    """Two replicas, (active, standby), once the one of highest priority acts alone."""
     deploy()
     kubeconfig = service_account_kubeconfig(tmp_path / "kubeconfig")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    processes = [
-        service_account_operator(
-            localcluster.LOCAL / "logs" / f"operator-replica{index}-{stamp}.log",
+    processes = {}
+    for identity in IDENTITIES:
+        process = service_account_operator(
+            localcluster.LOCAL / "logs" / f"operator-{identity}-{stamp}.log",
             kubeconfig,
             cluster_s3,
             peering_lifetime_seconds="5",
         )
-        for index in (1, 2)
-    ]
+        process.env["POD_ID"] = identity  # kopf's peer identity, as the Deployment sets it
+        processes[identity] = process
     with session_operator_stopped(operator):
         try:
-            for process in processes:
+            for process in processes.values():
                 process.start()
-            wait_until(
-                "one replica standing down",
-                lambda: sum(PAUSED in p.log() for p in processes) == 1,
-            )
-            yield processes
+
+            def settled() -> tuple[OperatorProcess, OperatorProcess] | None:
+                known = priorities(kube)
+                if len(known) < len(IDENTITIES):
+                    return None
+                top = max(known, key=known.__getitem__)
+                (other,) = [name for name in IDENTITIES if name != top]
+                active, standby = processes[top], processes[other]
+                return (active, standby) if acting(active) and not acting(standby) else None
+
+            yield wait_until("the replica of highest priority acting alone", settled)
         finally:
-            for process in processes:
+            for process in processes.values():
                 process.stop()
-    for process in processes:
+    for process in processes.values():
         assert not refusals(process.log()), "\n".join(refusals(process.log()))
         assert "Traceback" not in process.log()
 
@@ -74,10 +97,11 @@ def handled(process: OperatorProcess, namespace: str, name: str) -> bool:
 
 
 def test_exactly_one_replica_handles_each_workspace_and_a_kill_hands_over(
-    kube: client.ApiClient, workspace_namespace: str, replicas: list[OperatorProcess]
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    replicas: tuple[OperatorProcess, OperatorProcess],
 ) -> None:
-    active = next(p for p in replicas if PAUSED not in p.log())
-    standby = next(p for p in replicas if p is not active)
+    active, standby = replicas
     workspaces = Workspaces(kube, workspace_namespace)
     for name in ("ws1", "ws2", "ws3"):
         workspaces.create(sample(name))
@@ -87,7 +111,7 @@ def test_exactly_one_replica_handles_each_workspace_and_a_kill_hands_over(
         assert not handled(standby, workspace_namespace, name)
 
     active.stop(kill=True)  # no goodbye: the standby must notice the silence
-    wait_until("the standby resuming", lambda: RESUMED in standby.log(), timeout=60)
+    wait_until("the standby acting", lambda: acting(standby), timeout=60)
     workspaces.create(sample("ws4"))
     workspaces.wait_phase("ws4", "Running")
     assert handled(standby, workspace_namespace, "ws4")
