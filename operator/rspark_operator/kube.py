@@ -36,6 +36,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
         "rolebindings",
     ),
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "RStudioWorkspace"): (f"/apis/{GROUP}/{VERSION}", PLURAL),
 }
 

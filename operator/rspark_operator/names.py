@@ -66,6 +66,10 @@ def home_secrets_name(workspace: str) -> str:
     return f"{workspace}-home-secrets"
 
 
+def network_policy_name(workspace: str) -> str:
+    return workspace
+
+
 def ingress_name(workspace: str) -> str:
     return workspace
 

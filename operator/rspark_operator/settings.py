@@ -84,6 +84,15 @@ class OperatorSettings(BaseSettings):
     agent_metrics_port: int = Field(
         default=9090, ge=1, le=65535, description="Port of the agent's /metrics and /readyz."
     )
+    ingress_controller_namespace: str = Field(
+        default="ingress-nginx",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Namespace of the ingress controller: the only one that may reach RStudio.",
+    )
+    metrics_namespace: OptionalName = Field(
+        default=None,
+        description="Namespace of Prometheus, allowed to scrape the agent's metrics port.",
+    )
     node_failure_toleration_seconds: int = Field(
         default=30,
         ge=0,

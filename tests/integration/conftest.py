@@ -16,11 +16,12 @@ import pytest
 from kubernetes import client, config
 
 from tests.support import localcluster
-from tests.support.deploy import (
-    OperatorProcess,
-    credentials_secret,
-    install_crds,
-    operator_environment,
+from tests.support.deploy import OperatorProcess, credentials_secret, install_crds
+from tests.support.install import (
+    deploy,
+    refusals,
+    service_account_kubeconfig,
+    service_account_operator,
 )
 from tests.support.kube import describe_namespace
 from tests.support.s3 import S3Credentials
@@ -76,17 +77,28 @@ def crds(local_cluster: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(crds: None, cluster_s3: S3Credentials) -> Iterator[OperatorProcess]:
-    """One `rspark-operator` process for the session, against the local cluster."""
+def operator_kubeconfig(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """manifests/base installed; a kubeconfig holding a token of its ServiceAccount."""
+    deploy()
+    return service_account_kubeconfig(tmp_path_factory.mktemp("operator") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def operator(operator_kubeconfig: Path, cluster_s3: S3Credentials) -> Iterator[OperatorProcess]:
+    """One `rspark-operator` process for the session, as in production: with the identity
+    and only the permissions of the manifests' ServiceAccount. Nothing may be refused."""
     logs = localcluster.LOCAL / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    process = OperatorProcess(
+    process = service_account_operator(
         logs / f"operator-{time.strftime('%Y%m%d-%H%M%S')}.log",
-        operator_environment(cluster_s3, peering_lifetime_seconds="10"),
+        operator_kubeconfig,
+        cluster_s3,
+        peering_lifetime_seconds="10",
     )
     process.start()
     yield process
     process.stop()
+    assert not refusals(process.log()), "\n".join(refusals(process.log()))
 
 
 @pytest.fixture

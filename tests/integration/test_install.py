@@ -10,7 +10,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from rspark_operator.builders.policy import build_network_policy
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
 from tests.support.install import BASE, OVERLAYS, SYSTEM_NAMESPACE, build, deploy
@@ -121,16 +120,3 @@ def test_every_sample_is_a_valid_workspace(kube: client.ApiClient, namespace: st
         )  # fmt: skip
         created["metadata"].setdefault("uid", "dry-run")
         parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
-
-
-def test_network_policy_of_a_workspace_is_accepted(kube: client.ApiClient, namespace: str) -> None:
-    custom = client.CustomObjectsApi(kube)
-    manifest = yaml.safe_load((SAMPLES / "workspace.yaml").read_text())
-    created = custom.create_namespaced_custom_object(
-        "rspark.dev", "v1alpha1", namespace, "rstudioworkspaces", manifest
-    )
-    ws = parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
-    policy = build_network_policy(ws, metrics_namespace="monitoring")
-    assert "serverside-applied" in apply(policy, dry_run=False)
-    stored = client.NetworkingV1Api(kube).read_namespaced_network_policy(ws.name, namespace)
-    assert [p.port for p in stored.spec.ingress[1].ports] == [7078, 7079, 4040]

@@ -1,71 +1,24 @@
-"""The operator under the identity of the manifests' ServiceAccount (not cluster-admin).
+"""The manifests' ServiceAccount and ClusterRole: least privilege, no way to escalate.
 
-Every workspace scenario of test_workspace.py runs again here, against an
-operator whose kubeconfig holds a token of `rspark-system/rspark-operator`: what
-the ClusterRole of manifests/base does not grant, the operator cannot do.
+The session's operator (tests/integration/conftest.py) runs with a token of
+`rspark-system/rspark-operator`, so every workspace scenario already runs under
+this ClusterRole; here: what it grants and what it refuses.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.integration import test_workspace as scenarios
-from tests.support import localcluster
-from tests.support.deploy import OperatorProcess
 from tests.support.install import (
     SYSTEM_NAMESPACE,
     can_i,
-    deploy,
-    refusals,
-    service_account_kubeconfig,
-    service_account_operator,
-    session_operator_stopped,
 )
 from tests.support.localcluster import kubectl
-from tests.support.s3 import S3Credentials
-
-# The scenarios and the fixtures they use, collected here as this module's own
-# tests: they then get this module's `operator` (the ServiceAccount's).
-globals().update(
-    {
-        name: value
-        for name, value in vars(scenarios).items()
-        if name.startswith("test_") or hasattr(value, "_fixture_function_marker")
-    }
-)
-
-
-@pytest.fixture(scope="module")
-def operator_kubeconfig(local_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    deploy()
-    return service_account_kubeconfig(tmp_path_factory.mktemp("rbac") / "kubeconfig")
-
-
-@pytest.fixture(scope="module")
-def operator(
-    operator: OperatorProcess, operator_kubeconfig: Path, cluster_s3: S3Credentials
-) -> Iterator[OperatorProcess]:
-    """Replaces the session's operator for this module: same settings, the ServiceAccount's
-    identity. Nothing it did may have been refused."""
-    logs = localcluster.LOCAL / "logs"
-    process = service_account_operator(
-        logs / f"operator-sa-{time.strftime('%Y%m%d-%H%M%S')}.log",
-        operator_kubeconfig,
-        cluster_s3,
-        peering_lifetime_seconds="10",
-    )
-    with session_operator_stopped(operator):
-        process.start()
-        yield process
-        process.stop()
-    assert not refusals(process.log()), "\n".join(refusals(process.log()))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +56,7 @@ def test_cluster_role_has_no_wildcards(operator_kubeconfig: Path) -> None:
         ("impersonate", "users", None),
         ("delete", "namespaces", None),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
-        ("create", "networkpolicies.networking.k8s.io", "default"),
+        ("delete", "networkpolicies.networking.k8s.io", "default"),
     ],
 )
 def test_permissions_it_does_not_need_are_not_granted(

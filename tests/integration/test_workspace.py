@@ -13,7 +13,7 @@ from tests.support.kube import fail_node, recover_node, wait_until
 from tests.support.workspaces import Workspaces, sample
 
 CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim",
-               "Secret", "Service", "Ingress", "Pod")  # fmt: skip
+               "Secret", "Service", "Ingress", "NetworkPolicy", "Pod")  # fmt: skip
 
 
 @pytest.fixture
@@ -38,6 +38,7 @@ def children(kube: client.ApiClient, namespace: str, name: str) -> dict[str, lis
         "Secret": core.list_namespaced_secret,
         "Service": core.list_namespaced_service,
         "Ingress": net.list_namespaced_ingress,
+        "NetworkPolicy": net.list_namespaced_network_policy,
         "Pod": core.list_namespaced_pod,
     }
     return {
@@ -122,9 +123,7 @@ def test_deleted_pod_comes_back(
 ) -> None:
     old = alice.running_pod("alice")
     client.CoreV1Api(kube).delete_namespaced_pod("alice", workspace_namespace)
-    wait_until(
-        "a new pod", lambda: alice.running_pod("alice").metadata.uid != old.metadata.uid
-    )
+    wait_until("a new pod", lambda: alice.running_pod("alice").metadata.uid != old.metadata.uid)
     alice.wait_phase("alice", "Running")
 
 
@@ -193,3 +192,26 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
     for index in range(3):
         workspaces.wait_phase(f"ws{index}", "Running", timeout=120)
         assert len(workspaces.pods(f"ws{index}")) == 1
+
+
+def test_unschedulable_workspace_says_why_at_once(
+    kube: client.ApiClient, workspace_namespace: str
+) -> None:
+    workspaces = Workspaces(kube, workspace_namespace)
+    too_big = {
+        "requests": {"cpu": "500", "memory": "2Gi"},
+        "limits": {"cpu": "500", "memory": "4Gi"},
+    }
+    workspaces.create(sample("alice", resources=too_big))
+
+    def failed_scheduling() -> dict[str, Any] | None:
+        ready = workspaces.ready_condition("alice")
+        # The first verdict may be about the claim not bound yet; wait for the cpu one.
+        if ready and ready["reason"] == "FailedScheduling" and "cpu" in ready["message"]:
+            return ready
+        return None
+
+    ready = wait_until("Ready=False FailedScheduling", failed_scheduling)
+    assert ready["status"] == "False"
+    assert "Insufficient cpu" in ready["message"]
+    assert (workspaces.get("alice") or {})["status"]["phase"] == "Pending"

@@ -76,7 +76,7 @@ def describe_namespace(api: client.ApiClient, namespace: str) -> str:
     for kind, lister in listers.items():
         lines.append(f"==== {kind}")
         for item in lister().items:
-            status = getattr(item.status, "phase", "") if item.status else ""
+            status = getattr(getattr(item, "status", None), "phase", "") or ""
             lines.append(f"{item.metadata.name} {status}")
     custom = client.CustomObjectsApi(api)
     try:

@@ -67,6 +67,7 @@ def test_children_come_in_apply_order() -> None:
         "Service",
         "Service",
         "Ingress",
+        "NetworkPolicy",
     ]
 
 
@@ -130,6 +131,7 @@ def test_children_names_derive_from_the_workspace_name() -> None:
         ("Service", "demo-rstudio"),
         ("Service", "demo-spark-driver"),
         ("Ingress", "demo"),
+        ("NetworkPolicy", "demo"),
         ("Pod", "demo"),
     }
 

@@ -29,7 +29,7 @@ def rule_for(policy: dict[str, Any], port: int) -> dict[str, Any]:
 
 def test_selects_the_workspace_pod_and_denies_other_ingress() -> None:
     ws = workspace()
-    policy = build_network_policy(ws)
+    policy = build_network_policy(ws, settings())
     pod = build_pod(ws, settings())
     assert matches(policy["spec"]["podSelector"], pod["metadata"]["labels"])
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -38,7 +38,9 @@ def test_selects_the_workspace_pod_and_denies_other_ingress() -> None:
 
 
 def test_rstudio_only_from_the_ingress_controller_namespace() -> None:
-    policy = build_network_policy(workspace(), ingress_namespace="nginx-system")
+    policy = build_network_policy(
+        workspace(), settings(ingress_controller_namespace="nginx-system")
+    )
     rule = rule_for(policy, 8787)
     assert rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nginx-system"}}}
@@ -48,7 +50,7 @@ def test_rstudio_only_from_the_ingress_controller_namespace() -> None:
 
 def test_spark_ports_only_from_executors_of_the_same_workspace() -> None:
     ws = workspace(name="demo")
-    rule = rule_for(build_network_policy(ws), 7078)
+    rule = rule_for(build_network_policy(ws, settings()), 7078)
     assert [p["port"] for p in rule["ports"]] == [7078, 7079, 4040]
     (peer,) = rule["from"]
     assert set(peer) == {"podSelector"}  # this namespace only
@@ -65,9 +67,9 @@ def test_spark_ports_only_from_executors_of_the_same_workspace() -> None:
 
 
 def test_agent_metrics_open_only_when_a_metrics_namespace_is_given() -> None:
-    closed = build_network_policy(workspace())
+    closed = build_network_policy(workspace(), settings())
     assert all(9090 not in [p["port"] for p in r["ports"]] for r in closed["spec"]["ingress"])
-    opened = build_network_policy(workspace(), metrics_namespace="monitoring")
+    opened = build_network_policy(workspace(), settings(metrics_namespace="monitoring"))
     assert rule_for(opened, 9090)["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]

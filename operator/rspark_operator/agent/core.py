@@ -268,7 +268,7 @@ class Agent:
             self.metrics.snapshots.labels("failed").inc()
             raise self.fail(exc.reason, str(exc)) from exc
         secrets_error = self._save_secrets()
-        self._record(summary)
+        self._record(summary, healthy=secrets_error is None)
         if secrets_error is not None:
             raise secrets_error
         return summary
@@ -283,7 +283,7 @@ class Agent:
             retry_lock=self.settings.retry_lock,
         )
 
-    def _record(self, summary: BackupSummary) -> None:
+    def _record(self, summary: BackupSummary, *, healthy: bool) -> None:
         now = datetime.now(UTC)
         self.metrics.last_success.set(now.timestamp())
         self.metrics.snapshot_duration.observe(summary.duration_seconds)
@@ -317,7 +317,8 @@ class Agent:
                 )
             )
             message = f"snapshot {summary.snapshot_id[:8]} taken"
-        self.status.condition(SNAPSHOT_HEALTHY, "True", reasons.SNAPSHOT_SUCCEEDED, message)
+        if healthy:
+            self.status.condition(SNAPSHOT_HEALTHY, "True", reasons.SNAPSHOT_SUCCEEDED, message)
 
     def _save_secrets(self) -> AgentError | None:
         """Store the secret paths in the Secret when they changed; errors are returned."""
@@ -351,7 +352,7 @@ class Agent:
         keep = retention.wire()
         try:
             self.restic.unlock()
-            self.restic.check()
+            self.restic.check(self.settings.check_read_data_subset)
         except ResticError as exc:
             reason = (
                 reasons.REPOSITORY_CORRUPT if exc.reason == reasons.SNAPSHOT_FAILED else exc.reason

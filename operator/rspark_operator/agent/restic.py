@@ -364,8 +364,11 @@ class Restic:
         """Removes stale locks only (dead local process or older than 30 min)."""
         self.run(["unlock"])
 
-    def check(self) -> None:
-        self.run(["check"])
+    def check(self, read_data_subset: str | None = None) -> None:
+        args = ["check"]
+        if read_data_subset:
+            args += ["--read-data-subset", read_data_subset]
+        self.run(args)
 
     def forget_prune(self, host: str, retention: dict[str, int], retry_lock: str) -> str:
         return self.run([*forget_args(host, retention), "--retry-lock", retry_lock]).stdout

@@ -38,6 +38,7 @@ class Entry:
     mode: int = 0
     content: bytes = b""
     target: str = ""
+    mtime_ns: int = 0
 
     def wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "type": self.type}
@@ -45,6 +46,8 @@ class Entry:
             out["target"] = self.target
         else:
             out["mode"] = self.mode
+        if self.mtime_ns:
+            out["mtime"] = self.mtime_ns
         if self.type == "file":
             out["content"] = base64.b64encode(self.content).decode()
         return out
@@ -69,13 +72,13 @@ def collect(home: Path, secret_paths: Sequence[str]) -> list[Entry]:
 def _entry(home: Path, path: Path) -> Entry:
     relative = str(path.relative_to(home))
     info = path.lstat()
-    mode = stat.S_IMODE(info.st_mode)
+    mode, mtime = stat.S_IMODE(info.st_mode), info.st_mtime_ns
     if stat.S_ISLNK(info.st_mode):
-        return Entry(relative, "symlink", target=str(path.readlink()))
+        return Entry(relative, "symlink", target=str(path.readlink()), mtime_ns=mtime)
     if stat.S_ISDIR(info.st_mode):
-        return Entry(relative, "dir", mode=mode)
+        return Entry(relative, "dir", mode=mode, mtime_ns=mtime)
     if stat.S_ISREG(info.st_mode):
-        return Entry(relative, "file", mode=mode, content=path.read_bytes())
+        return Entry(relative, "file", mode=mode, content=path.read_bytes(), mtime_ns=mtime)
     # Sockets (ssh-agent) and pipes are runtime objects: nothing to keep.
     return Entry(relative, "skip")
 
@@ -115,6 +118,7 @@ def unpack(document: bytes) -> list[Entry]:
                 mode=int(item.get("mode", 0)),
                 content=base64.b64decode(item.get("content", "")),
                 target=str(item.get("target", "")),
+                mtime_ns=int(item.get("mtime", 0)),
             )
         )
     return entries
@@ -138,7 +142,11 @@ def write(home: Path, entries: Sequence[Entry]) -> None:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(entry.content)
             path.chmod(entry.mode)
-    # Directory modes last: a 0500 directory would refuse its own children.
+    # Directory modes and all mtimes last, deepest first: writing a child moves its
+    # parent's mtime, and a 0500 directory would refuse its own children.
     for entry in reversed(entries):
+        path = home / entry.path
         if entry.type == "dir":
-            (home / entry.path).chmod(entry.mode)
+            path.chmod(entry.mode)
+        if entry.mtime_ns and entry.type != "skip":
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)

@@ -64,6 +64,9 @@ class AgentSettings(BaseSettings):
     shutdown_timeout: str = "25s"  # budget for the last snapshot after SIGTERM
     restic_timeout: str = "10m"  # one restic command; restic retries storage inside it
     retry_lock: str = "2m"
+    # Data read back by `restic check` before each prune (restic's --read-data-subset):
+    # a random 5% finds rot over time without downloading the repository daily.
+    check_read_data_subset: str = "5%"
     restic: str = Field(default="restic", description="RSPARK_RESTIC: the restic binary.")
     cache_dir: str | None = None
 

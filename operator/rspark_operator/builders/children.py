@@ -13,6 +13,7 @@ from rspark_operator.builders.network import (
     build_spark_driver_service,
 )
 from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
+from rspark_operator.builders.policy import build_network_policy
 from rspark_operator.builders.spark import build_spark_config_map
 from rspark_operator.settings import OperatorSettings
 
@@ -92,7 +93,7 @@ def build_password_secret(ws: Workspace, password: str) -> Manifest:
 
 
 def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
-    """Every child but the pod and the password Secret; RBAC first, Ingress last."""
+    """Every child but the pod and the password Secret; RBAC first, network last."""
     return [
         build_service_account(ws),
         build_role(ws),
@@ -103,4 +104,5 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         build_rstudio_service(ws),
         build_spark_driver_service(ws),
         build_ingress(ws, settings),
+        build_network_policy(ws, settings),
     ]

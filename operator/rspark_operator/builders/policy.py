@@ -14,13 +14,9 @@ from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
 from rspark_operator.builders.pod import RSTUDIO_PORT
 from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT, SPARK_UI_PORT
+from rspark_operator.settings import OperatorSettings
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-DEFAULT_INGRESS_NAMESPACE = "ingress-nginx"
-
-
-def network_policy_name(workspace: str) -> str:
-    return workspace
 
 
 def _tcp(*ports: int) -> list[dict[str, Any]]:
@@ -31,13 +27,7 @@ def _namespace(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
 
 
-def build_network_policy(
-    ws: Workspace,
-    *,
-    ingress_namespace: str = DEFAULT_INGRESS_NAMESPACE,
-    metrics_namespace: str | None = None,
-    metrics_port: int = 9090,
-) -> Manifest:
+def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
     """RStudio (8787) from the ingress controller's namespace only; the Spark driver,
     block manager and UI from this workspace's executors only; the agent's metrics
     from `metrics_namespace` when one is given (Prometheus), else from nowhere."""
@@ -50,12 +40,13 @@ def build_network_policy(
         }
     }
     rules: list[dict[str, Any]] = [
-        {"from": [_namespace(ingress_namespace)], "ports": _tcp(RSTUDIO_PORT)},
+        {"from": [_namespace(settings.ingress_controller_namespace)], "ports": _tcp(RSTUDIO_PORT)},
         {"from": [executors], "ports": _tcp(DRIVER_PORT, BLOCK_MANAGER_PORT, SPARK_UI_PORT)},
     ]
-    if metrics_namespace:
-        rules.append({"from": [_namespace(metrics_namespace)], "ports": _tcp(metrics_port)})
-    policy = child(ws, "networking.k8s.io/v1", "NetworkPolicy", network_policy_name(ws.name))
+    if settings.metrics_namespace:
+        metrics = _tcp(settings.agent_metrics_port)
+        rules.append({"from": [_namespace(settings.metrics_namespace)], "ports": metrics})
+    policy = child(ws, "networking.k8s.io/v1", "NetworkPolicy", names.network_policy_name(ws.name))
     policy["spec"] = {
         "podSelector": {"matchLabels": rstudio_pod_selector(ws)},
         "policyTypes": ["Ingress"],
