@@ -154,8 +154,14 @@ class Agent:
 
     # Restore -----------------------------------------------------------------------------
 
-    def restore(self, snapshot_id: str | None = None, *, force: bool = False) -> RestoreOutcome:
-        """Restore a snapshot (default: this host's newest) and the secret paths."""
+    def restore(
+        self, snapshot_id: str | None = None, *, force: bool = False, create: bool = False
+    ) -> RestoreOutcome:
+        """Restore a snapshot (default: this host's newest) and the secret paths.
+
+        With `create`, a missing repository (restic exit code 10 only) is initialized
+        and the home starts fresh.
+        """
         marker = self.home / RESTORE_MARKER
         pending = marker.read_text().strip() if marker.exists() else None
         if pending:
@@ -167,9 +173,15 @@ class Agent:
                 f"{self.home} is not empty; restore refuses to overwrite it without --force",
             )
         try:
-            if not self.ensure_repository(create=False):
-                raise AgentError(reasons.REPOSITORY_MISSING, "the repository does not exist")
-            target = self._pick(snapshot_id)
+            try:
+                target = self._pick(snapshot_id)
+            except ResticError as exc:
+                if not (create and exc.reason == reasons.REPOSITORY_MISSING):
+                    raise
+                log.info("no repository yet: restic init")
+                self.restic.init()
+                target = None
+            self._repository_ready = True
         except ResticError as exc:
             raise self.fail(exc.reason, str(exc), restoring=True) from exc
         if target is None:
@@ -349,7 +361,7 @@ class Agent:
         if retention is None:
             log.info("no retention configured: keeping every snapshot")
             return
-        keep = retention.wire()
+        keep = dict(retention)
         try:
             self.restic.unlock()
             self.restic.check(self.settings.check_read_data_subset)

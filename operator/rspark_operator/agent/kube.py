@@ -11,7 +11,6 @@ import os
 from typing import Any, Protocol
 
 from rspark_operator.agent.report import apply_body
-from rspark_operator.api import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "rspark-agent"
 
@@ -41,6 +40,8 @@ class KubeStatusSink:
         self.name = name
 
     def publish(self, status: dict[str, Any]) -> None:
+        from rspark_operator.api import GROUP, PLURAL, VERSION
+
         self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,

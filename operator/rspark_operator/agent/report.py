@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import (
     HOME_RESTORED,
     SNAPSHOT_HEALTHY,
@@ -43,6 +42,9 @@ def last_snapshot(
 
 def apply_body(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
     """The server-side apply document for the workspace's status subresource."""
+    # Imported here: the API models cost half a second, and standalone runs never need them.
+    from rspark_operator.api import API_VERSION, KIND
+
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

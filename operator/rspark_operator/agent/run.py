@@ -128,11 +128,7 @@ class Runner:
         if interrupted or home_is_empty(agent.home, agent.excludes):
             # Only the repository can tell whether there is something to restore:
             # until it answers, the home stays unready.
-            try:
-                agent.ensure_repository(create=True)
-            except ResticError as exc:
-                raise agent.fail(exc.reason, str(exc), restoring=True) from exc
-            outcome = agent.restore(agent.settings.restore_from or None)
+            outcome = agent.restore(agent.settings.restore_from or None, create=True)
             return f"{outcome.reason} {outcome.snapshot_id or ''}".strip()
         # The home is on its volume: RStudio may start even if storage is away;
         # snapshot trouble shows on SnapshotHealthy.

@@ -13,12 +13,13 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rspark_operator.api import RetentionSpec
 from rspark_operator.quantity import parse_duration
 
 ENV_PREFIX = "RSPARK_"
 # The Kubernetes Secret holding the secret paths; the agent never creates it.
 DEFAULT_SECRET_PATHS = (".ssh",)
+# spec.snapshot.retention as the pod builder passes it (RetentionSpec.wire()).
+RETENTION_KEYS = ("keepLast", "keepHourly", "keepDaily", "keepWeekly")
 
 
 class AgentSettingsError(Exception):
@@ -52,7 +53,7 @@ class AgentSettings(BaseSettings):
     secret_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SECRET_PATHS)
     )
-    retention: Annotated[RetentionSpec | None, NoDecode] = None
+    retention: Annotated[dict[str, int] | None, NoDecode] = None
     restore_from: str | None = None
     secrets_name: str | None = None
     metrics_port: int = Field(default=9090, ge=0, le=65535)
@@ -90,7 +91,14 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _retention(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else None
+            value = json.loads(value) if value.strip() else None
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) - set(RETENTION_KEYS):
+            raise ValueError(f"retention takes only {', '.join(RETENTION_KEYS)}")
+        for key, count in value.items():
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"retention {key} must be a whole number >= 0")
         return value
 
     @field_validator(

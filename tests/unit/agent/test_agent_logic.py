@@ -58,7 +58,7 @@ def test_settings_from_environment_and_overrides(monkeypatch: pytest.MonkeyPatch
     assert settings.snapshot_exclude == ["data/*.parquet"]
     assert settings.secret_paths == [".ssh", ".config/gh"]
     assert settings.retention is not None
-    assert settings.retention.wire()["keepLast"] == 3
+    assert settings.retention == {"keepLast": 3, "keepDaily": 2}
     assert settings.snapshot_interval == "2m"  # the CLI flag wins
 
 
