@@ -27,7 +27,7 @@ from typing import Any
 from kubernetes import client, config
 
 from rspark_operator.api import GROUP, PLURAL, VERSION
-from rspark_operator.builders import build_children, build_password_secret, build_pod
+from rspark_operator.builders import build_children, build_passwords_secret, build_pod
 from rspark_operator.kube import Kube
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
@@ -153,7 +153,9 @@ def baseline_run(api_client: client.ApiClient, n: int) -> Run:
 
     def apply_all(body: dict[str, Any]) -> None:
         ws = parse_workspace(body, settings)
-        kube.create(build_password_secret(ws, secrets.token_urlsafe(32)))
+        kube.create(
+            build_passwords_secret(ws, secrets.token_urlsafe(32), secrets.token_urlsafe(18))
+        )
         for manifest in [*build_children(ws, settings), build_pod(ws, settings)]:
             kube.apply(manifest)
 

@@ -9,6 +9,7 @@ operator reports as Ready=False, reason InvalidSpec.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from rspark_operator.quantity import (
     DURATION_PATTERN,
@@ -46,7 +48,7 @@ Phase = Literal["Pending", "Restoring", "Running", "Suspended", "Failed"]
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 RESTIC_ID_PATTERN = r"^[0-9a-f]{8,64}$"
-# Safe inside the nginx configuration snippet that sets X-RStudio-Root-Path.
+# Safe inside the Ingress path regex and RStudio's www-root-path.
 INGRESS_PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
 # Derived names ("<name>-spark-driver" must be a DNS label; Spark limits the
 # executor pod name prefix, which is the workspace name, to 47 characters).
@@ -68,8 +70,11 @@ OPERATOR_MANAGED_SPARK_KEYS = frozenset(
         "spark.kubernetes.driver.pod.name",
     }
 )
-# Environment variables of the RStudio container that the operator sets.
-OPERATOR_MANAGED_ENV = frozenset({"USER", "SPARK_CONF_DIR"})
+# Environment variables of the RStudio container that the operator sets (see
+# builders.pod.rstudio_env); DISABLE_AUTH because authentication stays on.
+OPERATOR_MANAGED_ENV = frozenset(
+    {"USER", "PASSWORD", "DISABLE_AUTH", "SPARK_CONF_DIR", "RSPARK_WWW_ROOT_PATH"}
+)
 
 
 def _quantity_text(value: object) -> object:
@@ -80,10 +85,13 @@ def _quantity_text(value: object) -> object:
 
 
 def _check_quantity(value: str) -> str:
-    parse_quantity(value)
+    if parse_quantity(value) < 0:
+        raise ValueError(f"{value!r} must not be negative")
     return value
 
 
+# Every quantity of the API (sizes, cpu, memory) is a count of something: no sign.
+NONNEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", r"^\+?", 1)
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity_text),
@@ -91,7 +99,7 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
+            "pattern": NONNEGATIVE_QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
     ),
@@ -129,38 +137,89 @@ def _default_limits() -> dict[str, str]:
     return {"memory": "4Gi"}
 
 
-class ResourceRequirements(ApiModel):
-    """Compute resources of the RStudio container (the Spark driver runs in it)."""
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+RESOURCE_NAME_MESSAGE = (
+    "resource names are cpu, memory, ephemeral-storage, hugepages-<size> "
+    "or an extended resource with a domain (example.com/gpu)"
+)
+RESOURCE_NAME_RULE: JsonDict = {
+    "rule": "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] "
+    "|| k.startsWith('hugepages-') || k.contains('/'))",
+    "message": RESOURCE_NAME_MESSAGE,
+}
 
-    requests: dict[str, Quantity] = Field(
+
+def _check_resource_names(resources: dict[str, str]) -> dict[str, str]:
+    for name in resources:
+        if not (name in STANDARD_RESOURCES or name.startswith("hugepages-") or "/" in name):
+            raise ValueError(f"{name!r}: {RESOURCE_NAME_MESSAGE}")
+    return resources
+
+
+ResourceList = Annotated[dict[str, Quantity], AfterValidator(_check_resource_names)]
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of the RStudio container (the Spark driver runs in it).
+
+    Defaults (requests cpu 500m, memory 2Gi; limits memory 4Gi) apply to each resource
+    for which neither a request nor a limit is given."""
+
+    requests: ResourceList = Field(
         default_factory=dict,
+        max_length=16,
         description="Minimum resources reserved for the container, e.g. cpu: 500m, memory: 2Gi.",
+        json_schema_extra={"x-kubernetes-validations": [RESOURCE_NAME_RULE]},
     )
-    limits: dict[str, Quantity] = Field(
+    limits: ResourceList = Field(
         default_factory=dict,
+        max_length=16,
         description="Maximum resources the container may use, e.g. memory: 4Gi.",
+        json_schema_extra={"x-kubernetes-validations": [RESOURCE_NAME_RULE]},
     )
 
     @model_validator(mode="after")
     def _requests_within_limits(self) -> ResourceRequirements:
-        # operator-only: the pod would be rejected; say it before building one.
         for resource, limit in self.limits.items():
             request = self.requests.get(resource)
             if request is not None and parse_quantity(request) > parse_quantity(limit):
+                # operator-only: the pod would be refused; say it before building one.
                 raise ValueError(
                     f"requests.{resource} ({request}) must not exceed limits.{resource} ({limit})"
                 )
         return self
+
+    def with_defaults(self) -> dict[str, dict[str, str]]:
+        """The container's resources: the defaults for each resource left unset."""
+        given = self.requests.keys() | self.limits.keys()
+        return {
+            "requests": {**_unset(_default_requests(), given), **self.requests},
+            "limits": {**_unset(_default_limits(), given), **self.limits},
+        }
+
+
+def _unset(defaults: dict[str, str], given: Iterable[str]) -> dict[str, str]:
+    return {name: value for name, value in defaults.items() if name not in given}
 
 
 def _default_resources() -> ResourceRequirements:
     return ResourceRequirements(requests=_default_requests(), limits=_default_limits())
 
 
+ENV_ONE_SOURCE: JsonDict = {
+    "rule": "!has(self.value) || !has(self.valueFrom)",
+    "message": "set value or valueFrom, not both",
+}
+
+
 class EnvVar(ApiModel):
     """An environment variable of the RStudio container, as in a Pod."""
 
-    name: str = Field(min_length=1, pattern=ENV_NAME_PATTERN, description="Name of the variable.")
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [ENV_ONE_SOURCE]})
+
+    name: str = Field(
+        min_length=1, max_length=256, pattern=ENV_NAME_PATTERN, description="Name of the variable."
+    )
     value: str | None = Field(default=None, description="Literal value of the variable.")
     value_from: dict[str, Any] | None = Field(
         default=None,
@@ -171,9 +230,26 @@ class EnvVar(ApiModel):
         json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(str(ENV_ONE_SOURCE["message"]))
+        return self
+
+
+STORAGE_CLASS_IMMUTABLE: JsonDict = {
+    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && "
+    "(!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+    "message": "storageClassName is immutable (the claim's storage class cannot change)",
+}
+
 
 class HomeSpec(ApiModel):
     """The persistent volume mounted as the user's home directory."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [STORAGE_CLASS_IMMUTABLE]}
+    )
 
     size: Quantity = Field(
         default="10Gi",
@@ -183,8 +259,15 @@ class HomeSpec(ApiModel):
     storage_class_name: DnsName | None = Field(
         default=None,
         description="Storage class of the home volume; defaults to the operator's setting, "
-        "then to the cluster default.",
+        "then to the cluster default. Immutable.",
     )
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: str) -> str:
+        if parse_quantity(size) <= 0:
+            raise ValueError(HOME_SIZE_POSITIVE_MESSAGE)
+        return size
 
 
 class RetentionSpec(ApiModel):
@@ -247,6 +330,9 @@ class SnapshotSpec(ApiModel):
         return value
 
 
+HOME_SIZE_POSITIVE_MESSAGE = "home size must be greater than zero"
+
+
 def _check_home_relative(path: str) -> str:
     if path.startswith("/"):
         raise ValueError("secretPaths must be relative to the home directory")
@@ -284,6 +370,20 @@ def _check_image_reference(image: str | None) -> str | None:
     return image
 
 
+# One property per line of spark-defaults.conf: a key or value that could break
+# the line would smuggle in another property.
+SPARK_KEY_PATTERN = r"^spark[.][A-Za-z0-9._-]+$"
+_SPARK_KEY = re.compile(SPARK_KEY_PATTERN)
+_LINE_BREAK = re.compile(r"[\r\n]")
+SPARK_KEY_MESSAGE = "keys must be Spark properties (spark.<name>, letters, digits, . _ -)"
+SPARK_VALUE_MESSAGE = "values must not contain line breaks"
+SPARK_MANAGED_MESSAGE = "must not set operator-managed keys"
+SPARK_VALUE_RULE: JsonDict = {
+    "rule": "self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r'))",
+    "message": SPARK_VALUE_MESSAGE,
+}
+
+
 class SparkSpec(ApiModel):
     """Spark in client mode: the driver runs in RStudio, executors are pods."""
 
@@ -294,7 +394,10 @@ class SparkSpec(ApiModel):
         "It must carry the same Spark version as the workspace image.",
     )
     max_executors: int = Field(
-        default=4, ge=0, description="Upper bound of dynamic allocation (0 disables executors)."
+        default=4,
+        ge=1,
+        description="Upper bound of dynamic allocation (at least 1; for Spark without "
+        "executors, connect with master local[*]).",
     )
     executor_cores: int | None = Field(
         default=None, ge=1, description="Cores of each executor (spark.executor.cores)."
@@ -303,19 +406,27 @@ class SparkSpec(ApiModel):
         default=None,
         description="Memory of each executor, as a quantity (e.g. 2Gi).",
     )
-    conf: dict[str, str] = Field(
+    conf: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict,
+        max_length=128,
         description="Extra spark-defaults.conf properties; they win over the operator's, "
         "except the ones that connect the driver to this pod and namespace.",
+        json_schema_extra={"x-kubernetes-validations": [SPARK_VALUE_RULE]},
     )
 
     @field_validator("conf")
     @classmethod
-    def _no_operator_managed_keys(cls, conf: dict[str, str]) -> dict[str, str]:
-        # operator-only: the driver must stay reachable and in this namespace.
+    def _valid_properties(cls, conf: dict[str, str]) -> dict[str, str]:
+        # operator-only (the API server cannot afford rules over map keys).
+        bad_keys = sorted(key for key in conf if not _SPARK_KEY.fullmatch(key))
+        if bad_keys:
+            raise ValueError(f"{SPARK_KEY_MESSAGE}: {', '.join(bad_keys)}")
+        if any(_LINE_BREAK.search(value) for value in conf.values()):
+            raise ValueError(SPARK_VALUE_MESSAGE)
+        # The driver must stay reachable and in this namespace.
         managed = sorted(OPERATOR_MANAGED_SPARK_KEYS.intersection(conf))
         if managed:
-            raise ValueError(f"must not set operator-managed keys: {', '.join(managed)}")
+            raise ValueError(f"{SPARK_MANAGED_MESSAGE}: {', '.join(managed)}")
         return conf
 
 
@@ -327,13 +438,22 @@ class IngressSpec(ApiModel):
         default=None,
         max_length=1024,
         pattern=INGRESS_PATH_PATTERN,
-        description="Path prefix of the workspace URL, starting with '/'; RStudio is told "
-        "about it through the X-RStudio-Root-Path header.",
+        description="Path prefix of the workspace URL, starting with '/'; the Ingress strips "
+        "it and RStudio is told about it (www-root-path).",
     )
     class_name: DnsName | None = Field(default=None, description="IngressClass to use.")
     tls_secret_name: DnsName | None = Field(
         default=None, description="Secret with the TLS certificate for the host."
     )
+
+
+MANAGED_ENV_MESSAGE = "must not set operator-managed variables"
+MANAGED_ENV_RULE: JsonDict = {
+    "rule": "self.all(e, !(e.name in [{}]))".format(
+        ", ".join(f"'{name}'" for name in sorted(OPERATOR_MANAGED_ENV))
+    ),
+    "message": f"{MANAGED_ENV_MESSAGE} ({', '.join(sorted(OPERATOR_MANAGED_ENV))})",
+}
 
 
 class WorkspaceSpec(ApiModel):
@@ -365,7 +485,11 @@ class WorkspaceSpec(ApiModel):
         default_factory=list,
         max_length=256,
         description="Extra environment variables of the RStudio container.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "x-kubernetes-validations": [MANAGED_ENV_RULE],
+        },
     )
     home: HomeSpec = _section(HomeSpec, "The home volume.")
     snapshot: SnapshotSpec = _section(SnapshotSpec, "Snapshots of the home to object storage.")
@@ -385,10 +509,10 @@ class WorkspaceSpec(ApiModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"duplicate entries for name: {', '.join(duplicates)}")
-        # operator-only: these wire RStudio to its user and Spark configuration.
+        # These wire RStudio to its user, password, URL and Spark configuration.
         managed = sorted(OPERATOR_MANAGED_ENV.intersection(names))
         if managed:
-            raise ValueError(f"must not set operator-managed variables: {', '.join(managed)}")
+            raise ValueError(f"{MANAGED_ENV_MESSAGE}: {', '.join(managed)}")
         return env
 
 

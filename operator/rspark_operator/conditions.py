@@ -22,6 +22,11 @@ def timestamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(text: str) -> datetime:
+    """A Kubernetes RFC 3339 time ("2026-01-02T03:04:05Z") as an aware datetime."""
+    return datetime.fromisoformat(text)
+
+
 def condition(
     type_: str,
     status: ConditionStatus,

@@ -19,6 +19,7 @@ from rspark_operator.api import (
     API_VERSION,
     CATEGORY,
     GROUP,
+    HOME_SIZE_POSITIVE_MESSAGE,
     KIND,
     PLURAL,
     SHORT_NAME,
@@ -38,6 +39,10 @@ HOME_SIZE_NEVER_SHRINKS = {
     "rule": "!isQuantity(string(self)) || !isQuantity(string(oldSelf)) || "
     "quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0",
     "message": "home size may grow but never shrink",
+}
+HOME_SIZE_POSITIVE = {
+    "rule": "!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",
+    "message": HOME_SIZE_POSITIVE_MESSAGE,
 }
 WORKSPACE_NAME_RULE = {
     "rule": f"size(self.metadata.name) <= {WORKSPACE_NAME_MAX_LENGTH} && "
@@ -91,7 +96,8 @@ def _clean(node: Schema, definitions: dict[str, Schema]) -> Schema:
 def spec_schema() -> Schema:
     schema = structural(WorkspaceSpec)
     schema["properties"]["home"]["properties"]["size"]["x-kubernetes-validations"] = [
-        HOME_SIZE_NEVER_SHRINKS
+        HOME_SIZE_POSITIVE,
+        HOME_SIZE_NEVER_SHRINKS,
     ]
     return schema
 
@@ -131,8 +137,12 @@ def custom_resource_definition() -> Schema:
                             "type": "object",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": f"{API_VERSION}",
+                                },
+                                "kind": {"type": "string", "description": KIND},
+                                # The API server forbids anything more on metadata.
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
                                 "status": status_schema(),

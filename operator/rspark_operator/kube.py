@@ -30,6 +30,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Secret"): ("/api/v1", "secrets"),
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
     ("v1", "Event"): ("/api/v1", "events"),
+    ("v1", "Node"): ("/api/v1", "nodes"),
     ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
         "/apis/rbac.authorization.k8s.io/v1",
@@ -38,7 +39,11 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "RStudioWorkspace"): (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    ("kopf.dev/v1", "KopfPeering"): ("/apis/kopf.dev/v1", "kopfpeerings"),
 }
+# Answers that mean "this object, as sent, is refused" (validation, admission,
+# quota, immutable fields), not "try again".
+REJECTED = frozenset({400, 403, 422})
 
 
 class KubeError(Exception):
@@ -47,6 +52,14 @@ class KubeError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def namespace_terminating(self) -> bool:
+        return self.status == 403 and "being terminated" in str(self)
+
+    @property
+    def rejected(self) -> bool:
+        return self.status in REJECTED and not self.namespace_terminating
 
 
 def load_api_client() -> client.ApiClient:
@@ -61,8 +74,9 @@ def load_api_client() -> client.ApiClient:
 
 
 def url(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+    """The object's path; an empty `namespace` means a cluster-scoped kind."""
     prefix, plural = RESOURCES[(api_version, kind)]
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
     if name:
         path += f"/{name}"
     if subresource:
@@ -134,8 +148,12 @@ class Kube:
         )["items"]
         return items
 
-    def apply(self, manifest: dict[str, Any], subresource: str = "") -> dict[str, Any]:
-        """Server-side apply under our one field manager, taking over conflicting fields."""
+    def apply(
+        self, manifest: dict[str, Any], subresource: str = "", *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply under our one field manager, taking over conflicting fields.
+
+        A dry run goes through validation and admission and persists nothing."""
         metadata = manifest["metadata"]
         path = url(
             manifest["apiVersion"],
@@ -144,11 +162,12 @@ class Kube:
             metadata["name"],
             subresource,
         )
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         applied: dict[str, Any] = self.request(
             "PATCH",
             path,
             body=manifest,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            query=[*query, ("dryRun", "All")] if dry_run else query,
             content_type=APPLY,
         )
         return applied
@@ -165,8 +184,19 @@ class Kube:
             raise
         return True
 
-    def event(self, obj: dict[str, Any], reason: str, message: str) -> None:
-        """Best effort: record a Normal event on `obj`; a namespace being deleted is fine."""
+    def dry_run_create(self, manifest: dict[str, Any]) -> None:
+        """Would the API server create this object? Raises KubeError when it would not.
+
+        Under a generated name, so that an existing object of the same name (a pod
+        about to be replaced) does not answer for the new one."""
+        metadata = {k: v for k, v in manifest["metadata"].items() if k != "name"}
+        metadata["generateName"] = f"{manifest['metadata']['name']}-"
+        path = url(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
+        query = [("fieldManager", FIELD_MANAGER), ("dryRun", "All")]
+        self.request("POST", path, body={**manifest, "metadata": metadata}, query=query)
+
+    def event(self, obj: dict[str, Any], reason: str, message: str, *, warning: bool) -> None:
+        """Record an event on `obj`, one attempt; a namespace being deleted is fine."""
         metadata = obj["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -185,7 +215,7 @@ class Kube:
             },
             "reason": reason,
             "message": message[:1024],
-            "type": "Normal",
+            "type": "Warning" if warning else "Normal",
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": FIELD_MANAGER,
             "firstTimestamp": now,
@@ -199,12 +229,22 @@ class Kube:
                 raise
 
     def delete(
-        self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        uid: str | None = None,
+        *,
+        force: bool = False,
     ) -> None:
-        """Graceful delete; with `uid`, only that incarnation of the object. Gone is fine."""
+        """Graceful delete (`force`: at once, without waiting for the kubelet); with `uid`,
+        only that incarnation of the object. Gone is fine."""
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if uid:
             body["preconditions"] = {"uid": uid}
+        if force:
+            body["gracePeriodSeconds"] = 0
         try:
             self.request("DELETE", url(api_version, kind, namespace, name), body=body)
         except KubeError as error:

@@ -1,7 +1,7 @@
 """`rspark-operator`: the kopf handlers and the entry point.
 
 Every handler delegates to `reconcile.reconcile`; this module only wires kopf
-(identifiers, peering, the resync timer, pod events) to it.
+(identifiers, peering, the resync timer, pod and volume events) to it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,44 @@ import logging
 import random
 import sys
 import threading
-from collections import defaultdict
+import weakref
 from typing import Any
 
 import kopf
 
 from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
 from rspark_operator.kube import Kube, KubeError, load_api_client
-from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL
+from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL, workspace_of
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
-from rspark_operator.status import restore_report_unseen
+from rspark_operator.status import VOLUME_PROBLEMS, restore_report_unseen
 
 PEERING_NAME = "rspark-operator"
 MANAGED_BY = {MANAGED_BY_LABEL: FIELD_MANAGER}
 
 log = logging.getLogger("rspark-operator")
-# One reconcile at a time per workspace: handlers of the workspace and of its pod
-# run in kopf's thread pool and may overlap.
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+class WorkspaceLocks:
+    """One reconcile at a time per workspace: handlers of the workspace, its pod and its
+    events run in kopf's thread pool and may overlap. A lock lives while someone holds
+    it, so the table does not grow with every workspace ever seen."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def get(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get((namespace, name))
+            if lock is None:
+                lock = self._locks[(namespace, name)] = threading.Lock()
+            return lock
+
+
+_locks = WorkspaceLocks()
 
 
 @kopf.on.startup()
@@ -49,44 +68,58 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
 
 
-def _run(memo: kopf.Memo, body: dict[str, Any], *, children: bool) -> Outcome | None:
-    metadata = body["metadata"]
+def _run(memo: kopf.Memo, namespace: str | None, name: str, *, children: bool) -> Outcome | None:
+    """Reconcile the workspace as it is now (read under its lock: kopf's copy may be stale)."""
+    kube: Kube = memo.kube
+    if namespace is None:  # kopf's typing: workspaces are always namespaced
+        return None
     try:
-        with _locks[(metadata["namespace"], metadata["name"])]:
-            outcome = reconcile(memo.kube, memo.settings, body, children=children)
+        with _locks.get(namespace, name):
+            current = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+            if current is None or current["metadata"].get("deletionTimestamp"):
+                return None
+            outcome = reconcile(kube, memo.settings, current, children=children)
+        for event in outcome.events:
+            kube.event(current, event.reason, event.message, warning=event.warning)
     except KubeError as error:
-        if error.status == 403 and "being terminated" in str(error):
-            log.info("%s/%s: namespace is being deleted", metadata["namespace"], metadata["name"])
+        if error.namespace_terminating:
+            log.info("%s/%s: namespace is being deleted", namespace, name)
             return None
         # Level-based: the next event or the resync converges; kopf retries handlers.
         raise kopf.TemporaryError(f"API call failed ({error.status}): {error}", delay=5) from None
-    for reason, message in outcome.actions:
-        memo.kube.event(body, reason, message)
-    if outcome.actions:
+    if outcome.events:
         log.info(
             "%s/%s: %s; phase %s",
-            metadata["namespace"],
-            metadata["name"],
-            ", ".join(reason for reason, _ in outcome.actions),
+            namespace,
+            name,
+            ", ".join(event.reason for event in outcome.events),
             outcome.status["phase"],
         )
     return outcome
 
 
+def _run_from_event(memo: kopf.Memo, namespace: str | None, name: str) -> None:
+    """Event handlers are not retried by kopf; the resync timer catches up."""
+    try:
+        _run(memo, namespace, name, children=False)
+    except kopf.TemporaryError as error:
+        log.warning("%s/%s: %s", namespace, name, error)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def workspace_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run(memo, dict(body), children=True)
+def workspace_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, namespace, name, children=True)
 
 
-def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Catch drift and lost children that no event told us about.
 
     kopf puts a finalizer on objects with timers so that a timer is stopped
     before its object goes; children themselves go by garbage collection.
     """
-    _run(memo, dict(body), children=True)
+    _run(memo, namespace, name, children=True)
 
 
 def _restore_report_unseen(body: kopf.Body, **_: Any) -> bool:
@@ -94,26 +127,44 @@ def _restore_report_unseen(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_restore_report_unseen)
-def agent_reported(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def agent_reported(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """The snapshot agent started or finished a restore: show it in the phase."""
-    _run(memo, dict(body), children=False)
+    _run_from_event(memo, namespace, name)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_BY)
 def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A workspace pod changed or went away: update status, replace it if needed."""
-    workspace = (body.get("metadata", {}).get("labels") or {}).get(WORKSPACE_LABEL)
-    namespace = body.get("metadata", {}).get("namespace")
-    if not workspace or not namespace:
-        return
-    current = memo.kube.get(f"{GROUP}/{VERSION}", KIND, namespace, workspace)
-    if current is None or current["metadata"].get("deletionTimestamp"):
-        return
-    try:
-        _run(memo, current, children=False)
-    except kopf.TemporaryError as error:
-        # Event handlers are not retried; the resync timer catches up.
-        log.warning("%s/%s: %s", namespace, workspace, error)
+    metadata = body.get("metadata", {})
+    workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
+    if workspace and metadata.get("namespace"):
+        _run_from_event(memo, metadata["namespace"], workspace)
+
+
+def _volume_warning(body: kopf.Body, **_: Any) -> bool:
+    return body.get("type") == "Warning" and body.get("reason") in VOLUME_PROBLEMS
+
+
+@kopf.on.event("v1", "events", when=_volume_warning)
+def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A mount, attach or provisioning failure changes neither the pod nor the claim:
+    only this event tells, so Ready says it at once rather than at the next resync."""
+    involved = body.get("involvedObject") or {}
+    workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
+    if workspace and involved.get("namespace"):
+        _run_from_event(memo, involved["namespace"], workspace)
+
+
+def ensure_namespaced_peerings(kube: Kube, namespaces: list[str]) -> None:
+    """kopf serving a list of namespaces peers through a KopfPeering in each of them;
+    peering is mandatory, so without one the operator would wait forever."""
+    for namespace in namespaces:
+        peering = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": PEERING_NAME, "namespace": namespace},
+        }
+        kube.create(peering)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,12 +188,13 @@ def main(argv: list[str] | None = None) -> None:
     kopf.timer(
         GROUP, VERSION, PLURAL, interval=settings.resync_seconds, idle=settings.resync_seconds / 2
     )(resync)
-    memo = kopf.Memo(kube=Kube(load_api_client()), settings=settings)
+    kube = Kube(load_api_client())
     namespaces = settings.watch_namespaces
+    ensure_namespaced_peerings(kube, namespaces)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
         peering_name=PEERING_NAME,
         liveness_endpoint=args.liveness,
-        memo=memo,
+        memo=kopf.Memo(kube=kube, settings=settings),
     )

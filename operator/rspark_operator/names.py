@@ -42,8 +42,11 @@ def role_binding_name(workspace: str) -> str:
     return workspace
 
 
+HOME_CLAIM_SUFFIX = "-home"
+
+
 def home_claim_name(workspace: str) -> str:
-    return f"{workspace}-home"
+    return f"{workspace}{HOME_CLAIM_SUFFIX}"
 
 
 def rstudio_service_name(workspace: str) -> str:
@@ -58,8 +61,8 @@ def spark_config_map_name(workspace: str) -> str:
     return f"{workspace}-spark"
 
 
-def password_secret_name(workspace: str) -> str:
-    return f"{workspace}-restic"
+def passwords_secret_name(workspace: str) -> str:
+    return f"{workspace}-passwords"
 
 
 def home_secrets_name(workspace: str) -> str:
@@ -76,6 +79,15 @@ def ingress_name(workspace: str) -> str:
 
 def executor_pod_name_prefix(workspace: str) -> str:
     return workspace
+
+
+def workspace_of(kind: str, name: str) -> str | None:
+    """The workspace whose pod or home claim may bear this name; None for other kinds."""
+    if kind == "Pod":
+        return name
+    if kind == "PersistentVolumeClaim" and name.endswith(HOME_CLAIM_SUFFIX):
+        return name.removesuffix(HOME_CLAIM_SUFFIX)
+    return None
 
 
 def snapshot_host(namespace: str, workspace: str) -> str:

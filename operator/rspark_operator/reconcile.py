@@ -2,39 +2,73 @@
 
 Read what exists, build what should exist, apply it with server-side apply,
 compute the status from what exists, and write the status only when it changed.
-Every entry point (create, update, resume, the resync timer, pod events) comes here.
+Every entry point (create, update, resume, the resync timer, pod and volume
+events) comes here.
+
+A change of the spec is first applied as a server-side dry run, pod included:
+if the API server (validation, admission, quota, immutable fields) refuses any
+part of it, nothing of it is applied and Ready=False says which child and why.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from rspark_operator import names
-from rspark_operator.api import GROUP, KIND, VERSION
-from rspark_operator.builders import build_children, build_password_secret, build_pod, workspace_url
-from rspark_operator.kube import Kube
+from rspark_operator.api import GROUP, KIND, VERSION, Workspace
+from rspark_operator.builders import (
+    build_children,
+    build_passwords_secret,
+    build_pod,
+    settle_home_claim,
+    workspace_url,
+)
+from rspark_operator.conditions import READY, find
+from rspark_operator.kube import Kube, KubeError
+from rspark_operator.lifecycle import (
+    KEEP,
+    PodAction,
+    PodDecision,
+    decide_pod,
+    spec_current,
+    waiting_on_lost_node,
+)
 from rspark_operator.settings import OperatorSettings
-from rspark_operator.status import Observed, compute_status, status_changed
+from rspark_operator.status import (
+    CHILD_REJECTED,
+    POD_REPLACING,
+    Observed,
+    compute_status,
+    ready_transition,
+    status_changed,
+)
 from rspark_operator.validation import InvalidSpecError, parse_workspace
 
-# Reasons of the Kubernetes events that mark transitions.
-POD_CREATED = "PodCreated"
-POD_REPLACING = "PodReplacing"
-POD_STOPPING = "PodStopping"
-POD_FAILED = "PodFailed"
-INVALID_SPEC = "InvalidSpec"
-PHASE_CHANGED = "PhaseChanged"
+# A workspace pod's ServiceAccount does not exist before the first apply, and the
+# ServiceAccount admission plugin refuses a pod whose account is missing: the dry
+# run of a first pod uses the namespace's default account instead.
+DEFAULT_SERVICE_ACCOUNT = "default"
+
+Send = Callable[[dict[str, Any]], object]
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
 
 
 @dataclass
 class Outcome:
     status: dict[str, Any]
-    # (reason, message) of what this reconcile did, for Kubernetes events.
-    actions: list[tuple[str, str]] = field(default_factory=list)
-    status_written: bool = False
+    # What this reconcile did and how the Ready verdict changed, for Kubernetes events.
+    events: list[Event] = field(default_factory=list)
 
 
 def reconcile(
@@ -50,7 +84,7 @@ def reconcile(
     now = now or datetime.now(UTC)
     metadata = body["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
-    actions: list[tuple[str, str]] = []
+    previous = body.get("status") or {}
     try:
         ws = parse_workspace(body, settings)
     except InvalidSpecError as error:
@@ -60,65 +94,143 @@ def reconcile(
             generation=metadata.get("generation", 1),
             suspended=bool((body.get("spec") or {}).get("suspended")),
             url=None,
-            previous=body.get("status"),
+            previous=previous,
             observed=observed,
             now=now,
         )
-        actions.append((INVALID_SPEC, str(error)))
-        return _finish(kube, body, status, actions)
+        return _finish(kube, body, status, [])
 
-    if children:
-        if kube.create(build_password_secret(ws, secrets.token_urlsafe(32))):
-            actions.append(("PasswordCreated", "generated the restic repository password"))
-        for manifest in build_children(ws, settings):
-            kube.apply(manifest)
-
-    desired = build_pod(ws, settings)
+    events: list[Event] = []
+    desired_pod = build_pod(ws, settings)
     pod = _get_pod(kube, namespace, name)
-    pod_spec_current = pod is None or _spec_hash(pod) == _spec_hash(desired)
-    if pod is not None and not _terminating(pod):
-        uid = pod["metadata"]["uid"]
-        if ws.spec.suspended:
-            kube.delete("v1", "Pod", namespace, pod["metadata"]["name"], uid)
-            actions.append((POD_STOPPING, "suspended: stopping the pod, keeping the home"))
-        elif (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
-            kube.delete("v1", "Pod", namespace, pod["metadata"]["name"], uid)
-            actions.append((POD_FAILED, "the pod ended; replacing it"))
-        elif not pod_spec_current:
-            kube.delete("v1", "Pod", namespace, pod["metadata"]["name"], uid)
-            actions.append((POD_REPLACING, "the pod spec changed; replacing the pod"))
-        pod = _get_pod(kube, namespace, name) if actions else pod
-    elif pod is None and not ws.spec.suspended:
-        # The pod name is fixed, so a second pod cannot exist: the old one must be gone.
-        pod = kube.apply(desired)
-        actions.append((POD_CREATED, f"created pod {desired['metadata']['name']}"))
-
     claim = kube.get("v1", "PersistentVolumeClaim", namespace, names.home_claim_name(name))
+    manifests = [settle_home_claim(m, claim) if _is_claim(m) else m
+                 for m in build_children(ws, settings)]  # fmt: skip
+    refusals: dict[str, str] = {}
+    # A new workspace is made whole or not at all; an existing one keeps the refused
+    # children as they are and takes the rest of the change.
+    new = claim is None and pod is None
+    rejected_before = _ready_reason(previous) == CHILD_REJECTED
+    if children or rejected_before:
+        if rejected_before or previous.get("observedGeneration") != ws.generation:
+            refusals = _dry_run(kube, ws, manifests, desired_pod, pod)
+        if not (new and refusals):
+            accepted = [m for m in manifests if _key(m) not in refusals]
+            refusals |= _apply_children(kube, ws, accepted)
+
+    decision = decide_pod(
+        suspended=ws.spec.suspended,
+        pod=pod,
+        desired=desired_pod,
+        node=_node_if_lost(kube, pod, now, settings),
+        now=now,
+        force_delete_after=settings.node_lost_force_delete_seconds,
+    )
+    if _key(desired_pod) in refusals or (new and refusals):
+        # No pod the API server refuses, nor one without its children.
+        decision = _without_new_pod(decision)
+    pod = _carry_out(kube, decision, pod, desired_pod)
+    if decision.action != PodAction.KEEP:
+        events.append(Event(decision.reason, decision.message, decision.warning))
+
     unhealthy = [obj for obj in (pod, claim) if obj is not None and not _healthy(obj)]
     observed = Observed(
         pod=pod,
         claim=claim,
         events=[event for obj in unhealthy for event in _events_of(kube, obj)],
-        pod_spec_current=pod_spec_current,
+        pod_spec_current=spec_current(pod, desired_pod),
+        rejected="; ".join(refusals.values()) or None,
     )
     status = compute_status(
         generation=ws.generation,
         suspended=ws.spec.suspended,
         url=workspace_url(ws, settings),
-        previous=body.get("status"),
+        previous=previous,
         observed=observed,
         now=now,
     )
-    return _finish(kube, body, status, actions)
+    return _finish(kube, body, status, events)
+
+
+def _dry_run(
+    kube: Kube,
+    ws: Workspace,
+    manifests: list[dict[str, Any]],
+    desired_pod: dict[str, Any],
+    pod: dict[str, Any] | None,
+) -> dict[str, str]:
+    """What the API server would refuse of the desired state, and why."""
+    dry_apply = partial(kube.apply, dry_run=True)
+    steps: list[tuple[Send, dict[str, Any]]] = [(dry_apply, manifest) for manifest in manifests]
+    if not ws.spec.suspended and not (pod is not None and spec_current(pod, desired_pod)):
+        trial = desired_pod
+        if not kube.get("v1", "ServiceAccount", ws.namespace, names.service_account_name(ws.name)):
+            spec = {**desired_pod["spec"], "serviceAccountName": DEFAULT_SERVICE_ACCOUNT}
+            trial = {**desired_pod, "spec": spec}
+        steps.append((kube.dry_run_create, trial))
+    return _send(steps)
+
+
+def _apply_children(kube: Kube, ws: Workspace, manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """Create the passwords Secret if it is missing and apply the other children."""
+    passwords = build_passwords_secret(
+        ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
+    )
+    return _send([(kube.create, passwords), *((kube.apply, m) for m in manifests)])
+
+
+def _send(steps: Iterable[tuple[Send, dict[str, Any]]]) -> dict[str, str]:
+    """Send each manifest; what the API server refuses, by kind/name, and why."""
+    refusals = {}
+    for send, manifest in steps:
+        try:
+            send(manifest)
+        except KubeError as error:
+            if not error.rejected:
+                raise
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            refusals[_key(manifest)] = f"the API server refused {kind} {name}: {error}"
+    return refusals
+
+
+def _key(manifest: dict[str, Any]) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+def _without_new_pod(decision: PodDecision) -> PodDecision:
+    """Keep the current pod rather than create or replace one that cannot start."""
+    if decision.action == PodAction.CREATE or decision.reason == POD_REPLACING:
+        return KEEP
+    return decision
+
+
+def _carry_out(
+    kube: Kube, decision: PodDecision, pod: dict[str, Any] | None, desired: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Do what was decided; the pod as it is afterwards."""
+    if decision.action == PodAction.CREATE:
+        return kube.apply(desired)
+    if pod is None or decision.action == PodAction.KEEP:
+        return pod
+    metadata = pod["metadata"]
+    kube.delete(
+        "v1",
+        "Pod",
+        metadata["namespace"],
+        metadata["name"],
+        metadata["uid"],
+        force=decision.action == PodAction.FORCE_DELETE,
+    )
+    return kube.get("v1", "Pod", metadata["namespace"], metadata["name"])
 
 
 def _finish(
-    kube: Kube, body: dict[str, Any], status: dict[str, Any], actions: list[tuple[str, str]]
+    kube: Kube, body: dict[str, Any], status: dict[str, Any], events: list[Event]
 ) -> Outcome:
     previous = body.get("status")
-    outcome = Outcome(status=status, actions=actions)
-    if (previous or {}).get("phase") != status["phase"]:
-        actions.append((PHASE_CHANGED, f"phase {status['phase']}"))
+    transition = ready_transition(previous, status)
+    if transition is not None:
+        events.append(Event(*transition))
     if status_changed(previous, status):
         metadata = body["metadata"]
         kube.apply(
@@ -130,21 +242,29 @@ def _finish(
             },
             subresource="status",
         )
-        outcome.status_written = True
-    return outcome
+    return Outcome(status=status, events=events)
+
+
+def _ready_reason(status: dict[str, Any]) -> str | None:
+    ready = find(status.get("conditions") or [], READY)
+    return None if ready is None else ready.get("reason")
+
+
+def _is_claim(manifest: dict[str, Any]) -> bool:
+    return bool(manifest["kind"] == "PersistentVolumeClaim")
 
 
 def _get_pod(kube: Kube, namespace: str, workspace: str) -> dict[str, Any] | None:
     return kube.get("v1", "Pod", namespace, names.pod_name(workspace))
 
 
-def _spec_hash(pod: dict[str, Any]) -> str | None:
-    annotations: dict[str, str] = pod["metadata"].get("annotations") or {}
-    return annotations.get(names.POD_SPEC_HASH_ANNOTATION)
-
-
-def _terminating(pod: dict[str, Any]) -> bool:
-    return bool(pod["metadata"].get("deletionTimestamp"))
+def _node_if_lost(
+    kube: Kube, pod: dict[str, Any] | None, now: datetime, settings: OperatorSettings
+) -> dict[str, Any] | None:
+    """The node of a pod stuck terminating past its deadline (read only then)."""
+    if pod is None or not waiting_on_lost_node(pod, now, settings.node_lost_force_delete_seconds):
+        return None
+    return kube.get("v1", "Node", "", pod["spec"]["nodeName"])
 
 
 def _events_of(kube: Kube, obj: dict[str, Any]) -> list[dict[str, Any]]:

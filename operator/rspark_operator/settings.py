@@ -99,6 +99,14 @@ class OperatorSettings(BaseSettings):
         description="How long a workspace pod stays on a NotReady or unreachable node before "
         "it is evicted and recreated elsewhere (Kubernetes' default is 300).",
     )
+    node_lost_force_delete_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="How long after its deletion deadline a workspace pod left on a node that "
+        "is not ready is force-deleted, so the workspace starts on another node (a dead "
+        "kubelet never confirms the pod stopped). 0: never; an administrator then deletes the "
+        "Node or taints it node.kubernetes.io/out-of-service.",
+    )
     resync_seconds: float = Field(
         default=60,
         gt=0,

@@ -26,6 +26,7 @@ POD_FAILED = "PodFailed"
 SUSPENDED = "Suspended"
 SUSPENDING = "Suspending"
 INVALID_SPEC = "InvalidSpec"
+CHILD_REJECTED = "ChildRejected"
 RESTORING = "Restoring"  # also the agent's HomeRestored reason while it restores
 HOME_NOT_RESTORED = "HomeNotRestored"
 FAILED_SCHEDULING = "FailedScheduling"
@@ -44,6 +45,18 @@ CONTAINER_PROBLEMS = frozenset(
     }
 )
 VOLUME_PROBLEMS = frozenset({FAILED_MOUNT, FAILED_ATTACH_VOLUME, PROVISIONING_FAILED})
+# Ready reasons that need someone's attention: their transitions are Warning events.
+PROBLEMS = frozenset(
+    {
+        INVALID_SPEC,
+        CHILD_REJECTED,
+        POD_FAILED,
+        FAILED_SCHEDULING,
+        HOME_NOT_RESTORED,
+        *VOLUME_PROBLEMS,
+        *CONTAINER_PROBLEMS,
+    }
+)
 
 OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart")
 
@@ -60,6 +73,8 @@ class Observed:
     pod_spec_current: bool = True
     # Why the spec cannot be built (see validation.parse_workspace), if it cannot.
     invalid_spec: str | None = None
+    # Which child the API server refused, and why (nothing of the change was applied).
+    rejected: str | None = None
 
 
 class Verdict(NamedTuple):
@@ -108,13 +123,42 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> boo
     ) != find(new.get("conditions") or [], READY)
 
 
+class Transition(NamedTuple):
+    reason: str
+    message: str
+    warning: bool
+
+
+def ready_transition(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Transition | None:
+    """The Ready condition's new verdict, when its reason (or a problem's message) changed:
+    what a Kubernetes event should tell. Progress within one reason is not an event."""
+    before = find((old or {}).get("conditions") or [], READY) or {}
+    after = find(new.get("conditions") or [], READY) or {}
+    reason, message = str(after.get("reason", "")), str(after.get("message", ""))
+    problem = reason in PROBLEMS
+    if before.get("reason") == reason and (not problem or before.get("message") == message):
+        return None
+    return Transition(reason, message, problem)
+
+
 def assess(
     suspended: bool, observed: Observed, previous_conditions: list[dict[str, Any]]
 ) -> Verdict:
     """Phase and Ready reason, the most specific explanation first."""
-    pod = observed.pod
     if observed.invalid_spec is not None:
         return Verdict("Failed", INVALID_SPEC, observed.invalid_spec)
+    verdict = _assess_pod(suspended, observed, previous_conditions)
+    if observed.rejected is not None:
+        # The workspace runs (or rests) as it was before the refused change.
+        phase: Phase = verdict.phase if verdict.phase in ("Running", "Suspended") else "Failed"
+        return Verdict(phase, CHILD_REJECTED, observed.rejected)
+    return verdict
+
+
+def _assess_pod(
+    suspended: bool, observed: Observed, previous_conditions: list[dict[str, Any]]
+) -> Verdict:
+    pod = observed.pod
     if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
         return _without_pod(suspended, pod is not None)
     pod_status = pod.get("status") or {}
@@ -124,6 +168,9 @@ def assess(
     if _pod_condition(pod, "Ready").get("status") == "True":
         return Verdict("Running", POD_READY, "RStudio is ready")
     events = _warnings(observed)
+    if PROVISIONING_FAILED in events:
+        # The root cause of the unbound claim the scheduler would complain about.
+        return Verdict("Pending", PROVISIONING_FAILED, events[PROVISIONING_FAILED])
     if not (pod.get("spec") or {}).get("nodeName"):
         scheduled = _pod_condition(pod, "PodScheduled")
         if scheduled.get("status") == "False" or FAILED_SCHEDULING in events:

@@ -21,9 +21,8 @@ from rspark_operator.api import (
     Workspace,
     WorkspaceSpec,
 )
-from rspark_operator.builders.network import ingress_host, ingress_path
 from rspark_operator.builders.pod import snapshot_repository
-from rspark_operator.quantity import parse_quantity
+from rspark_operator.builders.url import ingress_host, ingress_path
 from rspark_operator.settings import OperatorSettings
 
 _WORKSPACE_NAME = re.compile(WORKSPACE_NAME_PATTERN)
@@ -85,16 +84,6 @@ def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
             f"{settings.ingress_domain}, where URLs are assigned by workspace name; remove "
             f"spec.ingress.host and spec.ingress.path or use a host outside that domain"
         )
-    return problems
-
-
-def transition_problems(old: WorkspaceSpec, new: WorkspaceSpec) -> list[str]:
-    """The CRD's update rules (user immutable, home never shrinks), for the operator's view."""
-    problems = []
-    if new.user != old.user:
-        problems.append("spec.user: user is immutable")
-    if parse_quantity(new.home.size) < parse_quantity(old.home.size):
-        problems.append("spec.home.size: home size may grow but never shrink")
     return problems
 
 

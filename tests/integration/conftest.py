@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from tests.support.install import (
     refusals,
     service_account_kubeconfig,
     service_account_operator,
+    session_operator_stopped,
 )
 from tests.support.kube import describe_namespace
 from tests.support.s3 import S3Credentials
@@ -83,22 +84,68 @@ def operator_kubeconfig(crds: None, tmp_path_factory: pytest.TempPathFactory) ->
     return service_account_kubeconfig(tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
+# Settings of the tests' operators: quick to hand over and to leave a failed node
+# (the kubelet of a kwok node stops in seconds; production defaults are minutes).
+OPERATOR_SETTINGS = {
+    "peering_lifetime_seconds": "10",
+    "node_failure_toleration_seconds": "5",
+    "termination_grace_seconds": "10",
+    "node_lost_force_delete_seconds": "5",
+}
+
+
+def start_operator(
+    name: str, kubeconfig: Path, s3: S3Credentials, **settings: str
+) -> OperatorProcess:
+    logs = localcluster.LOCAL / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    process = service_account_operator(
+        logs / f"operator-{name}-{time.strftime('%Y%m%d-%H%M%S')}.log",
+        kubeconfig,
+        s3,
+        **{**OPERATOR_SETTINGS, **settings},
+    )
+    process.start()
+    return process
+
+
+def assert_clean(process: OperatorProcess) -> None:
+    """Nothing refused by RBAC, no handler crashed."""
+    log = process.log()
+    assert not refusals(log), "\n".join(refusals(log))
+    assert "Traceback" not in log, log
+
+
 @pytest.fixture(scope="session")
 def operator(operator_kubeconfig: Path, cluster_s3: S3Credentials) -> Iterator[OperatorProcess]:
     """One `rspark-operator` process for the session, as in production: with the identity
     and only the permissions of the manifests' ServiceAccount. Nothing may be refused."""
-    logs = localcluster.LOCAL / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    process = service_account_operator(
-        logs / f"operator-{time.strftime('%Y%m%d-%H%M%S')}.log",
-        operator_kubeconfig,
-        cluster_s3,
-        peering_lifetime_seconds="10",
-    )
-    process.start()
+    process = start_operator("session", operator_kubeconfig, cluster_s3)
     yield process
     process.stop()
     assert not refusals(process.log()), "\n".join(refusals(process.log()))
+
+
+@pytest.fixture
+def operator_with(
+    operator: OperatorProcess, operator_kubeconfig: Path, cluster_s3: S3Credentials
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start this test's own operator with other settings; the session's is stopped
+    meanwhile (only one may act)."""
+    started: list[OperatorProcess] = []
+
+    def start(**settings: str) -> OperatorProcess:
+        started.append(start_operator("test", operator_kubeconfig, cluster_s3, **settings))
+        return started[-1]
+
+    with session_operator_stopped(operator):
+        try:
+            yield start
+        finally:
+            for process in started:
+                process.stop()
+    for process in started:
+        assert_clean(process)
 
 
 @pytest.fixture

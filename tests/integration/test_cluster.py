@@ -141,7 +141,10 @@ def test_node_failure_evicts_and_replacement_lands_on_other_node(
         assert pods[0].spec.node_name != failed_node
         assert pods[0].spec.volumes[0].persistent_volume_claim.claim_name == "data"
         taints = core.read_node(failed_node).spec.taints or []
-        assert any(t.key == "node.kubernetes.io/not-ready" for t in taints)
+        assert any(t.key == "node.kubernetes.io/unreachable" for t in taints)
+        # A dead kubelet cannot confirm the evicted pod stopped: it stays Terminating.
+        evicted = core.read_namespaced_pod(first.metadata.name, namespace)
+        assert evicted.metadata.deletion_timestamp is not None
     finally:
         recover_node(core, failed_node)
 

@@ -57,6 +57,9 @@ def test_cluster_role_has_no_wildcards(operator_kubeconfig: Path) -> None:
         ("delete", "namespaces", None),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("delete", "networkpolicies.networking.k8s.io", "default"),
+        ("delete", "services", "default"),  # Spark in client mode makes none
+        ("list", "namespaces", None),
+        ("list", "nodes", None),
     ],
 )
 def test_permissions_it_does_not_need_are_not_granted(
@@ -69,9 +72,11 @@ def test_permissions_it_needs_are_granted(operator_kubeconfig: Path) -> None:
     for verb, resource in [("patch", "rstudioworkspaces.rspark.dev"),
                            ("patch", "rstudioworkspaces.rspark.dev/status"),
                            ("create", "roles.rbac.authorization.k8s.io"),
-                           ("delete", "pods"), ("create", "events"),
+                           ("delete", "pods"), ("create", "events"), ("watch", "events"),
+                           ("get", "serviceaccounts"), ("create", "kopfpeerings.kopf.dev"),
                            ("patch", "clusterkopfpeerings.kopf.dev")]:  # fmt: skip
         assert can_i(verb, resource, "default"), (verb, resource)
+    assert can_i("get", "nodes", None)
 
 
 def test_it_cannot_grant_more_than_it_holds(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ from tests.support.workspaces import Workspaces, sample
 
 CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim",
                "Secret", "Service", "Ingress", "NetworkPolicy", "Pod")  # fmt: skip
+# What outlives the workspace, with its snapshots: the key to them and the secret paths.
+KEPT_SECRETS = {"alice-passwords", "alice-home-secrets"}
+HOLD = "rspark.dev/test-hold"
 
 
 @pytest.fixture
@@ -23,6 +27,11 @@ def alice(kube: client.ApiClient, workspace_namespace: str) -> Workspaces:
     workspaces.create(sample("alice"))
     workspaces.wait_phase("alice", "Running")
     return workspaces
+
+
+def workspace_events(core: client.CoreV1Api, namespace: str, reason: str) -> list[Any]:
+    selector = f"involvedObject.kind=RStudioWorkspace,reason={reason}"
+    return list(core.list_namespaced_event(namespace, field_selector=selector).items)
 
 
 def children(kube: client.ApiClient, namespace: str, name: str) -> dict[str, list[Any]]:
@@ -63,12 +72,15 @@ def test_create_makes_every_child_and_runs(
     for kind in CHILD_KINDS:
         assert found[kind], f"no {kind}"
         for obj in found[kind]:
+            assert obj.metadata.labels[names.MANAGED_BY_LABEL] == "rspark-operator"
+            assert obj.metadata.labels[names.USER_LABEL] == names.label_safe("alice@example.com")
+            if obj.metadata.name in KEPT_SECRETS:
+                assert not obj.metadata.owner_references
+                continue
             owner = obj.metadata.owner_references[0]
             assert (owner.kind, owner.uid, owner.controller) == (
                 "RStudioWorkspace", created["metadata"]["uid"], True)  # fmt: skip
-            assert obj.metadata.labels[names.MANAGED_BY_LABEL] == "rspark-operator"
-            assert obj.metadata.labels[names.USER_LABEL] == names.label_safe("alice@example.com")
-    assert {s.metadata.name for s in found["Secret"]} == {"alice-restic", "alice-home-secrets"}
+    assert {s.metadata.name for s in found["Secret"]} == KEPT_SECRETS
     driver = next(s for s in found["Service"] if s.spec.cluster_ip == "None")
     assert driver.spec.publish_not_ready_addresses is True
     pod = found["Pod"][0]
@@ -80,17 +92,45 @@ def test_password_secret_is_never_overwritten(
     kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
     core = client.CoreV1Api(kube)
-    before = core.read_namespaced_secret("alice-restic", workspace_namespace).data
+    before = core.read_namespaced_secret("alice-passwords", workspace_namespace).data
+    assert set(before) == {"restic-password", "rstudio-password"}
     alice.patch("alice", {"image": "example.org/rspark:2"})
     alice.wait_phase("alice", "Running")
-    assert core.read_namespaced_secret("alice-restic", workspace_namespace).data == before
+    assert core.read_namespaced_secret("alice-passwords", workspace_namespace).data == before
 
 
-def test_image_change_replaces_the_pod(
+def hold(core: client.CoreV1Api, pod: Any) -> None:
+    """Keep the pod Terminating once deleted, as a slow RStudio shutdown would."""
+    core.patch_namespaced_pod(
+        pod.metadata.name, pod.metadata.namespace, {"metadata": {"finalizers": [HOLD]}}
+    )
+
+
+def release(core: client.CoreV1Api, pod: Any) -> None:
+    core.patch_namespaced_pod(
+        pod.metadata.name, pod.metadata.namespace, {"metadata": {"finalizers": None}}
+    )
+
+
+def test_image_change_replaces_the_pod_once_the_old_one_is_gone(
     kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
+    core = client.CoreV1Api(kube)
     old = alice.running_pod("alice")
+    hold(core, old)
     alice.patch("alice", {"image": "example.org/rspark:2"})
+
+    def waiting() -> dict[str, Any] | None:
+        status = (alice.get("alice") or {}).get("status") or {}
+        ready = alice.ready_condition("alice") or {}
+        return status if ready.get("reason") == "PodReplacing" else None
+
+    status = wait_until("Ready=False PodReplacing", waiting)
+    assert status["pendingRestart"] is True
+    # Never two pods: the new one waits for the old one to be gone.
+    (pod,) = alice.pods("alice")
+    assert pod.metadata.uid == old.metadata.uid and pod.metadata.deletion_timestamp
+    release(core, old)
 
     def replaced() -> Any:
         pod = alice.running_pod("alice")
@@ -130,6 +170,8 @@ def test_deleted_pod_comes_back(
 def test_node_failure_moves_the_pod_with_its_claim(
     kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
+    """The node's kubelet dies: nobody confirms the evicted pod stopped, so the operator
+    force-deletes it past its deadline and the workspace starts on the other node."""
     old = alice.running_pod("alice")
     core = client.CoreV1Api(kube)
     fail_node(core, old.spec.node_name)
@@ -145,6 +187,9 @@ def test_node_failure_moves_the_pod_with_its_claim(
                   if v.persistent_volume_claim]  # fmt: skip
         assert claims == ["alice-home"]
         alice.wait_phase("alice", "Running")
+        lost = workspace_events(core, workspace_namespace, "NodeLost")
+        assert lost and lost[0].type == "Warning"
+        assert old.spec.node_name in lost[0].message
     finally:
         recover_node(core, old.spec.node_name)
 
@@ -152,7 +197,20 @@ def test_node_failure_moves_the_pod_with_its_claim(
 def test_suspend_keeps_everything_but_the_pod_and_resume_brings_it_back(
     kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
 ) -> None:
+    core = client.CoreV1Api(kube)
+    pod = alice.running_pod("alice")
+    hold(core, pod)
     alice.patch("alice", {"suspended": True})
+    wait_until(
+        "Ready=False Suspending",
+        lambda: (alice.ready_condition("alice") or {}).get("reason") == "Suspending",
+    )
+    # A graceful stop: RStudio's shutdown and the agent's last snapshot get their time.
+    stopping = core.read_namespaced_pod("alice", workspace_namespace)
+    assert (
+        stopping.metadata.deletion_grace_period_seconds == pod.spec.termination_grace_period_seconds
+    )
+    release(core, pod)
     alice.wait_phase("alice", "Suspended")
     found = children(kube, workspace_namespace, "alice")
     assert not found["Pod"]
@@ -170,9 +228,10 @@ def test_delete_removes_children_by_garbage_collection(
 
     def all_gone() -> bool:
         found = children(kube, workspace_namespace, "alice")
-        return not any(found.values())
+        kept = {s.metadata.name for s in found.pop("Secret")}
+        return not any(found.values()) and kept == KEPT_SECRETS
 
-    wait_until("children collected", all_gone)
+    wait_until("children collected, the secrets of the home kept", all_gone)
 
 
 def test_operator_killed_mid_reconcile_converges_without_duplicates(
@@ -215,3 +274,90 @@ def test_unschedulable_workspace_says_why_at_once(
     assert ready["status"] == "False"
     assert "Insufficient cpu" in ready["message"]
     assert (workspaces.get("alice") or {})["status"]["phase"] == "Pending"
+
+
+def test_resync_brings_back_lost_and_drifted_children(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    """No event tells the operator about these: only its resync timer can."""
+    operator_with(resync_seconds="2")
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("alice"))
+    workspaces.wait_phase("alice", "Running")
+    core = client.CoreV1Api(kube)
+    original = core.read_namespaced_config_map("alice-spark", workspace_namespace).data
+    core.delete_namespaced_service("alice-rstudio", workspace_namespace)
+    client.NetworkingV1Api(kube).delete_namespaced_network_policy("alice", workspace_namespace)
+    core.patch_namespaced_config_map(
+        "alice-spark",
+        workspace_namespace,
+        {"data": {"spark-defaults.conf": "spark.master local\n"}},
+    )
+
+    def healed() -> bool:
+        found = children(kube, workspace_namespace, "alice")
+        spark = core.read_namespaced_config_map("alice-spark", workspace_namespace)
+        return (
+            any(s.metadata.name == "alice-rstudio" for s in found["Service"])
+            and bool(found["NetworkPolicy"])
+            and spark.data == original
+        )
+
+    wait_until("lost and drifted children restored", healed)
+
+
+def test_a_provisioning_failure_is_reported_as_it_happens(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    """A provisioner's Warning changes neither the pod nor the claim: the operator hears
+    of it from the event itself (its resync is an hour away here)."""
+    operator_with(resync_seconds="3600")
+    storage = client.StorageV1Api(kube)
+    unserved = f"unserved-{workspace_namespace}"[:63]
+    storage.create_storage_class(
+        {
+            "metadata": {"name": unserved},
+            "provisioner": "example.com/broken",
+            "volumeBindingMode": "Immediate",
+        }  # fmt: skip
+    )
+    try:
+        workspaces = Workspaces(kube, workspace_namespace)
+        workspaces.create(sample("alice", home={"size": "10Gi", "storageClassName": unserved}))
+        wait_until(
+            "Ready=False FailedScheduling (the claim is unbound)",
+            lambda: (workspaces.ready_condition("alice") or {}).get("reason") == "FailedScheduling",
+        )
+        core = client.CoreV1Api(kube)
+        claim = core.read_namespaced_persistent_volume_claim("alice-home", workspace_namespace)
+        # What the (absent) external provisioner example.com/broken would report.
+        core.create_namespaced_event(
+            workspace_namespace,
+            {
+                "metadata": {"generateName": "alice-home."},
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "name": "alice-home",
+                    "namespace": workspace_namespace,
+                    "uid": claim.metadata.uid,
+                },
+                "type": "Warning",
+                "reason": "ProvisioningFailed",
+                "message": "failed to provision volume: quota exceeded in zone a",
+                "source": {"component": "example.com/broken"},
+            },
+        )
+
+        def reported() -> dict[str, Any] | None:
+            ready = workspaces.ready_condition("alice") or {}
+            return ready if ready.get("reason") == "ProvisioningFailed" else None
+
+        ready = wait_until("Ready=False ProvisioningFailed", reported)
+        assert "quota exceeded in zone a" in ready["message"]
+    finally:
+        storage.delete_storage_class(unserved)

@@ -48,23 +48,21 @@ def deploy(kustomization: Path = BASE) -> str:
     return result.stdout
 
 
-def service_account_kubeconfig(path: Path) -> Path:
-    """A kubeconfig for the local cluster that authenticates as the operator's
-    ServiceAccount, with a token from the TokenRequest API."""
-    token = kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", SYSTEM_NAMESPACE, "--duration=2h"
-    ).strip()
+def service_account_kubeconfig(
+    path: Path, namespace: str = SYSTEM_NAMESPACE, account: str = SERVICE_ACCOUNT
+) -> Path:
+    """A kubeconfig for the local cluster that authenticates as a ServiceAccount (by
+    default the operator's), with a token from the TokenRequest API."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=2h").strip()
     admin = yaml.safe_load(localcluster.KUBECONFIG.read_text())
     cluster = admin["clusters"][0]["cluster"]
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}
-        ],
-        "current-context": "operator",
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
+        "current-context": account,
     }
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client
 
-from tests.support.localcluster import NODE_FAILURE_LABEL
+from tests.support.localcluster import KUBELET_LABEL
 
 T = TypeVar("T")
 
@@ -32,15 +32,16 @@ def node_is_ready(node: Any) -> bool:
 
 
 def fail_node(core: client.CoreV1Api, name: str) -> None:
-    """Simulate a node failure: kwok's chaos stage turns the node NotReady, and the real
-    kube-controller-manager then taints it and evicts its pods."""
-    core.patch_node(name, {"metadata": {"labels": {NODE_FAILURE_LABEL: "true"}}})
+    """Simulate a dead node: its kubelet stops (kwok no longer manages it), so its lease
+    expires, the real kube-controller-manager marks it NotReady, taints it unreachable
+    and evicts its pods, and those pods stay Terminating: nobody confirms they stopped."""
+    core.patch_node(name, {"metadata": {"labels": {KUBELET_LABEL: None}}})
     wait_until(f"node {name} NotReady", lambda: not node_is_ready(core.read_node(name)))
 
 
 def recover_node(core: client.CoreV1Api, name: str) -> None:
-    """Undo fail_node: kwok's node-initialize stage makes the node Ready again."""
-    core.patch_node(name, {"metadata": {"labels": {NODE_FAILURE_LABEL: None}}})
+    """Undo fail_node: the kubelet is back, finishes what was deleted, the node is Ready."""
+    core.patch_node(name, {"metadata": {"labels": {KUBELET_LABEL: "running"}}})
     wait_until(f"node {name} Ready", lambda: node_is_ready(core.read_node(name)))
     wait_until(
         f"node {name} untainted",

@@ -44,17 +44,17 @@ NODE_NAMES = ("kwok-node-a", "kwok-node-b")
 BUCKET = "rspark"
 STORAGE_CLASS = "standard"
 PROVISIONER_BINARY = BIN / "rspark-local-provisioner"
-# kwok's Stage resources: node setup and heartbeat, the chaos stage that fails a
-# node on demand, and the fast pod lifecycle. Read from the pinned kwok module.
+# kwok's Stage resources: node setup and heartbeat, and the fast pod lifecycle.
+# Read from the pinned kwok module.
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-    "node/chaos/node-not-ready.yaml",
     "pod/fast/pod-ready.yaml",
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
-NODE_FAILURE_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
+# Nodes with this label have a (simulated) kubelet: kwok manages them.
+KUBELET_LABEL = "rspark.dev/simulated-kubelet"
 
 
 def log(message: str) -> None:
@@ -147,9 +147,24 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
             "kubeAuthorization": True,
             "kubeAdmission": True,
             "securePort": True,
-            # Notice a failed node within seconds, not the default 25 s.
+            # kwokctl multiplies every heartbeat setting by this factor (default 5).
+            "heartbeatFactor": 1,
+            # A node whose simulated kubelet stops is noticed within 20 s, not 40 s or more.
+            "nodeLeaseDurationSeconds": 20,
             "kubeControllerManagerNodeMonitorPeriodMilliseconds": 2000,
+            "kubeControllerManagerNodeMonitorGracePeriodMilliseconds": 20000,
         },
+        # kwok acts as the kubelet of labelled nodes only, so that removing the label
+        # stops a node's kubelet dead (see tests.support.kube.fail_node).
+        "componentsPatches": [
+            {
+                "name": "kwok-controller",
+                "extraArgs": [
+                    {"key": "manage-all-nodes", "value": "false"},
+                    {"key": "manage-nodes-with-label-selector", "value": KUBELET_LABEL},
+                ],
+            }
+        ],
         "components": [
             {
                 "name": "s3",
@@ -195,6 +210,7 @@ def node(name: str) -> dict[str, Any]:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "type": "kwok",
+                KUBELET_LABEL: "running",
             },
         },
         "status": {

@@ -9,9 +9,10 @@ import pytest
 
 from rspark_operator.builders import (
     build_children,
-    build_password_secret,
+    build_passwords_secret,
     build_pod,
     pod_spec_hash,
+    settle_home_claim,
     workspace_url,
 )
 from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, label_safe
@@ -29,12 +30,16 @@ def by_kind(manifests: list[Manifest]) -> dict[str, list[Manifest]]:
     return kinds
 
 
+# What outlives the workspace (with its snapshots): the key to them and the secret paths.
+KEPT = {"demo-passwords", "demo-home-secrets"}
+
+
 def every_child() -> list[Manifest]:
     ws = workspace()
     return [
         *build_children(ws, settings()),
         build_pod(ws, settings()),
-        build_password_secret(ws, "pw"),
+        build_passwords_secret(ws, "pw", "rpw"),
     ]
 
 
@@ -77,16 +82,19 @@ def test_children_come_in_apply_order() -> None:
 def test_every_child_is_owned_labelled_and_namespaced(child: Manifest) -> None:
     metadata = child["metadata"]
     assert metadata["namespace"] == "team"
-    assert metadata["ownerReferences"] == [
-        {
-            "apiVersion": "rspark.dev/v1alpha1",
-            "kind": "RStudioWorkspace",
-            "name": "demo",
-            "uid": "0a1b2c3d-uid",
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
+    if metadata["name"] in KEPT:
+        assert "ownerReferences" not in metadata
+    else:
+        assert metadata["ownerReferences"] == [
+            {
+                "apiVersion": "rspark.dev/v1alpha1",
+                "kind": "RStudioWorkspace",
+                "name": "demo",
+                "uid": "0a1b2c3d-uid",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     assert (
         metadata["labels"].items()
         >= {
@@ -127,7 +135,7 @@ def test_children_names_derive_from_the_workspace_name() -> None:
         ("ConfigMap", "demo-spark"),
         ("PersistentVolumeClaim", "demo-home"),
         ("Secret", "demo-home-secrets"),
-        ("Secret", "demo-restic"),
+        ("Secret", "demo-passwords"),
         ("Service", "demo-rstudio"),
         ("Service", "demo-spark-driver"),
         ("Ingress", "demo"),
@@ -145,7 +153,6 @@ def test_role_limits_the_agent_to_its_own_objects() -> None:
     }
     assert named == {
         ("", "pods"): None,
-        ("", "services"): None,
         ("", "configmaps"): None,
         ("rspark.dev", "rstudioworkspaces"): ["demo"],
         ("rspark.dev", "rstudioworkspaces/status"): ["demo"],
@@ -172,6 +179,7 @@ def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
             "spark.dynamicAllocation.enabled": "true",
             "spark.dynamicAllocation.shuffleTracking.enabled": "true",
             "spark.dynamicAllocation.maxExecutors": "4",
+            "spark.authenticate": "true",
         }.items()
     )
     assert "spark.executor.cores" not in conf
@@ -185,7 +193,7 @@ def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
             {"spark.executor.cores": "2", "spark.executor.memory": "2048m"},
         ),
         ({"executorMemory": "1500M"}, {"spark.executor.memory": "1431m"}),
-        ({"maxExecutors": 0}, {"spark.dynamicAllocation.maxExecutors": "0"}),
+        ({"maxExecutors": 1}, {"spark.dynamicAllocation.maxExecutors": "1"}),
         ({"executorImage": "spark:exec"}, {"spark.kubernetes.container.image": "spark:exec"}),
         ({"conf": {"spark.sql.shuffle.partitions": "8"}}, {"spark.sql.shuffle.partitions": "8"}),
         (
@@ -264,11 +272,14 @@ def test_ingress_in_host_and_path_modes(
     assert http_path["path"] == path
     assert http_path["backend"]["service"] == {"name": "demo-rstudio", "port": {"number": 8787}}
     assert workspace_url(ws, config) == url
-    snippet = ingress["metadata"]["annotations"].get(
-        "nginx.ingress.kubernetes.io/configuration-snippet"
-    )
-    expected = f"proxy_set_header X-RStudio-Root-Path {root_path};" if root_path else None
-    assert snippet == expected
+    annotations = ingress["metadata"]["annotations"]
+    # No configuration snippet (ingress-nginx refuses them by default): RStudio is told
+    # its root path through the pod, and the Ingress strips it.
+    assert not any(key.endswith("configuration-snippet") for key in annotations)
+    rewrite = annotations.get("nginx.ingress.kubernetes.io/rewrite-target")
+    assert rewrite == ("/$2" if root_path else None)
+    rstudio_env = env_of(container(build_pod(ws, config), "rstudio"))
+    assert rstudio_env.get("RSPARK_WWW_ROOT_PATH") == root_path
     assert ("tls" in ingress["spec"]) == url.startswith("https")
     assert ingress["spec"].get("ingressClassName") == config.ingress_class
 
@@ -294,10 +305,13 @@ def test_pod_rstudio_container() -> None:
     assert pod["spec"]["terminationGracePeriodSeconds"] == 120
     assert rstudio["image"] == settings().workspace_image
     assert rstudio["readinessProbe"]["httpGet"] == {"path": "/", "port": "http"}
-    assert "rstudio-server suspend-all" in " ".join(
-        rstudio["lifecycle"]["preStop"]["exec"]["command"]
-    )
-    assert env_of(rstudio) == {"TZ": "UTC", "USER": "rstudio", "SPARK_CONF_DIR": "/opt/spark/conf"}
+    assert rstudio["lifecycle"]["preStop"]["exec"]["command"] == ["/usr/local/bin/rspark-prestop"]
+    assert env_of(rstudio) == {
+        "TZ": "UTC",
+        "USER": "rstudio",
+        "PASSWORD": {"secretKeyRef": {"name": "demo-passwords", "key": "rstudio-password"}},
+        "SPARK_CONF_DIR": "/opt/spark/conf",
+    }
     assert {m["mountPath"] for m in rstudio["volumeMounts"]} == {"/home/rstudio", "/opt/spark/conf"}
     assert rstudio["resources"] == {
         "requests": {"cpu": "500m", "memory": "2Gi"},
@@ -321,7 +335,7 @@ def test_agent_environment_contract() -> None:
     env = env_of(container(build_pod(ws, settings()), "snapshot-agent"))
     assert env == {
         "RESTIC_REPOSITORY": f"{REPOSITORY_BASE}/team/demo",
-        "RESTIC_PASSWORD": {"secretKeyRef": {"name": "demo-restic", "key": "restic-password"}},
+        "RESTIC_PASSWORD": {"secretKeyRef": {"name": "demo-passwords", "key": "restic-password"}},
         "AWS_ACCESS_KEY_ID": {
             "secretKeyRef": {"name": "rspark-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
         },
@@ -388,10 +402,65 @@ def test_pod_spec_hash_changes_only_with_the_pod(change: dict[str, Any], restart
     assert (pod_hash(**change) != pod_hash()) is restarts
 
 
-def test_password_secret_holds_the_restic_password() -> None:
-    secret = build_password_secret(workspace(), "s3cret")
-    assert secret["metadata"]["name"] == "demo-restic"
-    assert secret["stringData"] == {"restic-password": "s3cret"}
+def test_passwords_secret_outlives_the_workspace() -> None:
+    secret = build_passwords_secret(workspace(), "s3cret", "rst")
+    assert secret["metadata"]["name"] == "demo-passwords"
+    assert secret["stringData"] == {"restic-password": "s3cret", "rstudio-password": "rst"}
+    # No owner: deleting the workspace keeps the key to its snapshots.
+    assert "ownerReferences" not in secret["metadata"]
+    assert secret["metadata"]["labels"]["rspark.dev/workspace"] == "demo"
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        (None, {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}),
+        (
+            {"limits": {"cpu": "2"}},
+            {"requests": {"memory": "2Gi"}, "limits": {"memory": "4Gi", "cpu": "2"}},
+        ),
+        (
+            {"requests": {"memory": "8Gi"}},
+            {"requests": {"cpu": "500m", "memory": "8Gi"}, "limits": {}},
+        ),
+        (
+            {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+            {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+        ),
+    ],
+)
+def test_resource_defaults_fill_each_resource_left_unset(
+    resources: dict[str, Any] | None, expected: dict[str, Any]
+) -> None:
+    ws = workspace() if resources is None else workspace(resources=resources)
+    assert container(build_pod(ws, settings()), "rstudio")["resources"] == expected
+
+
+def claim(size: str, storage_class: str | None = None) -> Manifest:
+    spec: dict[str, Any] = {"resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"kind": "PersistentVolumeClaim", "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("desired", "existing", "expected"),
+    [
+        (claim("10Gi", "fast"), None, claim("10Gi", "fast")),
+        (claim("20Gi", "fast"), claim("10Gi", "fast"), claim("20Gi", "fast")),
+        # The operator's default class changed: the claim keeps its own.
+        (claim("10Gi", "new"), claim("10Gi", "old"), claim("10Gi", "old")),
+        # Grown by hand beyond the spec: never shrunk back.
+        (claim("10Gi"), claim("50Gi", "standard"), claim("50Gi")),
+    ],
+)
+def test_settle_home_claim_keeps_what_cannot_change(
+    desired: Manifest, existing: Manifest | None, expected: Manifest
+) -> None:
+    assert settle_home_claim(desired, existing) == expected
+    assert desired == claim(
+        desired["spec"]["resources"]["requests"]["storage"], desired["spec"].get("storageClassName")
+    ), "the desired claim is not modified in place"
 
 
 def test_home_claim_and_secrets() -> None:

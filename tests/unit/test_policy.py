@@ -51,7 +51,7 @@ def test_rstudio_only_from_the_ingress_controller_namespace() -> None:
 def test_spark_ports_only_from_executors_of_the_same_workspace() -> None:
     ws = workspace(name="demo")
     rule = rule_for(build_network_policy(ws, settings()), 7078)
-    assert [p["port"] for p in rule["ports"]] == [7078, 7079, 4040]
+    assert [p["port"] for p in rule["ports"]] == [7078, 7079]
     (peer,) = rule["from"]
     assert set(peer) == {"podSelector"}  # this namespace only
     executor_labels = {

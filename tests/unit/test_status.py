@@ -11,7 +11,9 @@ from rspark_operator import status
 from rspark_operator.conditions import HOME_RESTORED, SNAPSHOT_HEALTHY, condition, find
 from rspark_operator.status import (
     Observed,
+    Transition,
     compute_status,
+    ready_transition,
     restore_report_unseen,
     status_changed,
 )
@@ -89,6 +91,24 @@ UNSCHEDULABLE = {
             "Failed",
             "InvalidSpec",
             "spec.image: bad",
+        ),
+        (
+            "a change refused by the API server, the running pod kept",
+            False,
+            Observed(pod=pod(ready=True), rejected="the API server refused Pod demo: forbidden"),
+            [],
+            "Running",
+            "ChildRejected",
+            "refused Pod demo: forbidden",
+        ),
+        (
+            "a new workspace refused by the API server",
+            False,
+            Observed(rejected="the API server refused Pod demo: violates PodSecurity"),
+            [],
+            "Failed",
+            "ChildRejected",
+            "violates PodSecurity",
         ),
         ("suspended, no pod", True, Observed(), [], "Suspended", "Suspended", "compute is stopped"),
         (
@@ -225,6 +245,31 @@ UNSCHEDULABLE = {
             "no capacity",
         ),
         (
+            "an unbound claim's provisioning failure, not the scheduler's complaint about it",
+            False,
+            Observed(
+                pod=pod("Pending", node=None, conditions=[UNSCHEDULABLE]),
+                claim=CLAIM,
+                events=[
+                    event("FailedScheduling", "pod has unbound immediate PersistentVolumeClaims"),
+                    event("ProvisioningFailed", "quota exceeded", CLAIM_UID),
+                ],
+            ),
+            [],
+            "Pending",
+            "ProvisioningFailed",
+            "quota exceeded",
+        ),
+        (
+            "a refused change while suspended",
+            True,
+            Observed(rejected="the API server refused PersistentVolumeClaim demo-home: no"),
+            [],
+            "Suspended",
+            "ChildRejected",
+            "refused PersistentVolumeClaim demo-home",
+        ),
+        (
             "events of an old pod are ignored",
             False,
             Observed(pod=pod("Pending"), events=[event("FailedMount", "old", uid="old-pod")]),
@@ -349,3 +394,39 @@ def test_restore_report_unseen(
         status, reason = home_restored
         conditions.append({"type": "HomeRestored", "status": status, "reason": reason})
     assert restore_report_unseen({"conditions": conditions}) is unseen
+
+
+def ready(reason: str, message: str = "", status_: str = "False") -> dict[str, Any]:
+    return {
+        "conditions": [{"type": "Ready", "status": status_, "reason": reason, "message": message}]
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (None, ready("PodMissing", "creating"), Transition("PodMissing", "creating", False)),
+        (ready("PodMissing"), ready("PodMissing", "other words"), None),
+        (
+            ready("PodNotReady"),
+            ready("PodReady", "RStudio is ready", "True"),
+            Transition("PodReady", "RStudio is ready", False),
+        ),
+        (
+            ready("PodReady", "", "True"),
+            ready("FailedMount", "no such volume"),
+            Transition("FailedMount", "no such volume", True),
+        ),
+        # A problem that changes its explanation is news; the same one is not.
+        (
+            ready("InvalidSpec", "spec.image: bad"),
+            ready("InvalidSpec", "spec.env: bad"),
+            Transition("InvalidSpec", "spec.env: bad", True),
+        ),
+        (ready("InvalidSpec", "spec.image: bad"), ready("InvalidSpec", "spec.image: bad"), None),
+    ],
+)
+def test_ready_transition_is_an_event_only_when_the_verdict_changes(
+    old: dict[str, Any] | None, new: dict[str, Any], expected: Transition | None
+) -> None:
+    assert ready_transition(old, new) == expected

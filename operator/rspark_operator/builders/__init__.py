@@ -3,15 +3,20 @@
 No I/O, no clock, no randomness: the same input always gives the same objects.
 """
 
-from rspark_operator.builders.children import build_children, build_password_secret
-from rspark_operator.builders.network import workspace_url
+from rspark_operator.builders.children import (
+    build_children,
+    build_passwords_secret,
+    settle_home_claim,
+)
 from rspark_operator.builders.pod import build_pod, pod_spec_hash, snapshot_repository
+from rspark_operator.builders.url import workspace_url
 
 __all__ = [
     "build_children",
-    "build_password_secret",
+    "build_passwords_secret",
     "build_pod",
     "pod_spec_hash",
+    "settle_home_claim",
     "snapshot_repository",
     "workspace_url",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from rspark_operator import names
@@ -12,9 +14,10 @@ from rspark_operator.builders.network import (
     build_rstudio_service,
     build_spark_driver_service,
 )
-from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
+from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY, RSTUDIO_PASSWORD_KEY
 from rspark_operator.builders.policy import build_network_policy
 from rspark_operator.builders.spark import build_spark_config_map
+from rspark_operator.quantity import parse_quantity
 from rspark_operator.settings import OperatorSettings
 
 RBAC = "rbac.authorization.k8s.io"
@@ -35,11 +38,12 @@ def build_service_account(ws: Workspace) -> Manifest:
 
 
 def build_role(ws: Workspace) -> Manifest:
-    """Spark's driver manages executors; the agent touches this workspace and its Secret only."""
+    """Spark's driver manages executor pods and their configuration maps (client mode
+    makes no Service); the agent touches this workspace and its Secret only."""
     role = child(ws, f"{RBAC}/v1", "Role", names.role_name(ws.name))
     role["rules"] = [
         _rule("", ["pods"], [*READ_WRITE, "deletecollection", "patch"]),
-        _rule("", ["services", "configmaps"], READ_WRITE),
+        _rule("", ["configmaps"], READ_WRITE),
         _rule(GROUP, [PLURAL], ["get"], [ws.name]),
         _rule(GROUP, [f"{PLURAL}/status"], ["get", "patch", "update"], [ws.name]),
         _rule("", ["secrets"], ["get", "update", "patch"], [names.home_secrets_name(ws.name)]),
@@ -73,27 +77,53 @@ def build_home_claim(ws: Workspace, settings: OperatorSettings) -> Manifest:
     return claim
 
 
+def settle_home_claim(desired: Manifest, existing: Mapping[str, Any] | None) -> Manifest:
+    """The claim to apply over `existing`. The API server refuses to change a claim's
+    storage class or to shrink it, so a changed operator default (or a claim grown by
+    hand) keeps what the claim has there instead of stalling every reconcile."""
+    current = (existing or {}).get("spec") or {}
+    if not current:
+        return desired
+    claim = copy.deepcopy(desired)
+    spec = claim["spec"]
+    if "storageClassName" in spec and current.get("storageClassName"):
+        spec["storageClassName"] = current["storageClassName"]
+    size = (current.get("resources") or {}).get("requests", {}).get("storage")
+    requests = spec["resources"]["requests"]
+    if size and parse_quantity(size) > parse_quantity(requests["storage"]):
+        requests["storage"] = size
+    return claim
+
+
 def build_home_secrets(ws: Workspace) -> Manifest:
     """Empty at first; the agent fills it with the files under spec.secretPaths.
 
     The operator must apply it without `data`, so that it never owns (and never
-    clears) what the agent wrote.
+    clears) what the agent wrote. Not owned by the workspace: it is the part of the
+    home kept out of object storage, and outlives the workspace like the snapshots.
     """
-    secret = child(ws, "v1", "Secret", names.home_secrets_name(ws.name))
+    secret = child(ws, "v1", "Secret", names.home_secrets_name(ws.name), owned=False)
     secret["type"] = "Opaque"
     return secret
 
 
-def build_password_secret(ws: Workspace, password: str) -> Manifest:
-    """The restic password: created once by the operator, never overwritten."""
-    secret = child(ws, "v1", "Secret", names.password_secret_name(ws.name))
+def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password: str) -> Manifest:
+    """The restic repository's and RStudio's passwords: created once, never overwritten.
+
+    Not owned by the workspace: the snapshots outlive it, and without this password
+    nobody can read them, so a workspace recreated under the same name finds its
+    home (and its RStudio password) again."""
+    secret = child(ws, "v1", "Secret", names.passwords_secret_name(ws.name), owned=False)
     secret["type"] = "Opaque"
-    secret["stringData"] = {RESTIC_PASSWORD_KEY: password}
+    secret["stringData"] = {
+        RESTIC_PASSWORD_KEY: restic_password,
+        RSTUDIO_PASSWORD_KEY: rstudio_password,
+    }
     return secret
 
 
 def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
-    """Every child but the pod and the password Secret; RBAC first, network last."""
+    """Every child but the pod and the passwords Secret; RBAC first, network last."""
     return [
         build_service_account(ws),
         build_role(ws),

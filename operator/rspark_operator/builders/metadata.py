@@ -42,14 +42,17 @@ def child(
     *,
     extra_labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
+    owned: bool = True,
 ) -> Manifest:
-    """The envelope of a child object; callers add spec, data or rules."""
+    """The envelope of a child object; callers add spec, data or rules. Not `owned`:
+    no owner reference, so garbage collection leaves it when the workspace goes."""
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": ws.namespace,
         "labels": {**labels(ws), **(extra_labels or {})},
-        "ownerReferences": [owner_reference(ws)],
     }
+    if owned:
+        metadata["ownerReferences"] = [owner_reference(ws)]
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata}

@@ -9,9 +9,9 @@ from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
 from rspark_operator.builders.pod import RSTUDIO_PORT
 from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT, SPARK_UI_PORT
+from rspark_operator.builders.url import ingress_host, ingress_path, tls_secret
 from rspark_operator.settings import OperatorSettings
 
-ROOT_PATH_HEADER = "X-RStudio-Root-Path"
 NGINX = "nginx.ingress.kubernetes.io"
 
 
@@ -45,38 +45,6 @@ def build_spark_driver_service(ws: Workspace) -> Manifest:
     return service
 
 
-def ingress_host(ws: Workspace, settings: OperatorSettings) -> str:
-    if ws.spec.ingress.host:
-        return ws.spec.ingress.host
-    if settings.ingress_mode == "path":
-        return settings.ingress_domain
-    return templated_host(ws, settings)
-
-
-def templated_host(ws: Workspace, settings: OperatorSettings) -> str:
-    return settings.ingress_host_template.format(
-        name=ws.name, namespace=ws.namespace, domain=settings.ingress_domain
-    )
-
-
-def ingress_path(ws: Workspace, settings: OperatorSettings) -> str:
-    """The URL path prefix, always ending with '/' ("/" when RStudio owns the host)."""
-    if ws.spec.ingress.path:
-        return ws.spec.ingress.path.rstrip("/") + "/"
-    if settings.ingress_mode == "path":
-        return settings.ingress_path_template.format(name=ws.name, namespace=ws.namespace)
-    return "/"
-
-
-def _tls_secret(ws: Workspace, settings: OperatorSettings) -> str | None:
-    return ws.spec.ingress.tls_secret_name or settings.ingress_tls_secret
-
-
-def workspace_url(ws: Workspace, settings: OperatorSettings) -> str:
-    scheme = "https" if _tls_secret(ws, settings) else "http"
-    return f"{scheme}://{ingress_host(ws, settings)}{ingress_path(ws, settings)}"
-
-
 def build_ingress(ws: Workspace, settings: OperatorSettings) -> Manifest:
     host, prefix = ingress_host(ws, settings), ingress_path(ws, settings)
     annotations = {
@@ -86,12 +54,10 @@ def build_ingress(ws: Workspace, settings: OperatorSettings) -> Manifest:
     }
     path: dict[str, Any] = {"path": "/", "pathType": "Prefix"}
     if prefix != "/":
-        # RStudio serves from "/": strip the prefix and tell RStudio about it.
-        annotations |= {
-            f"{NGINX}/use-regex": "true",
-            f"{NGINX}/rewrite-target": "/$2",
-            f"{NGINX}/configuration-snippet": (f"proxy_set_header {ROOT_PATH_HEADER} {prefix};"),
-        }
+        # RStudio serves from "/": strip the prefix; RStudio learns it from its
+        # www-root-path (see pod.RSTUDIO_ROOT_PATH_ENV), so no configuration snippet
+        # (ingress-nginx refuses snippets by default) is needed.
+        annotations |= {f"{NGINX}/use-regex": "true", f"{NGINX}/rewrite-target": "/$2"}
         path = {"path": f"{prefix.rstrip('/')}(/|$)(.*)", "pathType": "ImplementationSpecific"}
     path["backend"] = {
         "service": {
@@ -103,9 +69,9 @@ def build_ingress(ws: Workspace, settings: OperatorSettings) -> Manifest:
     ingress_class = ws.spec.ingress.class_name or settings.ingress_class
     if ingress_class:
         spec["ingressClassName"] = ingress_class
-    tls_secret = _tls_secret(ws, settings)
-    if tls_secret:
-        spec["tls"] = [{"hosts": [host], "secretName": tls_secret}]
+    tls_secret_name = tls_secret(ws, settings)
+    if tls_secret_name:
+        spec["tls"] = [{"hosts": [host], "secretName": tls_secret_name}]
     ingress = child(
         ws, "networking.k8s.io/v1", "Ingress", names.ingress_name(ws.name), annotations=annotations
     )

@@ -15,6 +15,7 @@ from rspark_operator.builders.spark import (
     SPARK_CONF_DIR,
     SPARK_UI_PORT,
 )
+from rspark_operator.builders.url import ingress_path
 from rspark_operator.settings import OperatorSettings
 
 HOME = "/home/rstudio"
@@ -25,10 +26,13 @@ RSTUDIO_GID = 1000
 HOME_VOLUME = "home"
 SPARK_CONF_VOLUME = "spark-conf"
 RESTIC_PASSWORD_KEY = "restic-password"
+RSTUDIO_PASSWORD_KEY = "rstudio-password"
 S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-# Saves open R sessions to the home before RStudio stops, so the last snapshot
-# holds them and the next start does not report an abnormally terminated session.
-PRESTOP_COMMAND = ["/bin/sh", "-c", "rstudio-server suspend-all; rstudio-server stop"]
+# The image turns this into RStudio's www-root-path: the URL prefix the Ingress strips.
+RSTUDIO_ROOT_PATH_ENV = "RSPARK_WWW_ROOT_PATH"
+# The image's clean shutdown: suspend open R sessions (bounded wait), then stop RStudio,
+# so the next start does not report an abnormally terminated session.
+PRESTOP_COMMAND = ["/usr/local/bin/rspark-prestop"]
 # A restore may take long on a big home: allow an hour before the kubelet gives up.
 AGENT_STARTUP_PERIOD_SECONDS = 5
 AGENT_STARTUP_FAILURE_THRESHOLD = 720
@@ -52,7 +56,7 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
         raise ValueError("no snapshot repository: validate the workspace before building it")
     env: list[dict[str, Any]] = [
         {"name": "RESTIC_REPOSITORY", "value": repository},
-        _secret_env("RESTIC_PASSWORD", names.password_secret_name(ws.name), RESTIC_PASSWORD_KEY),
+        _secret_env("RESTIC_PASSWORD", names.passwords_secret_name(ws.name), RESTIC_PASSWORD_KEY),
         *(_secret_env(key, credentials, key) for key in S3_CREDENTIAL_KEYS),
         {"name": "RSPARK_WORKSPACE", "value": f"{ws.namespace}/{ws.name}"},
         {"name": "RSPARK_SNAPSHOT_HOST", "value": names.snapshot_host(ws.namespace, ws.name)},
@@ -96,6 +100,21 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
     }
 
 
+def rstudio_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The user's variables, then the ones the operator manages (api.OPERATOR_MANAGED_ENV)."""
+    env = [
+        *(var.wire() for var in ws.spec.env),
+        {"name": "USER", "value": RSTUDIO_USER},
+        # Rocker's login password; authentication stays on (DISABLE_AUTH is refused).
+        _secret_env("PASSWORD", names.passwords_secret_name(ws.name), RSTUDIO_PASSWORD_KEY),
+        {"name": "SPARK_CONF_DIR", "value": SPARK_CONF_DIR},
+    ]
+    prefix = ingress_path(ws, settings)
+    if prefix != "/":
+        env.append({"name": RSTUDIO_ROOT_PATH_ENV, "value": prefix})
+    return env
+
+
 def _rstudio_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
     spec = ws.spec
     return {
@@ -107,12 +126,8 @@ def _rstudio_container(ws: Workspace, settings: OperatorSettings) -> dict[str, A
             {"name": "spark-blockmgr", "containerPort": BLOCK_MANAGER_PORT},
             {"name": "spark-ui", "containerPort": SPARK_UI_PORT},
         ],
-        "env": [
-            *(var.wire() for var in spec.env),
-            {"name": "USER", "value": RSTUDIO_USER},
-            {"name": "SPARK_CONF_DIR", "value": SPARK_CONF_DIR},
-        ],
-        "resources": spec.resources.wire(),
+        "env": rstudio_env(ws, settings),
+        "resources": spec.resources.with_defaults(),
         "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
         "lifecycle": {"preStop": {"exec": {"command": PRESTOP_COMMAND}}},
         "volumeMounts": [

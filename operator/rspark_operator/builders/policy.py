@@ -13,7 +13,7 @@ from rspark_operator import names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
 from rspark_operator.builders.pod import RSTUDIO_PORT
-from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT, SPARK_UI_PORT
+from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT
 from rspark_operator.settings import OperatorSettings
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -28,9 +28,10 @@ def _namespace(name: str) -> dict[str, Any]:
 
 
 def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
-    """RStudio (8787) from the ingress controller's namespace only; the Spark driver,
-    block manager and UI from this workspace's executors only; the agent's metrics
-    from `metrics_namespace` when one is given (Prometheus), else from nowhere."""
+    """RStudio (8787) from the ingress controller's namespace only; the Spark driver and
+    block manager from this workspace's executors only (the UI, 4040, from nowhere: users
+    reach it with kubectl port-forward); the agent's metrics from `metrics_namespace`
+    when one is given (Prometheus), else from nowhere."""
     executors = {
         "podSelector": {
             "matchLabels": {
@@ -41,7 +42,7 @@ def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
     }
     rules: list[dict[str, Any]] = [
         {"from": [_namespace(settings.ingress_controller_namespace)], "ports": _tcp(RSTUDIO_PORT)},
-        {"from": [executors], "ports": _tcp(DRIVER_PORT, BLOCK_MANAGER_PORT, SPARK_UI_PORT)},
+        {"from": [executors], "ports": _tcp(DRIVER_PORT, BLOCK_MANAGER_PORT)},
     ]
     if settings.metrics_namespace:
         metrics = _tcp(settings.agent_metrics_port)

@@ -49,6 +49,9 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         # No external shuffle service on Kubernetes: track shuffle files instead.
         "spark.dynamicAllocation.shuffleTracking.enabled": "true",
         "spark.dynamicAllocation.maxExecutors": str(spark.max_executors),
+        # Spark generates a secret per application and hands it to its executors: a pod
+        # that merely carries an executor's labels cannot talk to the driver.
+        "spark.authenticate": "true",
     }
     if spark.executor_cores is not None:
         properties["spark.executor.cores"] = str(spark.executor_cores)
