@@ -323,7 +323,7 @@ def test_a_provisioning_failure_is_reported_as_it_happens(
             "metadata": {"name": unserved},
             "provisioner": "example.com/broken",
             "volumeBindingMode": "Immediate",
-        }  # fmt: skip
+        }
     )
     try:
         workspaces = Workspaces(kube, workspace_namespace)

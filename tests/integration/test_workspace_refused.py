@@ -57,7 +57,7 @@ def test_a_refused_growth_keeps_the_workspace_running_until_it_can_grow(
             "provisioner": PROVISIONER_NAME,
             "volumeBindingMode": "Immediate",
             "allowVolumeExpansion": False,
-        }  # fmt: skip
+        }
     )
     try:
         workspaces = Workspaces(kube, workspace_namespace)
