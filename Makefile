@@ -54,7 +54,7 @@ manifests:
 deploy:
 	@bash hack/deploy.sh $(KUSTOMIZATION)
 
-# Build the three images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
+# Build the four images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
 images:
 	@bash hack/images.sh
 
