@@ -43,18 +43,22 @@ lint: venv
 # --- install: CRDs, manifests, images (docs/installation.md) ---
 
 # Regenerate the workspace CRD from the pydantic models (a unit test fails when stale).
+# Written to a temporary file first: a failed generation leaves the committed CRD as it was.
+CRD := crds/rspark.dev_rstudioworkspaces.yaml
 crds: venv
-	@$(PY) -m rspark_operator.crd > crds/rspark.dev_rstudioworkspaces.yaml
+	@tmp="$$(mktemp $(CRD).XXXXXX)"; \
+	if $(PY) -m rspark_operator.crd > "$$tmp"; then chmod 644 "$$tmp" && mv "$$tmp" $(CRD); \
+	else rm -f "$$tmp"; echo "make crds: generation failed; $(CRD) left as it was" >&2; exit 1; fi
 
-# Render the kustomize base (the CRDs come straight from crds/, no copy).
-manifests:
+# Render the kustomize base (the CRDs come straight from crds/, no copy) with the pinned kubectl.
+manifests: tools
 	@kubectl kustomize manifests/base
 
-# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context.
-deploy:
+# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context with the pinned kubectl.
+deploy: tools
 	@bash hack/deploy.sh $(KUSTOMIZATION)
 
-# Build the three images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
+# Build the four images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
 images:
 	@bash hack/images.sh
 

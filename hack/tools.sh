@@ -49,8 +49,9 @@ build_kube() {
 }
 
 main() {
-  local tool
-  for tool in ${*:-kube etcd kwok restic}; do
+  local tool tools=("$@")
+  ((${#tools[@]})) || tools=(kube etcd kwok restic)
+  for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
       etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;

@@ -28,6 +28,12 @@ from tests.support.kube import describe_namespace
 from tests.support.s3 import S3Credentials
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the local cluster run last: session fixtures (API clients, S3
+    credentials, the operator's token) belong to the cluster they were made for."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_cluster") is not None)
+
+
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[Path]:
     """The kubeconfig of a running local cluster."""

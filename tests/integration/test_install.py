@@ -53,6 +53,58 @@ def test_every_manifest_of_the_base_passes_a_dry_run_then_applies(local_cluster:
             )
 
 
+@pytest.mark.parametrize("overlay", ["dev", "production-example"])
+def test_every_manifest_of_each_overlay_passes_a_server_side_dry_run(
+    kube: client.ApiClient, overlay: str
+) -> None:
+    deploy()  # the CRDs and rspark-system exist, as they do once the base is installed
+    core = client.CoreV1Api(kube)
+    existing = {ns.metadata.name for ns in core.list_namespace().items}
+    created = []
+    try:
+        for manifest in build(OVERLAYS / overlay):
+            name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+            assert "(server dry run)" in apply(manifest, dry_run=True), name
+            # Later objects live in the overlay's namespaces: those must exist.
+            if manifest["kind"] == "Namespace" and manifest["metadata"]["name"] not in existing:
+                apply(manifest, dry_run=False)
+                created.append(manifest["metadata"]["name"])
+    finally:
+        for created_namespace in created:
+            core.delete_namespace(created_namespace)
+
+
+def test_the_dev_overlays_single_replica_does_not_block_a_node_drain(
+    kube: client.ApiClient,
+) -> None:
+    apps, policy = client.AppsV1Api(kube), client.PolicyV1Api(kube)
+    core = client.CoreV1Api(kube)
+    try:
+        deploy(OVERLAYS / "dev")
+        wait_until(
+            "one operator replica",
+            lambda: (d := apps.read_namespaced_deployment("rspark-operator", SYSTEM_NAMESPACE))
+            .status.replicas == 1 and d.status.available_replicas == 1,
+        )  # fmt: skip
+        budget = wait_until(
+            "the budget sees the one replica",
+            lambda: (b := policy.read_namespaced_pod_disruption_budget(
+                "rspark-operator", SYSTEM_NAMESPACE)).status.current_healthy == 1
+                and b.status.observed_generation == b.metadata.generation and b,
+        )  # fmt: skip
+        assert budget.status.disruptions_allowed == 1
+        selector = "app.kubernetes.io/name=rspark-operator,app.kubernetes.io/component=operator"
+        pods = core.list_namespaced_pod(SYSTEM_NAMESPACE, label_selector=selector).items
+        (pod,) = [p for p in pods if p.metadata.deletion_timestamp is None]
+        name = pod.metadata.name
+        eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                    "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE}}  # fmt: skip
+        # What `kubectl drain` asks; a budget that forbids it answers 429.
+        core.create_namespaced_pod_eviction(name, SYSTEM_NAMESPACE, eviction, dry_run="All")
+    finally:
+        deploy()
+
+
 def test_make_deploy_applies_the_base_and_is_idempotent(local_cluster: Path) -> None:
     first = deploy()
     again = deploy()
@@ -97,6 +149,7 @@ def test_settings_of_the_base_and_every_overlay_are_valid() -> None:
     settings = settings_of(production)
     assert settings.ingress_class == "nginx" and settings.ingress_tls_secret
     assert settings.snapshot_repository_base == "s3:https://s3.example.com/rspark-snapshots"
+    assert settings.spark_executor_image.startswith("registry.example.com/rspark/spark:")
     (secret,) = [o for o in production if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == settings.snapshot_credentials_secret
     assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -120,3 +173,21 @@ def test_every_sample_is_a_valid_workspace(kube: client.ApiClient, namespace: st
         )  # fmt: skip
         created["metadata"].setdefault("uid", "dry-run")
         parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
+
+
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_make_crds_leaves_the_committed_crd_alone_when_generation_fails() -> None:
+    crd = ROOT / "crds" / "rspark.dev_rstudioworkspaces.yaml"
+    before = crd.read_bytes()
+    failed = make("crds", "PY=false")
+    assert failed.returncode != 0 and "left as it was" in failed.stderr
+    assert crd.read_bytes() == before
+    assert not [p.name for p in crd.parent.iterdir() if p.name.startswith(crd.name + ".")]
+    regenerated = make("crds")
+    assert regenerated.returncode == 0, regenerated.stderr
+    assert crd.read_bytes() == before  # the committed CRD is the generated one

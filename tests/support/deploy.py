@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from tests.support import localcluster
 from tests.support.localcluster import ROOT, kubectl
@@ -67,6 +67,9 @@ def operator_command(liveness_port: int) -> list[str]:
 class OperatorProcess:
     """`rspark-operator` as a child process, as it runs in production."""
 
+    # Every one that runs now, so a test that stops the cluster can stop them first.
+    running: ClassVar[set[OperatorProcess]] = set()
+
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
         self.log_path = log_path
         self.env = env
@@ -79,6 +82,7 @@ class OperatorProcess:
         self.process = subprocess.Popen(
             operator_command(port), env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT
         )
+        OperatorProcess.running.add(self)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -98,6 +102,7 @@ class OperatorProcess:
             self.process.terminate()
         self.process.wait(timeout=60)
         self.process = None
+        OperatorProcess.running.discard(self)
         if self.log_file:
             self.log_file.close()
 

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -315,15 +316,63 @@ def up() -> None:
     log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
 
 
+def process_start(pid: int) -> int | None:
+    """When the process started (clock ticks since boot); None when it is gone or a zombie.
+
+    A pid alive with another start time belongs to another process: never signal it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+    return None if fields[0] in ("Z", "X") else int(fields[19])  # starttime is field 22
+
+
+def cluster_processes() -> dict[int, int]:
+    """The processes kwokctl runs for the cluster (from its pid files): pid -> start time."""
+    processes = {}
+    for pid_file in (CLUSTER_DIR / "pids").glob("*.pid"):
+        pid = int(pid_file.read_text().strip())
+        started = process_start(pid)
+        if started is not None:
+            processes[pid] = started
+    return processes
+
+
+def still_running(processes: dict[int, int]) -> list[int]:
+    return [pid for pid, started in processes.items() if process_start(pid) == started]
+
+
+def stop_stragglers(processes: dict[int, int], grace: float = 15.0) -> list[int]:
+    """Wait up to `grace` seconds for the processes to end, then SIGKILL those left.
+    Returns the pids it had to kill."""
+    deadline = time.monotonic() + grace
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = still_running(processes)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def down() -> None:
-    if not cluster_exists():
-        log("no cluster to stop")
-    else:
-        run(str(BIN / "kwokctl"), "delete", "cluster", "--name", CLUSTER_NAME, capture=False)
-        log("cluster deleted")
-    for path in (KUBECONFIG, S3_ENV):
-        path.unlink(missing_ok=True)
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    processes = cluster_processes()
+    try:
+        if not cluster_exists():
+            log("no cluster to stop")
+        else:
+            run(str(BIN / "kwokctl"), "delete", "cluster", "--name", CLUSTER_NAME, capture=False)
+            log("cluster deleted")
+    finally:
+        killed = stop_stragglers(processes)
+        if killed:
+            log(f"killed {len(killed)} process(es) kwokctl left running: {sorted(killed)}")
+        for path in (KUBECONFIG, S3_ENV):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
 def status() -> None:

@@ -7,12 +7,14 @@ import subprocess
 from pathlib import Path
 
 from rspark_operator.builders.pod import RSTUDIO_PORT
+from rspark_operator.settings import OperatorSettings
 from tests.integration.images.conftest import IMAGES
 
 ROOT = IMAGES.parent
 FROM = re.compile(r"^FROM\s+(\S+)", re.MULTILINE)
 ARG_IMAGE = re.compile(r"^ARG\s+\w+_IMAGE=(\S+)", re.MULTILINE)
 COPY_LINE = re.compile(r"^COPY\s.*$", re.MULTILINE)
+NAMES = sorted(p.parent.name for p in IMAGES.glob("*/Dockerfile"))
 
 
 def dockerfile(name: str) -> str:
@@ -27,7 +29,8 @@ def test_hadolint_and_shellcheck_pass() -> None:
 
 
 def test_every_base_image_is_pinned() -> None:
-    for name in ("rspark", "agent", "operator"):
+    assert NAMES == ["agent", "operator", "rspark", "spark"]
+    for name in NAMES:
         text = dockerfile(name)
         images = [*ARG_IMAGE.findall(text), *FROM.findall(text)]
         external = [i for i in images if not i.startswith("$") and ":" not in i.split("/")[-1]]
@@ -37,7 +40,7 @@ def test_every_base_image_is_pinned() -> None:
 
 
 def test_every_copied_file_exists() -> None:
-    for name in ("rspark", "agent", "operator"):
+    for name in NAMES:
         for line in COPY_LINE.findall(dockerfile(name)):
             for source in re.findall(r"\bimages/\S+", line):
                 assert (ROOT / source).exists(), f"{name}: {source}"
@@ -54,6 +57,37 @@ def test_images_follow_their_contracts() -> None:
     assert "restic/restic:" in agent
     operator = dockerfile("operator")
     assert 'ENTRYPOINT ["rspark-operator"]' in operator and "USER 65532:65532" in operator
+
+
+def test_executors_run_the_workspaces_spark_and_r() -> None:
+    """Spark's entrypoint (`executor` command) and the same Spark, JRE and R as the driver."""
+    rspark, spark = dockerfile("rspark"), dockerfile("spark")
+    assert 'ENTRYPOINT ["/opt/entrypoint.sh"]' in spark and "USER 185:185" in spark
+    assert "COPY --from=spark /opt/entrypoint.sh" in spark
+    assert ARG_IMAGE.findall(spark) == ARG_IMAGE.findall(rspark)  # same Spark and JRE
+    (verse,) = re.findall(r"^FROM rocker/verse:(\S+)$", rspark, re.MULTILINE)
+    (r_ver,) = re.findall(r"^FROM rocker/r-ver:(\S+)$", spark, re.MULTILINE)
+    assert verse == r_ver  # rocker/verse is built on rocker/r-ver of its version
+    assert "SparkR" in spark and "sparklyr" in spark
+
+
+def test_make_images_builds_every_image_the_operator_defaults_to() -> None:
+    script = (ROOT / "hack" / "images.sh").read_text()
+    (pairs,) = re.findall(r"^for pair in (.+); do$", script, re.MULTILINE)
+    built = dict(pair.split(":") for pair in pairs.split())
+    assert sorted(built) == NAMES
+    registry = re.findall(r'REGISTRY="\$\{IMAGE_REGISTRY:-(\S+)\}"', script)[0]
+    tag = re.findall(r'TAG="\$\{IMAGE_TAG:-(\S+)\}"', script)[0]
+    defaults = OperatorSettings()
+    for image in (defaults.workspace_image, defaults.agent_image, defaults.spark_executor_image):
+        assert image in {f"{registry}/{name}:{tag}" for name in built.values()}, image
+
+
+def test_python_images_pin_their_build_backend() -> None:
+    for name in ("agent", "operator"):
+        text = dockerfile(name)
+        assert re.search(r"pip install --no-cache-dir setuptools==\d+\.\d+\.\d+ ", text), name
+        assert "pip wheel --no-cache-dir --no-deps --no-build-isolation" in text, name
 
 
 def test_scripts_are_executable() -> None:
