@@ -12,6 +12,7 @@ venv:
 	@bash hack/venv.sh
 
 tools:
+	@bash hack/system-packages.sh
 	@bash hack/tools.sh
 
 cluster-up: venv tools
