@@ -160,8 +160,9 @@ def _dry_run(
     pod: dict[str, Any] | None,
 ) -> dict[str, str]:
     """What the API server would refuse of the desired state, and why."""
-    dry_apply = partial(kube.apply, dry_run=True)
-    steps: list[tuple[Send, dict[str, Any]]] = [(dry_apply, manifest) for manifest in manifests]
+    steps: list[tuple[Send, dict[str, Any]]] = [
+        (partial(_dry_apply, kube), manifest) for manifest in manifests
+    ]
     if not ws.spec.suspended and not (pod is not None and spec_current(pod, desired_pod)):
         trial = desired_pod
         if not kube.get("v1", "ServiceAccount", ws.namespace, names.service_account_name(ws.name)):
@@ -169,6 +170,16 @@ def _dry_run(
             trial = {**desired_pod, "spec": spec}
         steps.append((kube.dry_run_create, trial))
     return _send(steps)
+
+
+def _dry_apply(kube: Kube, manifest: dict[str, Any]) -> None:
+    try:
+        kube.apply(manifest, dry_run=True)
+    except KubeError as error:
+        # A dry run creates nothing: a new child that refers to another new one (a
+        # RoleBinding to its Role) cannot be checked before the first real apply.
+        if error.status != 404:
+            raise
 
 
 def _apply_children(kube: Kube, ws: Workspace, manifests: list[dict[str, Any]]) -> dict[str, str]:

@@ -11,13 +11,13 @@ from kubernetes import client
 from rspark_operator import names
 from tests.support.deploy import OperatorProcess
 from tests.support.kube import fail_node, recover_node, wait_until
+from tests.support.localcluster import SHUTTING_DOWN_ANNOTATION
 from tests.support.workspaces import Workspaces, sample
 
 CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim",
                "Secret", "Service", "Ingress", "NetworkPolicy", "Pod")  # fmt: skip
 # What outlives the workspace, with its snapshots: the key to them and the secret paths.
 KEPT_SECRETS = {"alice-passwords", "alice-home-secrets"}
-HOLD = "rspark.dev/test-hold"
 
 
 @pytest.fixture
@@ -101,14 +101,17 @@ def test_password_secret_is_never_overwritten(
 
 def hold(core: client.CoreV1Api, pod: Any) -> None:
     """Keep the pod Terminating once deleted, as a slow RStudio shutdown would."""
+    annotations = {SHUTTING_DOWN_ANNOTATION: "true"}
     core.patch_namespaced_pod(
-        pod.metadata.name, pod.metadata.namespace, {"metadata": {"finalizers": [HOLD]}}
+        pod.metadata.name, pod.metadata.namespace, {"metadata": {"annotations": annotations}}
     )
 
 
 def release(core: client.CoreV1Api, pod: Any) -> None:
+    """The shutdown is over: the kubelet finishes deleting the pod."""
+    annotations = {SHUTTING_DOWN_ANNOTATION: None}
     core.patch_namespaced_pod(
-        pod.metadata.name, pod.metadata.namespace, {"metadata": {"finalizers": None}}
+        pod.metadata.name, pod.metadata.namespace, {"metadata": {"annotations": annotations}}
     )
 
 

@@ -56,6 +56,8 @@ KWOK_STAGES = (
 )
 # Nodes with this label have a (simulated) kubelet: kwok manages them.
 KUBELET_LABEL = "rspark.dev/simulated-kubelet"
+# The simulated kubelet does not finish deleting a pod with this annotation.
+SHUTTING_DOWN_ANNOTATION = "rspark.dev/test-shutting-down"
 
 
 def log(message: str) -> None:
@@ -188,6 +190,15 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
     }
     stages_dir = kwok_module_dir() / "kustomize" / "stage"
     stages = [yaml.safe_load((stages_dir / name).read_text()) for name in KWOK_STAGES]
+    for stage in stages:
+        if stage["metadata"]["name"] == "pod-delete":
+            # A pod marked as still shutting down stays Terminating (a slow RStudio stop).
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {
+                    "key": f'.metadata.annotations["{SHUTTING_DOWN_ANNOTATION}"]',
+                    "operator": "DoesNotExist",
+                }
+            )
     return [config, *stages]
 
 
