@@ -16,6 +16,7 @@ PURE = [
     "api",
     "builders",
     "status",
+    "lifecycle",
     "settings",
     "crd",
     "names",
