@@ -58,7 +58,6 @@ def test_cluster_role_has_no_wildcards(operator_kubeconfig: Path) -> None:
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("delete", "networkpolicies.networking.k8s.io", "default"),
         ("delete", "services", "default"),  # Spark in client mode makes none
-        ("list", "namespaces", None),
         ("list", "nodes", None),
     ],
 )

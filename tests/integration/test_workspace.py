@@ -364,3 +364,23 @@ def test_a_provisioning_failure_is_reported_as_it_happens(
         assert "quota exceeded in zone a" in ready["message"]
     finally:
         storage.delete_storage_class(unserved)
+
+
+def test_an_operator_watching_listed_namespaces_peers_there_and_acts(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    """kopf peers per namespace when it serves a list of them: the operator makes the
+    KopfPeering it needs (mandatory peering would otherwise keep it waiting)."""
+    operator_with(watch_namespaces=workspace_namespace)
+    peering = wait_until(
+        "the namespace's KopfPeering",
+        lambda: client.CustomObjectsApi(kube).list_namespaced_custom_object(
+            "kopf.dev", "v1", workspace_namespace, "kopfpeerings"
+        )["items"],
+    )
+    assert [p["metadata"]["name"] for p in peering] == ["rspark-operator"]
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("alice"))
+    workspaces.wait_phase("alice", "Running")
