@@ -41,6 +41,8 @@ from tests.support.deploy import (
 from tests.support.workspaces import sample
 
 CONCURRENCY = 16
+# Small requests, so that 1000 workspaces fit on the two simulated nodes.
+RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
 CHILDREN_PER_WORKSPACE = 11  # 9 children, the password Secret and the pod
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "operator_scale"
@@ -85,7 +87,7 @@ def create_workspaces(api_client: client.ApiClient, namespace: str, n: int) -> l
 
     def create(index: int) -> dict[str, Any]:
         created: dict[str, Any] = custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, sample(f"ws{index:04d}")
+            GROUP, VERSION, namespace, PLURAL, sample(f"ws{index:04d}", resources=RESOURCES)
         )
         return created
 
