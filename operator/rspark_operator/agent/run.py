@@ -179,6 +179,10 @@ class Runner:
             self.state = schedule.record_attempt(
                 self.state, started, time.monotonic(), error is None
             )
+            failures = self.state.failures
+        if failures:
+            delay = schedule.backoff(failures, self.cadence.interval)
+            log.warning("snapshot failed %d time(s) in a row, next try in %.0fs", failures, delay)
         if getattr(error, "reason", None) == reasons.REPOSITORY_LOCKED:
             # restic lets no backup past an exclusive lock, stale or not (restic 0.18
             # lock.go, checkForOtherLocks): maintenance starts by removing stale ones.
