@@ -6,6 +6,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -220,7 +221,8 @@ class Agent:
     def restore(
         self, snapshot_id: str | None = None, *, force: bool = False, create: bool = False
     ) -> RestoreOutcome:
-        """Restore a snapshot (default: this host's newest) and the secret paths.
+        """Restore a snapshot (default: restoreFrom while it applies, else this host's newest)
+        and the secret paths.
 
         With `create`, a missing repository (restic exit code 10 only) is initialized
         and the home starts fresh.
@@ -449,14 +451,18 @@ class Agent:
         except OSError:
             return None
 
-    def maintain(self) -> None:
-        """Stale locks, check, then forget + prune; nothing is deleted from a bad repository."""
+    def maintain(self, stop: threading.Event | None = None) -> None:
+        """Stale locks, check, then forget + prune; nothing is deleted from a bad repository.
+
+        Setting `stop` interrupts it (restic drops its lock on SIGINT): at shutdown the
+        last snapshot goes first.
+        """
         try:
-            self.restic.unlock()
+            self.restic.unlock(stop)
         except ResticError as exc:
             raise self.fail(exc.reason, f"removing stale locks failed: {exc}") from exc
         try:
-            self.restic.check(self.settings.retry_lock, self.settings.check_read_data_subset)
+            self.restic.check(self.settings.retry_lock, self.settings.check_read_data_subset, stop)
         except ResticError as exc:
             reason = (
                 reasons.REPOSITORY_CORRUPT if exc.reason == reasons.SNAPSHOT_FAILED else exc.reason
@@ -473,7 +479,7 @@ class Agent:
             log.info("no retention configured: keeping every snapshot")
         else:
             try:
-                self.restic.forget_prune(self.host, dict(retention), self.settings.retry_lock)
+                self.restic.forget_prune(self.host, dict(retention), self.settings.retry_lock, stop)
             except ResticError as exc:
                 raise self.fail(exc.reason, str(exc)) from exc
             log.info("forget + prune done (keep %s)", retention)

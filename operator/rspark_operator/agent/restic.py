@@ -242,12 +242,24 @@ class Restic:
         cwd: Path | None = None,
         check: bool = True,
         timeout: float | None = None,
+        stop: threading.Event | None = None,
     ) -> Result:
-        """Run one command. Fails fast on a missing bucket (restic would retry for 15 min)."""
-        with self._lock:
-            return self._run(args, cwd=cwd, check=check, timeout=timeout or self.timeout)
+        """Run one command. Fails fast on a missing bucket (restic would retry for 15 min).
 
-    def _run(self, args: Sequence[str], *, cwd: Path | None, check: bool, timeout: float) -> Result:
+        Setting `stop` (like `cancel`, but for this command only) interrupts it.
+        """
+        with self._lock:
+            return self._run(args, cwd=cwd, check=check, timeout=timeout or self.timeout, stop=stop)
+
+    def _run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None,
+        check: bool,
+        timeout: float,
+        stop: threading.Event | None,
+    ) -> Result:
         started = time.monotonic()
         process = subprocess.Popen(
             self._command(args),
@@ -287,7 +299,7 @@ class Restic:
             if fatal and interrupted_for is None:
                 interrupted_for = fatal[0]
                 self._interrupt(process)
-            elif self.cancel.is_set() and interrupted_for is None:
+            elif (self.cancel.is_set() or (stop and stop.is_set())) and interrupted_for is None:
                 interrupted_for = "cancelled"
                 self._interrupt(process)
             elif time.monotonic() > deadline and interrupted_for is None:
@@ -385,19 +397,31 @@ class Restic:
         args = ["restore", "--json", snapshot, "--target", str(target), "--verify"]
         return parse_restore(self.run(args).stdout)
 
-    def unlock(self) -> None:
+    def unlock(self, stop: threading.Event | None = None) -> None:
         """Removes stale locks only (dead local process or older than 30 min)."""
-        self.run(["unlock"])
+        self.run(["unlock"], stop=stop)
 
-    def check(self, retry_lock: str, read_data_subset: str | None = None) -> None:
+    def check(
+        self,
+        retry_lock: str,
+        read_data_subset: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         # check takes an exclusive lock: wait out a running backup like every command.
         args = ["check", "--retry-lock", retry_lock]
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
-        self.run(args)
+        self.run(args, stop=stop)
 
-    def forget_prune(self, host: str, retention: dict[str, int], retry_lock: str) -> str:
-        return self.run([*forget_args(host, retention), "--retry-lock", retry_lock]).stdout
+    def forget_prune(
+        self,
+        host: str,
+        retention: dict[str, int],
+        retry_lock: str,
+        stop: threading.Event | None = None,
+    ) -> str:
+        args = [*forget_args(host, retention), "--retry-lock", retry_lock]
+        return self.run(args, stop=stop).stdout
 
 
 def _bucket_missing(stderr: str) -> str | None:

@@ -135,7 +135,7 @@ class Runner:
         if interrupted or home_is_empty(agent.home, agent.excludes):
             # Only the repository can tell whether there is something to restore:
             # until it answers, the home stays unready.
-            outcome = agent.restore(agent.settings.restore_from or None, create=True)
+            outcome = agent.restore(create=True)  # restoreFrom, once, or the newest
             return f"{outcome.reason} {outcome.snapshot_id or ''}".strip()
         # The home is on its volume: RStudio may start even if storage is away;
         # snapshot trouble shows on SnapshotHealthy.
@@ -193,7 +193,8 @@ class Runner:
     def _maintain(self) -> None:
         # Never concurrent from two places: one pod per workspace (the operator's
         # guarantee) runs this loop, and check/prune hold restic's exclusive lock.
-        error = self._guarded(self.agent.maintain)
+        # SIGTERM interrupts it: the last snapshot needs the shutdown budget.
+        error = self._guarded(lambda: self.agent.maintain(self.stopping))
         if error is None:
             self.maintenance_failures = 0
             delay = self.maintenance_every

@@ -53,6 +53,8 @@ def without_permission_override() -> list[str]:
     """
     if os.geteuid() != 0:
         return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no way to make a file unreadable")
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
@@ -97,6 +99,15 @@ def restic_child(parent: int, command: str) -> int | None:
             if command.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
                 return int(entry.name)
     return None
+
+
+def pending_signals(pid: int) -> set[int]:
+    """Signals sent to a process and not yet delivered (a stopped one keeps them)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    mask = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
 
 
 def log_times(log: str, text: str) -> list[datetime]:
@@ -293,7 +304,7 @@ class AgentProcess:
                     return dict(item)
         return None
 
-    def wait_for(self, what: str, predicate: Callable[[], bool]) -> None:
+    def wait_for(self, what: str, predicate: Callable[[], bool], poll: float = 0.2) -> None:
         deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:
             assert self.process is not None
@@ -304,7 +315,7 @@ class AgentProcess:
             with contextlib.suppress(OSError):
                 if predicate():
                     return
-            time.sleep(0.2)
+            time.sleep(poll)
         raise AssertionError(f"agent never got to: {what}\n{self.log()}")
 
     def wait_ready(self) -> None:
@@ -321,6 +332,22 @@ class AgentProcess:
     def restic(self, command: str) -> int | None:
         assert self.process is not None
         return restic_child(self.process.pid, command)
+
+    def freeze_restic(self, command: str, ready: Callable[[], bool] = lambda: True) -> int:
+        """SIGSTOP the agent's `restic <command>` once it runs and `ready()` holds."""
+        found: list[int] = []
+
+        def caught() -> bool:
+            pid = self.restic(command)
+            if pid is None or not ready():
+                return False
+            os.kill(pid, signal.SIGSTOP)
+            found.append(pid)
+            return True
+
+        self.wait_for(f"restic {command} running", caught, poll=0.005)
+        assert running(found[0]), f"restic {command} ended before it was frozen"
+        return found[0]
 
     def terminate(self) -> int:
         """SIGTERM and wait for the exit code (the agent takes its last snapshot first)."""
@@ -356,6 +383,20 @@ def spawn(agents: list[AgentProcess], repo: Repo, home: Path, **env: str) -> Age
     process = AgentProcess(home, repo.env, repo.workdir / f"agent-{len(agents)}.log")
     agents.append(process)
     return process.start(**env)
+
+
+def make_home(tmp_path: Path, files: dict[str, str | bytes], name: str = "home") -> Path:
+    """A home directory holding `files` (paths relative to it; text or bytes)."""
+    home = tmp_path / name
+    home.mkdir()
+    for relative, data in files.items():
+        path = home / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    return home
 
 
 def write_tree(home: Path) -> None:

@@ -23,16 +23,19 @@ from rspark_operator.agent.settings import load
 from tests.integration.agent.helpers import (
     AGENT,
     KEY_MARKER,
+    WAIT_SECONDS,
     AgentProcess,
     Repo,
     contents,
     log_times,
+    make_home,
     make_repo,
     restic_binary,
     restic_child,
     running,
     spawn,
     stamp_maintenance,
+    without_permission_override,
     write_tree,
 )
 from tests.support.s3 import S3Server
@@ -139,9 +142,7 @@ def test_storage_outage_is_reported_and_survived(
     own_s3: S3Server, tmp_path: Path, agents: list[AgentProcess]
 ) -> None:
     repo = make_repo(own_s3, tmp_path)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "a.R").write_text("before the outage")
+    home = make_home(tmp_path, {"a.R": "before the outage"})
     stamp_maintenance(home, datetime.now(UTC))  # not due: only snapshots meet the outage
     # The interval caps the backoff: 5 s, then 10 s, then 10 s.
     agent = spawn(agents, repo, home, RSPARK_RESTIC_TIMEOUT="5s", RSPARK_SNAPSHOT_INTERVAL="10s")
@@ -169,9 +170,11 @@ def test_storage_outage_is_reported_and_survived(
     for count, gap in enumerate(gaps[:2], start=1):
         assert gap >= schedule.backoff(count, 10.0) - 0.05, (gaps, agent.log())
     assert f"{failed} 2 time(s) in a row, next try in 10s" in agent.log()
-    # Counted once per failed attempt, though restic reported each retry as it went.
+    # Counted once per attempt that failed for it, though restic reported each retry.
+    unreachable = len(log_times(agent.log(), f"ERROR {reasons.STORAGE_UNREACHABLE}:"))
+    assert unreachable >= 3
     _, metrics = agent.get("/metrics")
-    counted = f'rspark_agent_failures_total{{reason="StorageUnreachable"}} {len(failures)}.0'
+    counted = f'rspark_agent_failures_total{{reason="StorageUnreachable"}} {unreachable}.0'
     assert counted in metrics.decode(), metrics.decode()
     assert "storage unreachable" in agent.log()
     assert agent.terminate() == 0
@@ -184,9 +187,7 @@ def test_storage_outage_is_reported_and_survived(
 def test_wrong_password_is_an_error_never_an_init(
     repo: Repo, tmp_path: Path, agents: list[AgentProcess]
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "a.R").write_text("x")
+    home = make_home(tmp_path, {"a.R": "x"})
     repo.agent("snapshot", "--home", str(home), check=True)
     objects = repo.objects()
 
@@ -213,9 +214,7 @@ def test_missing_bucket_is_an_error_and_not_created(
     repo.env["RESTIC_REPOSITORY"] = (
         s3.credentials.restic_repository("").rstrip("/").rsplit("/", 1)[0] + "/no-such-bucket/ws"
     )
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "a.R").write_text("x")
+    home = make_home(tmp_path, {"a.R": "x"})
 
     result = repo.agent("snapshot", "--home", str(home))
     assert result.returncode == 1
@@ -232,13 +231,12 @@ def test_missing_bucket_is_an_error_and_not_created(
 def test_corrupted_pack_is_reported_and_nothing_deleted(
     repo: Repo, tmp_path: Path, agents: list[AgentProcess]
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "data.bin").write_bytes(os.urandom(300_000))
+    home = make_home(tmp_path, {"data.bin": os.urandom(300_000)})
     repo.agent("snapshot", "--home", str(home), check=True)
     packs = [key for key in repo.objects() if "/data/" in key]
     biggest = max(packs, key=lambda key: len(repo.server.get_object(repo.bucket, key)))
-    damaged = bytearray(repo.server.get_object(repo.bucket, biggest))
+    intact = repo.server.get_object(repo.bucket, biggest)
+    damaged = bytearray(intact)
     damaged[len(damaged) // 2] ^= 0xFF
     repo.server.put_object(repo.bucket, biggest, bytes(damaged))
     objects = repo.objects()
@@ -258,8 +256,69 @@ def test_corrupted_pack_is_reported_and_nothing_deleted(
     keeper = Agent(settings, home, restic=Restic(restic_binary(), env=repo.env))
     with pytest.raises(Exception, match="nothing deleted"):
         keeper.maintain()
-    keeper.close()
     assert repo.objects() == objects
+
+    # Later snapshots count, but the damage stays reported until a check passes.
+    (home / "notes.R").write_text("written after the damage")
+    taken = keeper.snapshot()
+    assert taken is not None and taken.snapshot_id is not None
+    assert keeper.status.snapshot()["lastSnapshot"]["id"] == taken.snapshot_id
+    assert _healthy(keeper) == ("False", reasons.REPOSITORY_CORRUPT)
+    repo.server.put_object(repo.bucket, biggest, intact)  # repaired (restic repair, a backup)
+    keeper.maintain()
+    assert _healthy(keeper) == ("True", reasons.CHECK_PASSED)
+    (home / "notes.R").write_text("and after the repair")
+    keeper.snapshot()
+    assert _healthy(keeper) == ("True", reasons.SNAPSHOT_SUCCEEDED)
+    keeper.close()
+
+
+def _healthy(agent: Agent) -> tuple[str, str]:
+    found = agent.status.get("SnapshotHealthy")
+    assert found is not None
+    return found["status"], found["reason"]
+
+
+def test_unreadable_file_is_reported_and_the_rest_snapshotted(
+    repo: Repo, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    home = make_home(tmp_path, {"a.R": "readable"})
+    locked = home / "private" / "locked.csv"
+    locked.parent.mkdir()
+    locked.write_text("the agent may not read this")
+    locked.chmod(0)
+    prefix = without_permission_override()
+
+    once = subprocess.run(
+        [*prefix, AGENT, "snapshot", "--home", str(home)],
+        env=repo.env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+    assert once.returncode == reasons.EXIT_PARTIAL, once.stderr
+    assert "FilesUnreadable" in once.stderr and "private/locked.csv" in once.stderr
+
+    (home / "a.R").write_text("changed")
+    stamp_maintenance(home, datetime.now(UTC))  # no check holding the lock while we look
+    agent = AgentProcess(home, repo.env, tmp_path / "agent.log", prefix=prefix)
+    agents.append(agent)
+    agent.start()
+    condition = agent.wait_condition("SnapshotHealthy", reasons.FILES_UNREADABLE)
+    assert condition["status"] == "False"
+    assert "1 unreadable: private/locked.csv" in condition["message"]
+    newest = repo.snapshots()[0]
+    assert agent.status()["lastSnapshot"]["id"] == newest["id"]  # the snapshot counts
+    listed = repo.restic("ls", newest["id"]).stdout
+    assert "/a.R" in listed and "locked.csv" not in listed
+    _, metrics = agent.get("/metrics")
+    assert b'rspark_agent_failures_total{reason="FilesUnreadable"}' in metrics
+    assert "snapshot failed" not in agent.log()  # no backoff: it was taken
+
+    locked.chmod(0o644)  # readable again: the next snapshot is whole and healthy
+    agent.wait_condition("SnapshotHealthy", reasons.SNAPSHOT_SUCCEEDED)
+    assert agent.terminate() == 0
+    assert "locked.csv" in repo.restic("ls", "latest").stdout
 
 
 class MemorySecrets:

@@ -15,8 +15,11 @@ import pytest
 from rspark_operator.agent import reasons
 from rspark_operator.agent.core import MAINTENANCE_STAMP, parse_stamp
 from tests.integration.agent.helpers import (
+    WAIT_SECONDS,
     AgentProcess,
     Repo,
+    make_home,
+    pending_signals,
     restic_binary,
     spawn,
     stamp_maintenance,
@@ -89,9 +92,7 @@ def test_stale_exclusive_lock_is_cleared_without_waiting_a_day(
     repo: Repo, tmp_path: Path, agents: list[AgentProcess]
 ) -> None:
     """A check or prune killed mid-way leaves an exclusive lock that stops every backup."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "data.bin").write_bytes(os.urandom(20_000_000))
+    home = make_home(tmp_path, {"data.bin": os.urandom(20_000_000)})
     repo.agent("snapshot", "--home", str(home), check=True)
     locks = f"{repo.path}/locks"
     check = subprocess.Popen(
@@ -119,3 +120,30 @@ def test_stale_exclusive_lock_is_cleared_without_waiting_a_day(
     assert agent.terminate() == 0
     assert repo.server.objects(repo.bucket, locks) == []
     assert "/b.R" in repo.restic("ls", "latest").stdout
+
+
+def test_sigterm_interrupts_maintenance_for_the_last_snapshot(
+    repo: Repo, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    home = make_home(tmp_path, {"data.bin": os.urandom(5_000_000)})
+    # A budget far longer than the test waits: only the agent itself can stop the check.
+    agent = spawn(
+        agents, repo, home, RSPARK_CHECK_READ_DATA_SUBSET="100%", RSPARK_SHUTDOWN_TIMEOUT="1h"
+    )
+    check = agent.freeze_restic("check")
+    (home / "a.R").write_text("saved at shutdown")
+    assert agent.process is not None
+    agent.process.send_signal(signal.SIGTERM)
+    try:
+        wait_until(
+            "the agent interrupts its check", lambda: signal.SIGINT in pending_signals(check)
+        )
+    finally:
+        os.kill(check, signal.SIGCONT)  # restic takes the SIGINT: drops its lock, exits
+    assert agent.process.wait(timeout=WAIT_SECONDS) == 0
+    assert "last snapshot done" in agent.log()
+    assert repo.server.objects(repo.bucket, f"{repo.path}/locks") == []
+    target = tmp_path / "restored"
+    target.mkdir()
+    repo.restic("restore", "latest", "--target", str(target))
+    assert (target / "a.R").read_text() == "saved at shutdown"
