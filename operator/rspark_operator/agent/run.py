@@ -142,7 +142,8 @@ class Runner:
         try:
             agent.load_parent()  # lastSnapshot goes out with the condition below
         except ResticError as exc:
-            log.info("snapshots not listed yet (%s): lastSnapshot comes with the next one", exc)
+            if exc.reason != reasons.REPOSITORY_MISSING:  # missing: the first snapshot inits
+                log.warning("snapshots not listed (%s): lastSnapshot comes with the next", exc)
         agent.status.condition(
             HOME_RESTORED, "True", reasons.HOME_PRESENT, "home already on its volume"
         )
