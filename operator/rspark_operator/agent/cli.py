@@ -1,4 +1,8 @@
-"""rspark-agent: restore, snapshot, list, run. Exit 0 on success, 1 on failure, 2 on bad usage."""
+"""rspark-agent: restore, snapshot, list, run.
+
+Exit 0 on success, 1 on failure, 2 on bad usage, 3 when a snapshot was taken
+without some files it could not read (as restic).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rspark_operator.agent.core import Agent, AgentError
 from rspark_operator.agent.kube import KubeSecretStore, KubeStatusSink, api_client
+from rspark_operator.agent.reasons import EXIT_PARTIAL
 from rspark_operator.agent.report import Status
 from rspark_operator.agent.restic import ResticError
 from rspark_operator.agent.run import Runner
@@ -19,7 +25,25 @@ from rspark_operator.agent.settings import AgentSettings, AgentSettingsError, lo
 
 log = logging.getLogger("rspark.agent")
 
-REQUIRED_ENV = ("RESTIC_REPOSITORY", "RESTIC_PASSWORD")
+# Each entry: restic's alternative ways to give the same setting; one must be set.
+REQUIRED_ENV = (
+    ("RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE"),
+    ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND"),
+)
+
+
+def missing_environment(env: Mapping[str, str]) -> list[str]:
+    return [" or ".join(names) for names in REQUIRED_ENV if not any(env.get(n) for n in names)]
+
+
+def no_snapshot_message(host: str, hosts: Sequence[str]) -> str:
+    """Standalone, the host defaults to the home's name: say which hosts have snapshots."""
+    if not hosts:
+        return "no snapshot to restore: the repository has none"
+    return (
+        f"no snapshot of host {host!r}; snapshots exist for host(s) {', '.join(hosts)}: "
+        "choose one with --host"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def build_agent(settings: AgentSettings, home: Path) -> Agent:
+def build_agent(settings: AgentSettings, home: Path, *, cache_in_home: bool = True) -> Agent:
     status = Status()
     store = None
     target = settings.namespace_name
@@ -63,7 +87,7 @@ def build_agent(settings: AgentSettings, home: Path) -> Agent:
             store = KubeSecretStore(api, namespace, settings.secrets_name, SECRET_KEY)
         else:
             log.warning("RSPARK_SECRETS_NAME unset: secret paths are not kept")
-    return Agent(settings, home, status=status, secret_store=store)
+    return Agent(settings, home, status=status, secret_store=store, cache_in_home=cache_in_home)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    missing = missing_environment(os.environ)
     if missing:
         log.error("missing environment: %s", ", ".join(missing))
         return 2
@@ -87,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except AgentSettingsError as exc:
         log.error("%s", exc)
         return 2
-    agent = build_agent(settings, args.home)
+    # `list` has no home of its own: leave restic's cache where restic keeps it.
+    agent = build_agent(settings, args.home, cache_in_home=args.command != "list")
     try:
         return _dispatch(args, agent)
     except (AgentError, ResticError) as exc:
@@ -101,11 +126,15 @@ def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
     if args.command == "restore":
         outcome = agent.restore(args.snapshot, force=args.force)
         if outcome.snapshot_id is None:
-            log.error("no snapshot to restore")
+            hosts = sorted({s.hostname for s in agent.snapshots(host_only=False)})
+            log.error("%s", no_snapshot_message(agent.host, hosts))
             return 1
         return 0
     if args.command == "snapshot":
-        return 0 if agent.snapshot() is not None else 1
+        summary = agent.snapshot()
+        if summary is None:
+            return 1
+        return EXIT_PARTIAL if summary.unreadable else 0
     if args.command == "list":
         items = agent.snapshots(host_only=False)
         if args.json:

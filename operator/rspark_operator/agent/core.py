@@ -6,7 +6,9 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,17 +18,27 @@ from rspark_operator.agent import secrets as secret_files
 from rspark_operator.agent.excludes import build_excludes, home_is_empty, restic_patterns
 from rspark_operator.agent.kube import SecretStore
 from rspark_operator.agent.metrics import Metrics
-from rspark_operator.agent.report import Status, last_snapshot
+from rspark_operator.agent.report import Status, last_snapshot, last_snapshot_of
 from rspark_operator.agent.restic import BackupSummary, Restic, ResticError, Snapshot
 from rspark_operator.agent.settings import AgentSettings, seconds
-from rspark_operator.conditions import HOME_RESTORED, SNAPSHOT_HEALTHY
+from rspark_operator.conditions import HOME_RESTORED, SNAPSHOT_HEALTHY, timestamp
 
 log = logging.getLogger("rspark.agent")
 
-# Inside the home but under the excluded .cache: survives with the volume, never
-# snapshotted. Present while a restore is under way: a restart then restores again
-# instead of taking a half-restored home for the user's.
-RESTORE_MARKER = Path(".cache/rspark-agent/restoring")
+# The agent's own files: inside the home but under the excluded .cache, so they
+# survive restarts with the volume, go with it, and are never snapshotted.
+AGENT_DIR = Path(".cache/rspark-agent")
+# Present while a restore is under way: a restart then restores again instead of
+# taking a half-restored home for the user's.
+RESTORE_MARKER = AGENT_DIR / "restoring"
+# When maintenance last succeeded, so a restarted pod does not put it off again.
+MAINTENANCE_STAMP = AGENT_DIR / "last-maintenance"
+# restic's cache (the index, trees): without it every run re-reads them from S3.
+RESTIC_CACHE = AGENT_DIR / "restic"
+# Snapshots taken while spec.snapshot.restoreFrom is set carry this tag (with its value).
+RESTORED_FROM_TAG = "rspark-restored-from"
+# Unreadable paths named in a condition message; the log has them all.
+UNREADABLE_NAMED = 5
 
 
 class AgentError(Exception):
@@ -40,6 +52,41 @@ class RestoreOutcome:
     reason: str  # Restored, FreshHome or HomePresent
     snapshot_id: str | None = None
     duration_seconds: float = 0.0
+
+
+def restored_from_tag(restore_from: str) -> str:
+    return f"{RESTORED_FROM_TAG}={restore_from}"
+
+
+def restore_choice(restore_from: str | None, mine: Sequence[Snapshot]) -> str | None:
+    """The snapshot spec.snapshot.restoreFrom still asks for; None: this host's newest.
+
+    It applies once, without state: a snapshot of this host carrying its tag means
+    the user went on working from that point, and the newest snapshot is theirs.
+    """
+    if not restore_from:
+        return None
+    tag = restored_from_tag(restore_from)
+    return None if any(tag in snapshot.tags for snapshot in mine) else restore_from
+
+
+def unreadable_message(items: Sequence[str], home: Path) -> str:
+    """Up to UNREADABLE_NAMED of restic's unreadable items, relative to the home."""
+    names = [_home_relative(item, home) for item in items]
+    more = f" and {len(names) - UNREADABLE_NAMED} more" if len(names) > UNREADABLE_NAMED else ""
+    return f"{len(names)} unreadable: {', '.join(names[:UNREADABLE_NAMED])}{more}"
+
+
+def _home_relative(item: str, home: Path) -> str:
+    root = str(home).rstrip("/") + "/"
+    return item[len(root) :] if item.startswith(root) else item.removeprefix("./")
+
+
+def parse_stamp(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
 
 
 def human_bytes(count: float) -> str:
@@ -60,15 +107,18 @@ class Agent:
         status: Status | None = None,
         metrics: Metrics | None = None,
         secret_store: SecretStore | None = None,
+        cache_in_home: bool = True,
     ) -> None:
         self.settings = settings
         self.home = home.resolve()
         self.host = settings.host_for(self.home)
         self.status = status or Status()
         self.metrics = metrics or Metrics()
+        # The pod's HOME (/nonexistent) has no cache; the home volume keeps it.
+        cache_dir = settings.cache_dir or (str(self.home / RESTIC_CACHE) if cache_in_home else None)
         self.restic = restic or Restic(
             settings.restic,
-            cache_dir=settings.cache_dir,
+            cache_dir=cache_dir,
             timeout=seconds(settings.restic_timeout),
             on_storage_retry=self._storage_retry,
         )
@@ -85,6 +135,8 @@ class Agent:
         self._repository_ready = False
         self._secrets_digest: str | None = None
         self._retry_reported = False
+        # Set by any report of a damaged repository, cleared only by a passing check.
+        self.corrupt: str | None = None
         if keep_secrets:
             log.info(
                 "secret paths %s are kept in Secret %s, not in restic",
@@ -103,10 +155,10 @@ class Agent:
     # Reporting ---------------------------------------------------------------------------
 
     def _storage_retry(self, line: str) -> None:
+        # Reported while restic retries; counted in the metrics only if the attempt fails.
         if not self._retry_reported:
             self._retry_reported = True
             log.warning("storage unreachable, restic retrying: %s", line)
-            self.metrics.failures.labels(reasons.STORAGE_UNREACHABLE).inc()
             self.status.condition(
                 SNAPSHOT_HEALTHY,
                 "False",
@@ -117,11 +169,18 @@ class Agent:
     def fail(self, reason: str, message: str, *, restoring: bool = False) -> AgentError:
         log.error("%s: %s", reason, message)
         self.metrics.failures.labels(reason).inc()
+        if reason == reasons.REPOSITORY_CORRUPT:
+            self.corrupt = message
         if restoring:
             self.status.condition(HOME_RESTORED, "False", reason, message)
         else:
             self.status.condition(SNAPSHOT_HEALTHY, "False", reason, message)
         return AgentError(reason, message)
+
+    def unexpected(self, exc: OSError, *, restoring: bool = False) -> AgentError:
+        return self.fail(
+            reasons.UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", restoring=restoring
+        )
 
     # Repository --------------------------------------------------------------------------
 
@@ -147,17 +206,23 @@ class Agent:
         return self.restic.snapshots(self.host if host_only else None)
 
     def load_parent(self) -> None:
-        """The newest snapshot of this host: parent of the next backup."""
-        found = self.snapshots()
-        self.has_snapshots = bool(found)
-        self.parent = found[0].id if found else None
+        """The newest snapshot of this host: parent of the next backup, lastSnapshot."""
+        self._remember_newest(self.snapshots())
+
+    def _remember_newest(self, mine: Sequence[Snapshot]) -> None:
+        """So a restarted agent reports the lastSnapshot it did not take itself."""
+        self.has_snapshots = bool(mine)
+        self.parent = mine[0].id if mine else None
+        if mine:
+            self.status.remember_snapshot(last_snapshot_of(mine[0]))
 
     # Restore -----------------------------------------------------------------------------
 
     def restore(
         self, snapshot_id: str | None = None, *, force: bool = False, create: bool = False
     ) -> RestoreOutcome:
-        """Restore a snapshot (default: this host's newest) and the secret paths.
+        """Restore a snapshot (default: restoreFrom while it applies, else this host's newest)
+        and the secret paths.
 
         With `create`, a missing repository (restic exit code 10 only) is initialized
         and the home starts fresh.
@@ -218,13 +283,16 @@ class Agent:
         return RestoreOutcome(reasons.RESTORED, target.id, took)
 
     def _pick(self, snapshot_id: str | None) -> Snapshot | None:
-        if snapshot_id:
-            everything = self.snapshots(host_only=False)
-            found = [s for s in everything if s.id.startswith(snapshot_id)]
+        """The given snapshot, else restoreFrom if still pending, else this host's newest."""
+        everything = self.snapshots(host_only=False)
+        mine = [s for s in everything if s.hostname == self.host]
+        self._remember_newest(mine)
+        wanted = snapshot_id or restore_choice(self.settings.restore_from, mine)
+        if wanted:
+            found = [s for s in everything if s.id.startswith(wanted)]
             if not found:
-                raise AgentError(reasons.RESTORE_FAILED, f"no snapshot {snapshot_id!r}")
+                raise AgentError(reasons.RESTORE_FAILED, f"no snapshot {wanted!r}")
             return found[0]
-        mine = self.snapshots()
         return mine[0] if mine else None
 
     def _restore_secrets(self) -> None:
@@ -280,22 +348,44 @@ class Agent:
             self.metrics.snapshots.labels("failed").inc()
             raise self.fail(exc.reason, str(exc)) from exc
         secrets_error = self._save_secrets()
-        self._record(summary, healthy=secrets_error is None)
+        message = self._record(summary)
         if secrets_error is not None:
             raise secrets_error
+        self._report_health(summary, message)
         return summary
 
     def _backup(self) -> BackupSummary:
         """One restic call: without a known parent restic picks it by host and path."""
+        restore_from = self.settings.restore_from
         return self.restic.backup(
             self.home,
             host=self.host,
             excludes_file=self.excludes_file,
             parent=self.parent,
             retry_lock=self.settings.retry_lock,
+            tags=[restored_from_tag(restore_from)] if restore_from else [],
         )
 
-    def _record(self, summary: BackupSummary, *, healthy: bool) -> None:
+    def _report_health(self, summary: BackupSummary, message: str) -> None:
+        """SnapshotHealthy after a snapshot that counts: damage and gaps stay visible."""
+        if self.corrupt is not None:
+            self.status.condition(
+                SNAPSHOT_HEALTHY,
+                "False",
+                reasons.REPOSITORY_CORRUPT,
+                f"{message}, but the repository is damaged until a check passes: {self.corrupt}",
+            )
+        elif summary.unreadable:
+            self.fail(
+                reasons.FILES_UNREADABLE,
+                f"{message} without {unreadable_message(summary.unreadable, self.home)}",
+            )
+            log.warning("unreadable: %s", ", ".join(summary.unreadable))
+        else:
+            self.status.condition(SNAPSHOT_HEALTHY, "True", reasons.SNAPSHOT_SUCCEEDED, message)
+
+    def _record(self, summary: BackupSummary) -> str:
+        """Metrics, log and lastSnapshot of a snapshot that counts; returns its summary line."""
         now = datetime.now(UTC)
         self.metrics.last_success.set(now.timestamp())
         self.metrics.snapshot_duration.observe(summary.duration_seconds)
@@ -329,8 +419,7 @@ class Agent:
                 )
             )
             message = f"snapshot {summary.snapshot_id[:8]} taken"
-        if healthy:
-            self.status.condition(SNAPSHOT_HEALTHY, "True", reasons.SNAPSHOT_SUCCEEDED, message)
+        return message
 
     def _save_secrets(self) -> AgentError | None:
         """Store the secret paths in the Secret when they changed; errors are returned."""
@@ -355,23 +444,49 @@ class Agent:
 
     # Maintenance -------------------------------------------------------------------------
 
-    def maintain(self) -> None:
-        """Stale locks, check, then forget + prune; nothing is deleted from a bad repository."""
-        retention = self.settings.retention
-        if retention is None:
-            log.info("no retention configured: keeping every snapshot")
-            return
-        keep = dict(retention)
+    def last_maintenance(self) -> datetime | None:
+        """When maintenance last succeeded on this volume (None: never, or a new volume)."""
         try:
-            self.restic.unlock()
-            self.restic.check(self.settings.check_read_data_subset)
+            return parse_stamp((self.home / MAINTENANCE_STAMP).read_text())
+        except OSError:
+            return None
+
+    def maintain(self, stop: threading.Event | None = None) -> None:
+        """Stale locks, check, then forget + prune; nothing is deleted from a bad repository.
+
+        Setting `stop` interrupts it (restic drops its lock on SIGINT): at shutdown the
+        last snapshot goes first.
+        """
+        try:
+            self.restic.unlock(stop)
+        except ResticError as exc:
+            raise self.fail(exc.reason, f"removing stale locks failed: {exc}") from exc
+        try:
+            self.restic.check(self.settings.retry_lock, self.settings.check_read_data_subset, stop)
         except ResticError as exc:
             reason = (
                 reasons.REPOSITORY_CORRUPT if exc.reason == reasons.SNAPSHOT_FAILED else exc.reason
             )
-            raise self.fail(reason, f"check before prune failed, nothing deleted: {exc}") from exc
-        try:
-            self.restic.forget_prune(self.host, keep, self.settings.retry_lock)
-        except ResticError as exc:
-            raise self.fail(exc.reason, str(exc)) from exc
-        log.info("forget + prune done (keep %s)", keep)
+            raise self.fail(reason, f"check failed, nothing deleted: {exc}") from exc
+        log.info("check passed")
+        if self.corrupt is not None:
+            self.corrupt = None
+            self.status.condition(
+                SNAPSHOT_HEALTHY, "True", reasons.CHECK_PASSED, "repository check passed"
+            )
+        retention = self.settings.retention
+        if retention is None:
+            log.info("no retention configured: keeping every snapshot")
+        else:
+            try:
+                self.restic.forget_prune(self.host, dict(retention), self.settings.retry_lock, stop)
+            except ResticError as exc:
+                raise self.fail(exc.reason, str(exc)) from exc
+            log.info("forget + prune done (keep %s)", retention)
+        self._stamp_maintenance(datetime.now(UTC))
+
+    def _stamp_maintenance(self, done: datetime) -> None:
+        stamp = self.home / MAINTENANCE_STAMP
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(timestamp(done) + "\n")
+        self.metrics.last_maintenance.set(done.timestamp())

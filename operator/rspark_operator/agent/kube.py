@@ -13,6 +13,9 @@ from typing import Any, Protocol
 from rspark_operator.agent.report import apply_body
 
 FIELD_MANAGER = "rspark-agent"
+# (connect, read) seconds per API call: status and Secret writes happen inside a
+# snapshot, and a hung API server must not stall snapshots.
+REQUEST_TIMEOUT = (5.0, 15.0)
 
 
 class SecretStore(Protocol):
@@ -32,12 +35,19 @@ def api_client() -> Any:
 
 
 class KubeStatusSink:
-    def __init__(self, api: Any, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.name = name
+        self.timeout = timeout
 
     def publish(self, status: dict[str, Any]) -> None:
         from rspark_operator.api import GROUP, PLURAL, VERSION
@@ -52,25 +62,38 @@ class KubeStatusSink:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
+            _request_timeout=self.timeout,
         )
 
 
 class KubeSecretStore:
     """The Secret is the operator's; the agent reads it and patches one key."""
 
-    def __init__(self, api: Any, namespace: str, name: str, key: str) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        key: str,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         from kubernetes import client
 
         self.core = client.CoreV1Api(api)
         self.namespace = namespace
         self.name = name
         self.key = key
+        self.timeout = timeout
 
     def load(self) -> bytes | None:
-        secret = self.core.read_namespaced_secret(self.name, self.namespace)
+        secret = self.core.read_namespaced_secret(
+            self.name, self.namespace, _request_timeout=self.timeout
+        )
         value = (secret.data or {}).get(self.key)
         return base64.b64decode(value) if value else None
 
     def save(self, document: bytes) -> None:
         body = {"data": {self.key: base64.b64encode(document).decode()}}
-        self.core.patch_namespaced_secret(self.name, self.namespace, body)
+        self.core.patch_namespaced_secret(
+            self.name, self.namespace, body, _request_timeout=self.timeout
+        )

@@ -56,6 +56,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.last_maintenance = Gauge(
+            "rspark_agent_last_maintenance_timestamp_seconds",
+            "Unix time maintenance (unlock, check, forget + prune) last succeeded on this volume.",
+            registry=self.registry,
+        )
         self.ready = Gauge(
             "rspark_agent_ready",
             "1 once the home is restored and verified.",

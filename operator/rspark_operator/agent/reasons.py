@@ -20,6 +20,9 @@ SECRETS_UNAVAILABLE = "SecretsUnavailable"
 HOME_EMPTY = "HomeEmpty"
 SNAPSHOT_FAILED = "SnapshotFailed"
 TIMED_OUT = "TimedOut"
+FILES_UNREADABLE = "FilesUnreadable"  # restic exit 3: the snapshot is made, without them
+UNEXPECTED_ERROR = "UnexpectedError"  # an OSError of the agent (a permission, a vanished binary)
+CHECK_PASSED = "CheckPassed"  # a check found the repository intact again
 
 # HomeRestored
 RESTORING = "Restoring"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from rspark_operator.agent.restic import Snapshot, parse_time
 from rspark_operator.conditions import (
     HOME_RESTORED,
     SNAPSHOT_HEALTHY,
@@ -30,14 +31,37 @@ class Sink(Protocol):
 
 
 def last_snapshot(
-    *, finished: datetime, snapshot_id: str, bytes_added: int, duration_seconds: float
+    *,
+    finished: datetime,
+    snapshot_id: str,
+    bytes_added: int | None = None,
+    duration_seconds: float | None = None,
 ) -> dict[str, Any]:
-    return {
-        "time": timestamp(finished),
-        "id": snapshot_id,
-        "bytesAdded": int(bytes_added),
-        "durationSeconds": round(float(duration_seconds), 3),
-    }
+    entry: dict[str, Any] = {"time": timestamp(finished), "id": snapshot_id}
+    if bytes_added is not None:
+        entry["bytesAdded"] = int(bytes_added)
+    if duration_seconds is not None:
+        entry["durationSeconds"] = round(float(duration_seconds), 3)
+    return entry
+
+
+def last_snapshot_of(snapshot: Snapshot) -> dict[str, Any]:
+    """lastSnapshot from `restic snapshots --json`, for an agent that did not take it.
+
+    restic 0.17+ keeps the backup's summary in the snapshot; older snapshots give
+    only their time and id.
+    """
+    summary = snapshot.summary
+    start, end = summary.get("backup_start"), summary.get("backup_end")
+    added = summary.get("data_added_packed", summary.get("data_added"))
+    return last_snapshot(
+        finished=parse_time(end or snapshot.time),
+        snapshot_id=snapshot.id,
+        bytes_added=None if added is None else int(added),
+        duration_seconds=(
+            (parse_time(end) - parse_time(start)).total_seconds() if start and end else None
+        ),
+    )
 
 
 def apply_body(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -103,9 +127,13 @@ class Status:
             )
         self.publish()
 
-    def snapshot_taken(self, entry: dict[str, Any]) -> None:
+    def remember_snapshot(self, entry: dict[str, Any]) -> None:
+        """Set lastSnapshot for the next publish (at start-up: sent with the first condition)."""
         with self._lock:
             self._last_snapshot = entry
+
+    def snapshot_taken(self, entry: dict[str, Any]) -> None:
+        self.remember_snapshot(entry)
         self.publish()
 
     def get(self, type_: str) -> dict[str, Any] | None:

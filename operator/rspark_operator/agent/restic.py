@@ -45,6 +45,8 @@ class BackupSummary:
     bytes_added: int
     bytes_processed: int
     duration_seconds: float
+    # restic exit code 3: the snapshot was made without these (absolute) paths.
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Snapshot:
     hostname: str
     paths: list[str]
     summary: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,11 @@ def message(messages: Sequence[dict[str, Any]], message_type: str) -> dict[str, 
     return next((m for m in reversed(messages) if m.get("message_type") == message_type), None)
 
 
-def parse_backup(stdout: str, duration_seconds: float) -> BackupSummary:
-    """The `summary` message of `backup --json`; no snapshot_id means skipped."""
+def parse_backup(stdout: str, duration_seconds: float, stderr: str = "") -> BackupSummary:
+    """The `summary` message of `backup --json`; no snapshot_id means skipped.
+
+    restic prints what it could not read as JSON `error` messages on stderr.
+    """
     summary = message(json_lines(stdout), "summary")
     if summary is None:
         raise ResticError(reasons.SNAPSHOT_FAILED, "restic backup printed no summary")
@@ -94,7 +100,14 @@ def parse_backup(stdout: str, duration_seconds: float) -> BackupSummary:
         bytes_processed=int(summary.get("total_bytes_processed", 0)),
         # restic's total_duration is garbage for skipped snapshots; use our clock.
         duration_seconds=duration_seconds,
+        unreadable=unreadable_items(stderr),
     )
+
+
+def unreadable_items(stderr: str) -> tuple[str, ...]:
+    """The items of restic's JSON `error` messages (files it could not read), in order."""
+    items = (m.get("item") for m in json_lines(stderr) if m.get("message_type") == "error")
+    return tuple(dict.fromkeys(str(item) for item in items if item))
 
 
 def parse_snapshots(stdout: str) -> list[Snapshot]:
@@ -108,13 +121,15 @@ def parse_snapshots(stdout: str) -> list[Snapshot]:
             hostname=s.get("hostname", ""),
             paths=list(s.get("paths", [])),
             summary=dict(s.get("summary") or {}),
+            tags=list(s.get("tags") or []),
         )
         for s in raw
     ]
-    return sorted(items, key=lambda s: _sortable(s.time), reverse=True)
+    return sorted(items, key=lambda s: parse_time(s.time), reverse=True)
 
 
-def _sortable(stamp: str) -> datetime:
+def parse_time(stamp: str) -> datetime:
+    """A time as restic writes it (RFC 3339, up to nanoseconds)."""
     text = stamp.replace("Z", "+00:00")
     # Python < 3.11 cannot take nanoseconds; cut fractional part to microseconds.
     if "." in text:
@@ -140,6 +155,7 @@ def backup_args(
     excludes_file: Path,
     parent: str | None,
     retry_lock: str,
+    tags: Sequence[str] = (),
 ) -> list[str]:
     """`restic backup` flags shared by the agent and the benchmark's baseline."""
     args = [
@@ -160,6 +176,8 @@ def backup_args(
     ]
     if parent:
         args += ["--parent", parent]
+    for tag in tags:
+        args += ["--tag", tag]
     return [*args, "."]
 
 
@@ -224,12 +242,24 @@ class Restic:
         cwd: Path | None = None,
         check: bool = True,
         timeout: float | None = None,
+        stop: threading.Event | None = None,
     ) -> Result:
-        """Run one command. Fails fast on a missing bucket (restic would retry for 15 min)."""
-        with self._lock:
-            return self._run(args, cwd=cwd, check=check, timeout=timeout or self.timeout)
+        """Run one command. Fails fast on a missing bucket (restic would retry for 15 min).
 
-    def _run(self, args: Sequence[str], *, cwd: Path | None, check: bool, timeout: float) -> Result:
+        Setting `stop` (like `cancel`, but for this command only) interrupts it.
+        """
+        with self._lock:
+            return self._run(args, cwd=cwd, check=check, timeout=timeout or self.timeout, stop=stop)
+
+    def _run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None,
+        check: bool,
+        timeout: float,
+        stop: threading.Event | None,
+    ) -> Result:
         started = time.monotonic()
         process = subprocess.Popen(
             self._command(args),
@@ -269,7 +299,7 @@ class Restic:
             if fatal and interrupted_for is None:
                 interrupted_for = fatal[0]
                 self._interrupt(process)
-            elif self.cancel.is_set() and interrupted_for is None:
+            elif (self.cancel.is_set() or (stop and stop.is_set())) and interrupted_for is None:
                 interrupted_for = "cancelled"
                 self._interrupt(process)
             elif time.monotonic() > deadline and interrupted_for is None:
@@ -347,31 +377,51 @@ class Restic:
         return parse_snapshots(self.run(args).stdout)
 
     def backup(
-        self, home: Path, *, host: str, excludes_file: Path, parent: str | None, retry_lock: str
+        self,
+        home: Path,
+        *,
+        host: str,
+        excludes_file: Path,
+        parent: str | None,
+        retry_lock: str,
+        tags: Sequence[str] = (),
     ) -> BackupSummary:
         args = backup_args(
-            host=host, excludes_file=excludes_file, parent=parent, retry_lock=retry_lock
+            host=host, excludes_file=excludes_file, parent=parent, retry_lock=retry_lock, tags=tags
         )
         result = self.run(args, cwd=home)
-        return parse_backup(result.stdout, result.duration_seconds)
+        return parse_backup(result.stdout, result.duration_seconds, result.stderr)
 
     def restore(self, snapshot: str, target: Path) -> RestoreSummary:
         # --verify reads every restored file back and compares it with the snapshot.
         args = ["restore", "--json", snapshot, "--target", str(target), "--verify"]
         return parse_restore(self.run(args).stdout)
 
-    def unlock(self) -> None:
+    def unlock(self, stop: threading.Event | None = None) -> None:
         """Removes stale locks only (dead local process or older than 30 min)."""
-        self.run(["unlock"])
+        self.run(["unlock"], stop=stop)
 
-    def check(self, read_data_subset: str | None = None) -> None:
-        args = ["check"]
+    def check(
+        self,
+        retry_lock: str,
+        read_data_subset: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        # check takes an exclusive lock: wait out a running backup like every command.
+        args = ["check", "--retry-lock", retry_lock]
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
-        self.run(args)
+        self.run(args, stop=stop)
 
-    def forget_prune(self, host: str, retention: dict[str, int], retry_lock: str) -> str:
-        return self.run([*forget_args(host, retention), "--retry-lock", retry_lock]).stdout
+    def forget_prune(
+        self,
+        host: str,
+        retention: dict[str, int],
+        retry_lock: str,
+        stop: threading.Event | None = None,
+    ) -> str:
+        args = [*forget_args(host, retention), "--retry-lock", retry_lock]
+        return self.run(args, stop=stop).stdout
 
 
 def _bucket_missing(stderr: str) -> str | None:

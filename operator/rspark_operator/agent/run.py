@@ -1,6 +1,7 @@
 """`rspark-agent run`: the sidecar loop.
 
-restore if needed -> ready -> snapshot on the interval and after changes -> on
+restore if needed -> ready -> snapshot on the interval and after changes, and
+maintenance when due (its last success is remembered on the volume) -> on
 SIGTERM one last snapshot within the shutdown budget -> exit.
 """
 
@@ -10,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from rspark_operator.agent import reasons, schedule
@@ -35,6 +37,8 @@ class Runner:
             min_spacing=seconds(settings.snapshot_min_spacing),
         )
         self.maintenance_every = seconds(settings.maintenance_interval)
+        self.next_maintenance = time.monotonic()  # set from the volume's stamp at start
+        self.maintenance_failures = 0
         self.shutdown_budget = seconds(settings.shutdown_timeout)
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -88,6 +92,7 @@ class Runner:
         try:
             if not self._startup():
                 return 0
+            self._schedule_maintenance_from_stamp()
             watcher = Watcher(self.agent.home, self.agent.excludes, self._on_change)
             watching = watcher.start()
             try:
@@ -107,7 +112,9 @@ class Runner:
         while not self.stopping.is_set():
             try:
                 outcome = self._restore_or_present()
-            except (AgentError, ResticError) as exc:
+            except (AgentError, ResticError, OSError) as exc:
+                if isinstance(exc, OSError):
+                    self.agent.unexpected(exc, restoring=True)
                 failures += 1
                 delay = schedule.backoff(failures, self.cadence.interval)
                 log.warning("startup failed (%s), retrying in %.0fs", exc, delay)
@@ -128,45 +135,93 @@ class Runner:
         if interrupted or home_is_empty(agent.home, agent.excludes):
             # Only the repository can tell whether there is something to restore:
             # until it answers, the home stays unready.
-            outcome = agent.restore(agent.settings.restore_from or None, create=True)
+            outcome = agent.restore(create=True)  # restoreFrom, once, or the newest
             return f"{outcome.reason} {outcome.snapshot_id or ''}".strip()
         # The home is on its volume: RStudio may start even if storage is away;
         # snapshot trouble shows on SnapshotHealthy.
+        try:
+            agent.load_parent()  # lastSnapshot goes out with the condition below
+        except ResticError as exc:
+            if exc.reason != reasons.REPOSITORY_MISSING:  # missing: the first snapshot inits
+                log.warning("snapshots not listed (%s): lastSnapshot comes with the next", exc)
         agent.status.condition(
             HOME_RESTORED, "True", reasons.HOME_PRESENT, "home already on its volume"
         )
         return reasons.HOME_PRESENT
 
+    def _schedule_maintenance_from_stamp(self) -> None:
+        done = self.agent.last_maintenance()
+        if done is not None:
+            self.agent.metrics.last_maintenance.set(done.timestamp())
+        wait = schedule.maintenance_wait(
+            done.timestamp() if done else None, time.time(), self.maintenance_every
+        )
+        self.next_maintenance = time.monotonic() + wait
+        log.info("maintenance due in %.0fs (last: %s)", wait, done or "never on this volume")
+
     def _loop(self) -> None:
-        next_maintenance = time.monotonic() + self.maintenance_every
         while not self.stopping.is_set():
+            # Clear before reading the schedule: a signal or change from here on ends the wait.
+            self.wake.clear()
             with self._state_lock:
                 due = schedule.next_due(self.state, self.cadence)
             now = time.monotonic()
-            if now >= next_maintenance:
-                self._guarded(self.agent.maintain)
-                next_maintenance = time.monotonic() + self.maintenance_every
-                continue
-            if now < due:
-                self.wake.clear()
-                self.wake.wait(min(due, next_maintenance) - now)
-                continue
-            self._attempt()
+            if now >= due:  # snapshots first: the first one at start-up precedes maintenance
+                self._attempt()
+            elif now >= self.next_maintenance:
+                self._maintain()
+            else:
+                self.wake.wait(min(due, self.next_maintenance) - now)
 
     def _attempt(self) -> bool:
         started = time.monotonic()
-        ok = self._guarded(self.agent.snapshot)
+        error = self._guarded(self.agent.snapshot)
         with self._state_lock:
-            self.state = schedule.record_attempt(self.state, started, ok)
-        return ok
+            self.state = schedule.record_attempt(
+                self.state, started, time.monotonic(), error is None
+            )
+            failures = self.state.failures
+        if failures:
+            delay = schedule.backoff(failures, self.cadence.interval)
+            log.warning("snapshot failed %d time(s) in a row, next try in %.0fs", failures, delay)
+        if getattr(error, "reason", None) == reasons.REPOSITORY_LOCKED:
+            # restic lets no backup past an exclusive lock, stale or not (restic 0.18
+            # lock.go, checkForOtherLocks): maintenance starts by removing stale ones.
+            log.warning("repository locked: maintenance brought forward to clear stale locks")
+            self.next_maintenance = time.monotonic()
+        return error is None
 
-    def _guarded(self, operation: object) -> bool:
+    def _maintain(self) -> None:
+        # Never concurrent from two places: one pod per workspace (the operator's
+        # guarantee) runs this loop, and check/prune hold restic's exclusive lock.
+        # SIGTERM interrupts it: the last snapshot needs the shutdown budget.
+        error = self._guarded(lambda: self.agent.maintain(self.stopping))
+        if error is None:
+            self.maintenance_failures = 0
+            delay = self.maintenance_every
+        else:
+            self.maintenance_failures += 1
+            delay = schedule.backoff(
+                self.maintenance_failures,
+                self.maintenance_every,
+                schedule.MAINTENANCE_RETRY_BASE_SECONDS,
+            )
+            log.warning("maintenance failed, next try in %.0fs", delay)
+        self.next_maintenance = time.monotonic() + delay
+
+    def _guarded(self, operation: Callable[[], object]) -> Exception | None:
+        """Run one operation; its failure is reported and returned, never raised."""
         try:
-            operation()  # type: ignore[operator]
+            operation()
         except (AgentError, ResticError) as exc:
             log.warning("will retry: %s", exc)
-            return False
-        return True
+            return exc
+        except OSError as exc:
+            # Not restic's: a permission, a vanished binary. Reported; the loop goes on.
+            error = self.agent.unexpected(exc)
+            log.warning("will retry: %s", error)
+            return error
+        return None
 
     def _last_snapshot(self) -> None:
         if self.agent.restic.cancel.is_set():

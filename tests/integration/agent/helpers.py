@@ -21,11 +21,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rspark_operator.agent.core import MAINTENANCE_STAMP
+from rspark_operator.conditions import timestamp
 from tests.support.s3 import S3Server
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,6 +42,81 @@ WAIT_SECONDS = 120.0
 
 def restic_binary() -> str:
     return os.environ.get("RSPARK_RESTIC") or str(LOCAL_BIN / "restic")
+
+
+def without_permission_override() -> list[str]:
+    """A command prefix under which file permissions bind, as for the agent in its pod.
+
+    A non-root user is bound already. Root reads a mode-000 file through
+    CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: drop both from the bounding set, so the
+    process (and restic under it) is refused like a non-root agent, same uid.
+    """
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no way to make a file unreadable")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def wait_until(what: str, predicate: Callable[[], bool], poll: float = 0.2) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"never got to: {what}")
+
+
+# Processes ----------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[str, str, int] | None:
+    """(command name, state, parent pid) from /proc; None once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+    return name, state, int(ppid)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a stopped process counts: it resumes where it was)."""
+    found = _stat(pid)
+    return found is not None and found[1] != "Z"
+
+
+def restic_child(parent: int, command: str) -> int | None:
+    """The pid of a running `restic <command>` started by `parent`, if there is one."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        found = _stat(int(entry.name))
+        if found is None or found[0] != "restic" or found[2] != parent or found[1] == "Z":
+            continue
+        with contextlib.suppress(OSError):
+            if command.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
+                return int(entry.name)
+    return None
+
+
+def pending_signals(pid: int) -> set[int]:
+    """Signals sent to a process and not yet delivered (a stopped one keeps them)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    mask = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+
+
+def log_times(log: str, text: str) -> list[datetime]:
+    """When the agent logged lines containing `text` (its log format: asctime first)."""
+    return [
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        for line in log.splitlines()
+        if text in line
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -182,6 +260,7 @@ class AgentProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    prefix: list[str] = field(default_factory=list)  # e.g. without_permission_override()
 
     def start(self, **env: str) -> AgentProcess:
         environment = {
@@ -195,7 +274,7 @@ class AgentProcess:
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [AGENT, "run", "--home", str(self.home)],
+                [*self.prefix, AGENT, "run", "--home", str(self.home)],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -225,7 +304,7 @@ class AgentProcess:
                     return dict(item)
         return None
 
-    def wait_for(self, what: str, predicate: Callable[[], bool]) -> None:
+    def wait_for(self, what: str, predicate: Callable[[], bool], poll: float = 0.2) -> None:
         deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:
             assert self.process is not None
@@ -236,7 +315,7 @@ class AgentProcess:
             with contextlib.suppress(OSError):
                 if predicate():
                     return
-            time.sleep(0.2)
+            time.sleep(poll)
         raise AssertionError(f"agent never got to: {what}\n{self.log()}")
 
     def wait_ready(self) -> None:
@@ -249,6 +328,26 @@ class AgentProcess:
         found = self.condition(type_)
         assert found is not None
         return found
+
+    def restic(self, command: str) -> int | None:
+        assert self.process is not None
+        return restic_child(self.process.pid, command)
+
+    def freeze_restic(self, command: str, ready: Callable[[], bool] = lambda: True) -> int:
+        """SIGSTOP the agent's `restic <command>` once it runs and `ready()` holds."""
+        found: list[int] = []
+
+        def caught() -> bool:
+            pid = self.restic(command)
+            if pid is None or not ready():
+                return False
+            os.kill(pid, signal.SIGSTOP)
+            found.append(pid)
+            return True
+
+        self.wait_for(f"restic {command} running", caught, poll=0.005)
+        assert running(found[0]), f"restic {command} ended before it was frozen"
+        return found[0]
 
     def terminate(self) -> int:
         """SIGTERM and wait for the exit code (the agent takes its last snapshot first)."""
@@ -286,6 +385,20 @@ def spawn(agents: list[AgentProcess], repo: Repo, home: Path, **env: str) -> Age
     return process.start(**env)
 
 
+def make_home(tmp_path: Path, files: dict[str, str | bytes], name: str = "home") -> Path:
+    """A home directory holding `files` (paths relative to it; text or bytes)."""
+    home = tmp_path / name
+    home.mkdir()
+    for relative, data in files.items():
+        path = home / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    return home
+
+
 def write_tree(home: Path) -> None:
     """A small home with what restore must reproduce exactly."""
     (home / "projects" / "analysis").mkdir(parents=True)
@@ -318,6 +431,13 @@ PRIVATE_KEY = (
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
 KEY_MARKER = b"QyNTUxOQAAACBSeXBhcmstdGVzdC1rZXktbm90LWEtcmVhbC1vbmUtMTIzNAAAAJgAAAAA"
+
+
+def stamp_maintenance(home: Path, done: datetime) -> None:
+    """Maintenance remembered as done at `done` on this volume."""
+    stamp = home / MAINTENANCE_STAMP
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(timestamp(done) + "\n")
 
 
 def clear(directory: Path) -> None:

@@ -106,4 +106,22 @@ def test_agent_reports_into_the_workspace_and_brings_a_lost_home_back(
     assert snapshot["id"][:8] in message
     assert contents(home) == expected
     assert (home / ".ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    # The restarted agent's status writes (server-side apply of all its fields) carry
+    # lastSnapshot from restic's record: its own first snapshot is skipped as unchanged.
+    newest = repo.snapshots()[0]["id"]
+    assert _status(kube, namespace, name)["lastSnapshot"]["id"] == newest
     assert second.terminate() == 0
+
+    # A plain restart on the volume: lastSnapshot survives that too.
+    third = spawn(agents, repo, home, **env)
+    third.wait_ready()
+    third.wait_for(
+        "HomeRestored=HomePresent in the workspace status",
+        lambda: (
+            _condition(kube, namespace, name, "HomeRestored").get("reason") == reasons.HOME_PRESENT
+        ),
+    )
+    kept = _status(kube, namespace, name)["lastSnapshot"]
+    assert kept["id"] == newest
+    assert kept["bytesAdded"] == snapshot["bytesAdded"]
+    assert third.terminate() == 0

@@ -8,14 +8,22 @@ import pytest
 
 from rspark_operator.agent import reasons, schedule
 from rspark_operator.agent import secrets as secret_files
+from rspark_operator.agent.cli import missing_environment, no_snapshot_message
+from rspark_operator.agent.core import restore_choice, restored_from_tag, unreadable_message
 from rspark_operator.agent.excludes import (
     BUILTIN_EXCLUDES,
     build_excludes,
     is_excluded,
     restic_patterns,
 )
-from rspark_operator.agent.report import Status, apply_body, last_snapshot
-from rspark_operator.agent.restic import backup_args, forget_args, parse_backup, parse_snapshots
+from rspark_operator.agent.report import Status, apply_body, last_snapshot, last_snapshot_of
+from rspark_operator.agent.restic import (
+    Snapshot,
+    backup_args,
+    forget_args,
+    parse_backup,
+    parse_snapshots,
+)
 from rspark_operator.agent.settings import AgentSettingsError, load, seconds
 
 pytestmark = pytest.mark.unit
@@ -202,7 +210,7 @@ def test_churn_is_saved_after_max_delay() -> None:
 
 
 def test_rate_is_bounded_by_min_spacing() -> None:
-    state = schedule.record_attempt(schedule.State(last_attempt=0), 100, succeeded=True)
+    state = schedule.record_attempt(schedule.State(last_attempt=0), 100, 102, succeeded=True)
     state = schedule.record_change(state, 101)
     assert schedule.next_due(state, CADENCE) == 130
 
@@ -210,10 +218,10 @@ def test_rate_is_bounded_by_min_spacing() -> None:
 def test_change_during_snapshot_stays_pending() -> None:
     state = schedule.record_change(schedule.State(last_attempt=0), 100)
     state = schedule.record_change(state, 120)  # while the snapshot started at 110 runs
-    state = schedule.record_attempt(state, 110, succeeded=True)
+    state = schedule.record_attempt(state, 110, 125, succeeded=True)
     assert state.first_change is not None
     assert schedule.next_due(state, CADENCE) == 140  # 110 + min spacing
-    done = schedule.record_attempt(schedule.record_change(state, 100), 150, succeeded=True)
+    done = schedule.record_attempt(schedule.record_change(state, 100), 150, 151, succeeded=True)
     assert done.first_change is None
 
 
@@ -221,11 +229,42 @@ def test_failures_back_off_up_to_the_interval() -> None:
     state = schedule.State(last_attempt=0)
     delays = []
     for _ in range(8):
-        state = schedule.record_attempt(state, 0, succeeded=False)
+        state = schedule.record_attempt(state, 0, 0, succeeded=False)
         delays.append(schedule.next_due(state, CADENCE))
     assert delays[:4] == [5, 10, 20, 40]
     assert max(delays) == 300
-    assert schedule.record_attempt(state, 0, succeeded=True).failures == 0
+    assert schedule.record_attempt(state, 0, 0, succeeded=True).failures == 0
+
+
+def test_backoff_counts_from_the_end_of_a_failed_attempt() -> None:
+    # An attempt that hung for 20 s until its timeout is still followed by a pause.
+    state = schedule.record_attempt(schedule.State(last_attempt=0), 100, 120, succeeded=False)
+    assert schedule.next_due(state, CADENCE) == 125
+    # A success keeps the interval from its start.
+    state = schedule.record_attempt(state, 125, 145, succeeded=True)
+    assert schedule.next_due(state, CADENCE) == 425
+
+
+@pytest.mark.parametrize(
+    ("last_done", "now", "wait"),
+    [
+        (None, 1000.0, 0.0),  # never on this volume (or a new one): due now
+        (1000.0 - 3600, 1000.0, 86400.0 - 3600),  # done an hour ago: the rest of the day
+        (1000.0 - 2 * 86400, 1000.0, 0.0),  # overdue (the pod was down for days)
+        (1000.0 + 3600, 1000.0, 86400.0),  # stamp from the future (clock set back): one day
+    ],
+)
+def test_maintenance_wait_from_the_remembered_time(
+    last_done: float | None, now: float, wait: float
+) -> None:
+    assert schedule.maintenance_wait(last_done, now, 86400.0) == wait
+
+
+def test_failed_maintenance_retries_gently() -> None:
+    base = schedule.MAINTENANCE_RETRY_BASE_SECONDS
+    delays = [schedule.backoff(n, 86400.0, base) for n in range(1, 12)]
+    assert delays[:3] == [base, 2 * base, 4 * base]
+    assert max(delays) == 86400.0
 
 
 def test_secrets_pack_round_trip() -> None:
@@ -283,3 +322,140 @@ def test_status_keeps_transition_time_and_publishes_only_changes() -> None:
         "bytesAdded": 10,
         "durationSeconds": 1.235,
     }
+
+
+UNREADABLE_STDERR = (
+    '{"message_type":"error","error":{"message":"/h/sub/secret: open sub/secret: permission '
+    'denied"},"during":"archival","item":"/h/sub/secret"}\n'
+    '{"message_type":"error","error":{"message":"/h/x: permission denied"},"during":"scan",'
+    '"item":"/h/x"}\n'
+    '{"message_type":"exit_error","code":3,"message":"Warning: at least one source file could '
+    'not be read"}\n'
+)
+
+
+def test_unreadable_files_come_from_restics_json_errors() -> None:
+    summary = parse_backup(BACKUP_SUMMARY, 1.0, UNREADABLE_STDERR)
+    assert summary.snapshot_id == "e21af1ce0e158ecb"  # the snapshot still counts
+    assert summary.unreadable == ("/h/sub/secret", "/h/x")
+    assert parse_backup(BACKUP_SUMMARY, 1.0, "").unreadable == ()
+
+
+def test_unreadable_message_names_paths_in_the_home() -> None:
+    from pathlib import PurePosixPath
+
+    home = PurePosixPath("/h")
+    message = unreadable_message(["/h/sub/secret", "/h/x"], home)  # type: ignore[arg-type]
+    assert message == "2 unreadable: sub/secret, x"
+    many = unreadable_message([f"/h/f{i}" for i in range(8)], home)  # type: ignore[arg-type]
+    assert many == "8 unreadable: f0, f1, f2, f3, f4 and 3 more"
+
+
+def _snapshot(ident: str, tags: list[str] | None = None, **summary: object) -> Snapshot:
+    return Snapshot(
+        id=ident * 8,
+        short_id=ident,
+        time="2026-01-01T10:00:00.5Z",
+        hostname="h",
+        paths=["/home"],
+        summary=dict(summary),
+        tags=tags or [],
+    )
+
+
+def test_restore_from_applies_once() -> None:
+    older, newer = _snapshot("a0a0a0a0"), _snapshot("b1b1b1b1")
+    # Not yet worked on from the restored point: restoreFrom still applies.
+    assert restore_choice("a0a0a0a0", [newer, older]) == "a0a0a0a0"
+    # A snapshot taken while restoreFrom was set: the user went on; the newest wins.
+    worked = _snapshot("c2c2c2c2", tags=[restored_from_tag("a0a0a0a0")])
+    assert restore_choice("a0a0a0a0", [worked, newer, older]) is None
+    # Another restoreFrom is a new request.
+    assert restore_choice("b1b1b1b1", [worked, newer, older]) == "b1b1b1b1"
+    assert restore_choice(None, [worked]) is None
+
+
+def test_snapshots_carry_their_tags_and_backups_add_them() -> None:
+    raw = [{"id": "a" * 64, "time": "2026-01-01T10:00:00Z", "tags": ["x=1"], "paths": []}]
+    assert parse_snapshots(json.dumps(raw))[0].tags == ["x=1"]
+    from pathlib import PurePosixPath
+
+    args = backup_args(
+        host="h",
+        excludes_file=PurePosixPath("/tmp/x"),  # type: ignore[arg-type]
+        parent=None,
+        retry_lock="2m",
+        tags=["rspark-restored-from=abc"],
+    )
+    assert args[args.index("--tag") + 1] == "rspark-restored-from=abc"
+    assert args[-1] == "."
+
+
+def test_last_snapshot_from_restics_record() -> None:
+    found = _snapshot(
+        "d3d3d3d3",
+        backup_start="2026-01-01T10:00:00.250000001Z",
+        backup_end="2026-01-01T10:00:02.000000001Z",
+        data_added=2000,
+        data_added_packed=871,
+    )
+    assert last_snapshot_of(found) == {
+        "time": "2026-01-01T10:00:02Z",
+        "id": "d3d3d3d3" * 8,
+        "bytesAdded": 871,
+        "durationSeconds": 1.75,
+    }
+    # Snapshots of restic < 0.17 carry no summary: time and id (what the CRD requires).
+    assert last_snapshot_of(_snapshot("e4e4e4e4")) == {
+        "time": "2026-01-01T10:00:00Z",
+        "id": "e4e4e4e4" * 8,
+    }
+
+
+def test_restarted_agents_first_status_write_keeps_last_snapshot() -> None:
+    """Server-side apply drops fields a manager stops sending: the first write must carry it."""
+    published: list[dict[str, object]] = []
+
+    class Sink:
+        def publish(self, status: dict[str, object]) -> None:
+            published.append(status)
+
+    status = Status([Sink()])
+    status.remember_snapshot(last_snapshot_of(_snapshot("d3d3d3d3")))
+    assert published == []  # remembered, not sent on its own (it would drop the conditions)
+    status.condition("HomeRestored", "True", reasons.HOME_PRESENT, "home already on its volume")
+    assert len(published) == 1
+    first = published[0]
+    assert first["lastSnapshot"] == {"time": "2026-01-01T10:00:00Z", "id": "d3d3d3d3" * 8}
+    body = apply_body("ns", "ws", status.snapshot())
+    assert set(body["status"]) == {"lastSnapshot", "conditions"}
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({"RESTIC_REPOSITORY": "s3:x", "RESTIC_PASSWORD": "p"}, []),
+        ({"RESTIC_REPOSITORY": "s3:x", "RESTIC_PASSWORD_FILE": "/run/pw"}, []),
+        ({"RESTIC_REPOSITORY_FILE": "/run/repo", "RESTIC_PASSWORD_COMMAND": "cat pw"}, []),
+        (
+            {"RESTIC_REPOSITORY": "s3:x"},
+            ["RESTIC_PASSWORD or RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND"],
+        ),
+        (
+            {"RESTIC_PASSWORD": "p", "RESTIC_REPOSITORY": ""},
+            ["RESTIC_REPOSITORY or RESTIC_REPOSITORY_FILE"],
+        ),
+    ],
+)
+def test_required_environment_accepts_restics_alternatives(
+    env: dict[str, str], missing: list[str]
+) -> None:
+    assert missing_environment(env) == missing
+
+
+def test_no_snapshot_message_names_the_hosts_and_the_flag() -> None:
+    message = no_snapshot_message("restored", ["alice", "bob"])
+    assert "'restored'" in message
+    assert "alice, bob" in message
+    assert "--host" in message
+    assert "has none" in no_snapshot_message("restored", [])
