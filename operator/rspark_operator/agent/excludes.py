@@ -21,10 +21,11 @@ BUILTIN_EXCLUDES: tuple[str, ...] = (
     "/.cache",
     # Created by mkfs on a fresh volume: says nothing about the user's home.
     "/lost+found",
-    # RStudio: the serialized R environment of a suspended session (can be GBs,
-    # rewritten on every suspend), per-session scratch, and logs.
-    "/.local/share/rstudio/sessions/active/*/suspended-session-data",
-    "/.local/share/rstudio/sessions/active/*/tmp",
+    # RStudio: its R sessions (a session folder restored without the process or the
+    # serialized R environment behind it cannot resume: RStudio would report an
+    # abnormally terminated session; the environment can be GBs, rewritten on
+    # every suspend) and logs. Open documents, history and settings are kept.
+    "/.local/share/rstudio/sessions",
     "/.local/share/rstudio/log",
     # Desktop trash and Spark's --packages download cache (ivy), both re-creatable.
     "/.local/share/Trash",

@@ -109,7 +109,9 @@ def test_anchored_patterns_become_absolute_for_restic(
         ("project/.cache", False),  # anchored at the home only
         (".local/share/rstudio/sessions/active/session-1/suspended-session-data", True),
         (".local/share/rstudio/sessions/active/session-1/suspended-session-data/x", True),
-        (".local/share/rstudio/sessions/active/session-1/properties", False),
+        (".local/share/rstudio/sessions/active/session-1/properties", True),
+        (".local/share/rstudio/sources/session-1/ABCD1234", False),
+        (".local/share/rstudio/history_database", False),
         ("notes/.draft.R.swp", True),  # unanchored: any depth
         ("lost+found", True),
         ("projects/analysis.R", False),
