@@ -262,11 +262,13 @@ class Agent:
         self.home.mkdir(parents=True, exist_ok=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(target.id + "\n")
+        # Secret paths first: restic sets every directory's metadata last, so the home
+        # keeps the snapshot's mtimes and the next snapshot finds nothing changed.
+        self._restore_secrets()
         try:
             summary = self.restic.restore(target.id, self.home)
         except ResticError as exc:
             raise self.fail(exc.reason, str(exc), restoring=True) from exc
-        self._restore_secrets()
         marker.unlink()
         took = time.monotonic() - started
         self.metrics.restore_duration.observe(took)
@@ -347,8 +349,8 @@ class Agent:
         except ResticError as exc:
             self.metrics.snapshots.labels("failed").inc()
             raise self.fail(exc.reason, str(exc)) from exc
-        secrets_error = self._save_secrets()
         message = self._record(summary)
+        secrets_error = self._save_secrets()
         if secrets_error is not None:
             raise secrets_error
         self._report_health(summary, message)
@@ -410,7 +412,8 @@ class Agent:
                 human_bytes(summary.bytes_added),
                 summary.duration_seconds,
             )
-            self.status.snapshot_taken(
+            # Published with SnapshotHealthy by _report_health: one status write.
+            self.status.remember_snapshot(
                 last_snapshot(
                     finished=now,
                     snapshot_id=summary.snapshot_id,

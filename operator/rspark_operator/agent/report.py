@@ -128,13 +128,10 @@ class Status:
         self.publish()
 
     def remember_snapshot(self, entry: dict[str, Any]) -> None:
-        """Set lastSnapshot for the next publish (at start-up: sent with the first condition)."""
+        """Set lastSnapshot for the next publish: it goes out with the condition that follows
+        (SnapshotHealthy after a snapshot; the first condition at start-up)."""
         with self._lock:
             self._last_snapshot = entry
-
-    def snapshot_taken(self, entry: dict[str, Any]) -> None:
-        self.remember_snapshot(entry)
-        self.publish()
 
     def get(self, type_: str) -> dict[str, Any] | None:
         with self._lock:

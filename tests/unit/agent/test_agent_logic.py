@@ -314,7 +314,11 @@ def test_status_keeps_transition_time_and_publishes_only_changes() -> None:
     entry = last_snapshot(
         finished=now[0], snapshot_id="abc", bytes_added=10, duration_seconds=1.23456
     )
-    status.snapshot_taken(entry)
+    status.remember_snapshot(entry)
+    assert len(published) == 2, "the snapshot goes out with the condition that follows it"
+    status.condition("SnapshotHealthy", "True", reasons.SNAPSHOT_SUCCEEDED, "snapshot abc taken")
+    assert len(published) == 3
+    assert published[-1]["lastSnapshot"]["id"] == "abc"
     body = apply_body("ns", "ws", status.snapshot())
     assert body["kind"] == "RStudioWorkspace"
     assert set(body["status"]) == {"lastSnapshot", "conditions"}
