@@ -318,7 +318,8 @@ def test_status_keeps_transition_time_and_publishes_only_changes() -> None:
     assert len(published) == 2, "the snapshot goes out with the condition that follows it"
     status.condition("SnapshotHealthy", "True", reasons.SNAPSHOT_SUCCEEDED, "snapshot abc taken")
     assert len(published) == 3
-    assert published[-1]["lastSnapshot"]["id"] == "abc"
+    sent = published[-1]["lastSnapshot"]
+    assert isinstance(sent, dict) and sent["id"] == "abc"
     body = apply_body("ns", "ws", status.snapshot())
     assert body["kind"] == "RStudioWorkspace"
     assert set(body["status"]) == {"lastSnapshot", "conditions"}
