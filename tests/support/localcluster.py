@@ -56,6 +56,7 @@ KWOK_STAGES = (
 )
 # Nodes with this label have a (simulated) kubelet: kwok manages them.
 KUBELET_LABEL = "rspark.dev/simulated-kubelet"
+SERVICE_RANGE = "10.96.0.0/16"
 # The simulated kubelet does not finish deleting a pod with this annotation.
 SHUTTING_DOWN_ANNOTATION = "rspark.dev/test-shutting-down"
 
@@ -160,13 +161,19 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
         # kwok acts as the kubelet of labelled nodes only, so that removing the label
         # stops a node's kubelet dead (see tests.support.kube.fail_node).
         "componentsPatches": [
+            # kube-apiserver's default Service range is a /24: 254 Services, fewer than
+            # the scale benchmark's workspaces (one ClusterIP Service each).
+            {
+                "name": "kube-apiserver",
+                "extraArgs": [{"key": "service-cluster-ip-range", "value": SERVICE_RANGE}],
+            },
             {
                 "name": "kwok-controller",
                 "extraArgs": [
                     {"key": "manage-all-nodes", "value": "false"},
                     {"key": "manage-nodes-with-label-selector", "value": KUBELET_LABEL},
                 ],
-            }
+            },
         ],
         "components": [
             {
