@@ -62,13 +62,18 @@ class KubeError(Exception):
         return self.status in REJECTED and not self.namespace_terminating
 
 
-def load_api_client() -> client.ApiClient:
-    """In-cluster credentials, else the current kubeconfig (honours KUBECONFIG)."""
+def load_api_client(connections: int) -> client.ApiClient:
+    """In-cluster credentials, else the current kubeconfig (honours KUBECONFIG).
+
+    `connections`: as many as threads call at once; the client's default (5 per CPU)
+    would discard the extras and pay a new TLS handshake for each."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    api = client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    api = client.ApiClient(configuration)
     api.user_agent = f"{FIELD_MANAGER}/{__version__}"
     return api
 

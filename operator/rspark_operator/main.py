@@ -24,6 +24,8 @@ from rspark_operator.settings import OperatorSettings, SettingsError, load_setti
 from rspark_operator.status import VOLUME_PROBLEMS, restore_report_unseen
 
 PEERING_NAME = "rspark-operator"
+# Handler threads; each may hold one API connection.
+WORKERS = 16
 MANAGED_BY = {MANAGED_BY_LABEL: FIELD_MANAGER}
 
 log = logging.getLogger("rspark-operator")
@@ -65,7 +67,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.lifetime = memo.settings.peering_lifetime_seconds
     # Our events go through Kube.event (one attempt each); kopf posts none of its own.
     settings.posting.enabled = False
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = WORKERS
 
 
 def _run(memo: kopf.Memo, namespace: str | None, name: str, *, children: bool) -> Outcome | None:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     kopf.timer(
         GROUP, VERSION, PLURAL, interval=settings.resync_seconds, idle=settings.resync_seconds / 2
     )(resync)
-    kube = Kube(load_api_client())
+    kube = Kube(load_api_client(connections=WORKERS))
     namespaces = settings.watch_namespaces
     ensure_namespaced_peerings(kube, namespaces)
     kopf.run(

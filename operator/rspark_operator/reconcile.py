@@ -103,15 +103,21 @@ def reconcile(
     events: list[Event] = []
     desired_pod = build_pod(ws, settings)
     pod = _get_pod(kube, namespace, name)
-    claim = kube.get("v1", "PersistentVolumeClaim", namespace, names.home_claim_name(name))
+    rejected_before = _ready_reason(previous) == CHILD_REJECTED
+    apply_children = children or rejected_before
+    # A ready pod's claim is bound: a pod event then needs nothing from it.
+    claim = (
+        kube.get("v1", "PersistentVolumeClaim", namespace, names.home_claim_name(name))
+        if apply_children or pod is None or not _healthy(pod)
+        else None
+    )
     manifests = [settle_home_claim(m, claim) if _is_claim(m) else m
                  for m in build_children(ws, settings)]  # fmt: skip
     refusals: dict[str, str] = {}
     # A new workspace is made whole or not at all; an existing one keeps the refused
     # children as they are and takes the rest of the change.
     new = claim is None and pod is None
-    rejected_before = _ready_reason(previous) == CHILD_REJECTED
-    if children or rejected_before:
+    if apply_children:
         if rejected_before or previous.get("observedGeneration") != ws.generation:
             refusals = _dry_run(kube, ws, manifests, desired_pod, pod)
         if not (new and refusals):

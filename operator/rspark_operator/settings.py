@@ -108,9 +108,11 @@ class OperatorSettings(BaseSettings):
         "Node or taints it node.kubernetes.io/out-of-service.",
     )
     resync_seconds: float = Field(
-        default=60,
+        default=600,
         gt=0,
-        description="How often each workspace is reconciled even without events (drift).",
+        description="How often each workspace is reconciled even without events (drift, "
+        "lost children, refused changes tried again). Each resync re-applies every child "
+        "of every workspace: shorter means more load on the API server.",
     )
     peering_lifetime_seconds: int = Field(
         default=60,

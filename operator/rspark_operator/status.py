@@ -131,11 +131,15 @@ class Transition(NamedTuple):
 
 def ready_transition(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Transition | None:
     """The Ready condition's new verdict, when its reason (or a problem's message) changed:
-    what a Kubernetes event should tell. Progress within one reason is not an event."""
-    before = find((old or {}).get("conditions") or [], READY) or {}
+    what a Kubernetes event should tell. Progress within one reason is not an event, nor
+    is the first verdict of a new workspace unless it is a problem (the action that
+    created the pod is already an event)."""
+    before = find((old or {}).get("conditions") or [], READY)
     after = find(new.get("conditions") or [], READY) or {}
     reason, message = str(after.get("reason", "")), str(after.get("message", ""))
     problem = reason in PROBLEMS
+    if before is None:
+        return Transition(reason, message, problem) if problem else None
     if before.get("reason") == reason and (not problem or before.get("message") == message):
         return None
     return Transition(reason, message, problem)

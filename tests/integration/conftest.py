@@ -93,6 +93,8 @@ def operator_kubeconfig(crds: None, tmp_path_factory: pytest.TempPathFactory) ->
 # Settings of the tests' operators: quick to hand over and to leave a failed node
 # (the kubelet of a kwok node stops in seconds; production defaults are minutes).
 OPERATOR_SETTINGS = {
+    # Refused changes are tried again at each resync (test_workspace_refused).
+    "resync_seconds": "60",
     "peering_lifetime_seconds": "10",
     "node_failure_toleration_seconds": "5",
     "termination_grace_seconds": "10",

@@ -405,7 +405,18 @@ def ready(reason: str, message: str = "", status_: str = "False") -> dict[str, A
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        (None, ready("PodMissing", "creating"), Transition("PodMissing", "creating", False)),
+        # A new workspace's first verdict: only a problem is news.
+        (None, ready("PodMissing", "creating"), None),
+        (
+            None,
+            ready("InvalidSpec", "spec.image: bad"),
+            Transition("InvalidSpec", "spec.image: bad", True),
+        ),
+        (
+            ready("PodMissing"),
+            ready("PodNotReady", "starting"),
+            Transition("PodNotReady", "starting", False),
+        ),
         (ready("PodMissing"), ready("PodMissing", "other words"), None),
         (
             ready("PodNotReady"),
