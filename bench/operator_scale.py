@@ -96,17 +96,24 @@ def create_workspaces(api_client: client.ApiClient, namespace: str, n: int) -> l
 
 
 def all_running(api_client: client.ApiClient, namespace: str, n: int) -> bool:
-    core = client.CoreV1Api(api_client)
-    selector = "app.kubernetes.io/managed-by=rspark-operator"
-    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-    running = sum(1 for p in pods if p.status.phase == "Running")
-    if running < n:
+    """Read as plain JSON: the client's model classes would make this poll, once a
+    second over thousands of objects, a CPU load that competes with what it measures."""
+    kube = Kube(api_client)
+
+    def items(path: str, selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", selector)] if selector else []
+        found: list[dict[str, Any]] = kube.request("GET", path, query=query)["items"]
+        return found
+
+    managed = "app.kubernetes.io/managed-by=rspark-operator"
+    pods = items(f"/api/v1/namespaces/{namespace}/pods", managed)
+    if sum(1 for p in pods if p.get("status", {}).get("phase") == "Running") < n:
         return False
-    claims = core.list_namespaced_persistent_volume_claim(namespace).items
-    services = core.list_namespaced_service(namespace, label_selector=selector).items
-    ingresses = client.NetworkingV1Api(api_client).list_namespaced_ingress(namespace).items
+    claims = items(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")
+    services = items(f"/api/v1/namespaces/{namespace}/services", managed)
+    ingresses = items(f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses")
     return (
-        sum(1 for c in claims if c.status.phase == "Bound") >= n
+        sum(1 for c in claims if c.get("status", {}).get("phase") == "Bound") >= n
         and len(services) >= 2 * n
         and len(ingresses) >= n
     )
@@ -125,6 +132,7 @@ def operator_run(api_client: client.ApiClient, n: int) -> Run:
     create_namespace(api_client, namespace)
     log = localcluster.LOCAL / "logs" / f"bench-operator-{n}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)  # this run's log only
     process = OperatorProcess(log, operator_environment(localcluster.s3_credentials()))
     process.start()
     try:

@@ -21,7 +21,7 @@ from rspark_operator.kube import Kube, KubeError, load_api_client
 from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL, workspace_of
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
-from rspark_operator.status import VOLUME_PROBLEMS, restore_report_unseen
+from rspark_operator.status import STATUS_WARNINGS, VOLUME_PROBLEMS, restore_report_unseen
 
 PEERING_NAME = "rspark-operator"
 # Handler threads; each may hold one API connection.
@@ -70,7 +70,42 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = WORKERS
 
 
-def _run(memo: kopf.Memo, namespace: str | None, name: str, *, children: bool) -> Outcome | None:
+WarningIndex = kopf.Index[str, dict[str, Any]]
+# The index of Warning events the status reads: kopf passes it to every handler as a
+# keyword argument named after its function (`status_warnings` below).
+WARNINGS = "status_warnings"
+
+
+def _status_warning(body: kopf.Body, **_: Any) -> bool:
+    involved = body.get("involvedObject") or {}
+    return (
+        body.get("type") == "Warning"
+        and body.get("reason") in STATUS_WARNINGS
+        and workspace_of(str(involved.get("kind")), str(involved.get("name"))) is not None
+    )
+
+
+@kopf.index("v1", "events", when=_status_warning)
+def status_warnings(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Warnings about pods and claims, by the object's uid, kept from the watch: listing
+    a namespace's events in each reconcile makes the API server scan all of them, which
+    at a thousand workspaces cost more than everything else the operator does."""
+    involved = body.get("involvedObject") or {}
+    kept = ("type", "reason", "message", "lastTimestamp", "eventTime")
+    event = {key: body.get(key) for key in kept}
+    event["involvedObject"] = {"uid": involved.get("uid")}
+    event["metadata"] = {"creationTimestamp": body.get("metadata", {}).get("creationTimestamp")}
+    return {str(involved.get("uid")): event}
+
+
+def _run(
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    warnings: WarningIndex,
+    *,
+    children: bool,
+) -> Outcome | None:
     """Reconcile the workspace as it is now (read under its lock: kopf's copy may be stale)."""
     kube: Kube = memo.kube
     if namespace is None:  # kopf's typing: workspaces are always namespaced
@@ -80,7 +115,9 @@ def _run(memo: kopf.Memo, namespace: str | None, name: str, *, children: bool) -
             current = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
             if current is None or current["metadata"].get("deletionTimestamp"):
                 return None
-            outcome = reconcile(kube, memo.settings, current, children=children)
+            outcome = reconcile(
+                kube, memo.settings, current, lambda uid: warnings.get(uid, ()), children=children
+            )
         for event in outcome.events:
             kube.event(current, event.reason, event.message, warning=event.warning)
     except KubeError as error:
@@ -100,10 +137,12 @@ def _run(memo: kopf.Memo, namespace: str | None, name: str, *, children: bool) -
     return outcome
 
 
-def _run_from_event(memo: kopf.Memo, namespace: str | None, name: str) -> None:
+def _run_from_event(
+    memo: kopf.Memo, namespace: str | None, name: str, warnings: WarningIndex
+) -> None:
     """Event handlers are not retried by kopf; the resync timer catches up."""
     try:
-        _run(memo, namespace, name, children=False)
+        _run(memo, namespace, name, warnings, children=False)
     except kopf.TemporaryError as error:
         log.warning("%s/%s: %s", namespace, name, error)
 
@@ -111,17 +150,17 @@ def _run_from_event(memo: kopf.Memo, namespace: str | None, name: str) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def workspace_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    _run(memo, namespace, name, children=True)
+def workspace_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    _run(memo, namespace, name, kwargs[WARNINGS], children=True)
 
 
-def resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def resync(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Catch drift and lost children that no event told us about.
 
     kopf puts a finalizer on objects with timers so that a timer is stopped
     before its object goes; children themselves go by garbage collection.
     """
-    _run(memo, namespace, name, children=True)
+    _run(memo, namespace, name, kwargs[WARNINGS], children=True)
 
 
 def _restore_report_unseen(body: kopf.Body, **_: Any) -> bool:
@@ -129,18 +168,18 @@ def _restore_report_unseen(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_restore_report_unseen)
-def agent_reported(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def agent_reported(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """The snapshot agent started or finished a restore: show it in the phase."""
-    _run_from_event(memo, namespace, name)
+    _run_from_event(memo, namespace, name, kwargs[WARNINGS])
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_BY)
-def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A workspace pod changed or went away: update status, replace it if needed."""
     metadata = body.get("metadata", {})
     workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
     if workspace and metadata.get("namespace"):
-        _run_from_event(memo, metadata["namespace"], workspace)
+        _run_from_event(memo, metadata["namespace"], workspace, kwargs[WARNINGS])
 
 
 def _volume_warning(body: kopf.Body, **_: Any) -> bool:
@@ -148,13 +187,13 @@ def _volume_warning(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event("v1", "events", when=_volume_warning)
-def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def volume_warning(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A mount, attach or provisioning failure changes neither the pod nor the claim:
     only this event tells, so Ready says it at once rather than at the next resync."""
     involved = body.get("involvedObject") or {}
     workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
     if workspace and involved.get("namespace"):
-        _run_from_event(memo, involved["namespace"], workspace)
+        _run_from_event(memo, involved["namespace"], workspace, kwargs[WARNINGS])
 
 
 def ensure_namespaced_peerings(kube: Kube, namespaces: list[str]) -> None:

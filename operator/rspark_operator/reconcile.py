@@ -13,7 +13,7 @@ part of it, nothing of it is applied and Ready=False says which child and why.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -55,6 +55,8 @@ from rspark_operator.validation import InvalidSpecError, parse_workspace
 DEFAULT_SERVICE_ACCOUNT = "default"
 
 Send = Callable[[dict[str, Any]], object]
+# The Warning events (of `status.STATUS_WARNINGS`) about an object, by its uid.
+WarningsOf = Callable[[str], Iterable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def reconcile(
     kube: Kube,
     settings: OperatorSettings,
     body: dict[str, Any],
+    warnings_of: WarningsOf,
     *,
     children: bool = True,
     now: datetime | None = None,
@@ -143,7 +146,7 @@ def reconcile(
     observed = Observed(
         pod=pod,
         claim=claim,
-        events=[event for obj in unhealthy for event in _events_of(kube, obj)],
+        events=[event for obj in unhealthy for event in warnings_of(obj["metadata"]["uid"])],
         pod_spec_current=spec_current(pod, desired_pod),
         rejected="; ".join(refusals.values()) or None,
     )
@@ -284,16 +287,8 @@ def _node_if_lost(
     return kube.get("v1", "Node", "", pod["spec"]["nodeName"])
 
 
-def _events_of(kube: Kube, obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Events about this incarnation of the object (scheduling, mounts, provisioning)."""
-    metadata = obj["metadata"]
-    selector = f"involvedObject.kind={obj['kind']},involvedObject.name={metadata['name']}"
-    events = kube.list("v1", "Event", metadata["namespace"], field_selector=selector)
-    return [e for e in events if (e.get("involvedObject") or {}).get("uid") == metadata["uid"]]
-
-
 def _healthy(obj: dict[str, Any]) -> bool:
-    """A ready pod or a bound claim: no need to read its events."""
+    """A ready pod or a bound claim: its past warnings explain nothing now."""
     status = obj.get("status") or {}
     if obj["kind"] == "PersistentVolumeClaim":
         return bool(status.get("phase") == "Bound")

@@ -45,6 +45,8 @@ CONTAINER_PROBLEMS = frozenset(
     }
 )
 VOLUME_PROBLEMS = frozenset({FAILED_MOUNT, FAILED_ATTACH_VOLUME, PROVISIONING_FAILED})
+# The Warning event reasons the status reads (see `_assess_pod`).
+STATUS_WARNINGS = frozenset({FAILED_SCHEDULING, *VOLUME_PROBLEMS})
 # Ready reasons that need someone's attention: their transitions are Warning events.
 PROBLEMS = frozenset(
     {
