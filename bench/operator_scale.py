@@ -28,7 +28,7 @@ from kubernetes import client, config
 
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.builders import build_children, build_passwords_secret, build_pod
-from rspark_operator.kube import Kube
+from rspark_operator.kube import Kube, url
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
 from tests.support import localcluster
@@ -100,18 +100,19 @@ def all_running(api_client: client.ApiClient, namespace: str, n: int) -> bool:
     second over thousands of objects, a CPU load that competes with what it measures."""
     kube = Kube(api_client)
 
-    def items(path: str, selector: str = "") -> list[dict[str, Any]]:
+    def items(api_version: str, kind: str, selector: str = "") -> list[dict[str, Any]]:
         query = [("labelSelector", selector)] if selector else []
+        path = url(api_version, kind, namespace)
         found: list[dict[str, Any]] = kube.request("GET", path, query=query)["items"]
         return found
 
     managed = "app.kubernetes.io/managed-by=rspark-operator"
-    pods = items(f"/api/v1/namespaces/{namespace}/pods", managed)
+    pods = items("v1", "Pod", managed)
     if sum(1 for p in pods if p.get("status", {}).get("phase") == "Running") < n:
         return False
-    claims = items(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")
-    services = items(f"/api/v1/namespaces/{namespace}/services", managed)
-    ingresses = items(f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses")
+    claims = items("v1", "PersistentVolumeClaim")
+    services = items("v1", "Service", managed)
+    ingresses = items("networking.k8s.io/v1", "Ingress")
     return (
         sum(1 for c in claims if c.get("status", {}).get("phase") == "Bound") >= n
         and len(services) >= 2 * n

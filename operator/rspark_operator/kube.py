@@ -144,15 +144,6 @@ class Kube:
             raise
         return found
 
-    def list(
-        self, api_version: str, kind: str, namespace: str, field_selector: str = ""
-    ) -> list[dict[str, Any]]:
-        query = [("fieldSelector", field_selector)] if field_selector else []
-        items: list[dict[str, Any]] = self.request(
-            "GET", url(api_version, kind, namespace), query=query
-        )["items"]
-        return items
-
     def apply(
         self, manifest: dict[str, Any], subresource: str = "", *, dry_run: bool = False
     ) -> dict[str, Any]:

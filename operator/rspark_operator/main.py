@@ -183,7 +183,7 @@ def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
 
 
 def _volume_warning(body: kopf.Body, **_: Any) -> bool:
-    return body.get("type") == "Warning" and body.get("reason") in VOLUME_PROBLEMS
+    return _status_warning(body) and body.get("reason") in VOLUME_PROBLEMS
 
 
 @kopf.on.event("v1", "events", when=_volume_warning)

@@ -180,7 +180,9 @@ def _assess_pod(
     if not (pod.get("spec") or {}).get("nodeName"):
         scheduled = _pod_condition(pod, "PodScheduled")
         if scheduled.get("status") == "False" or FAILED_SCHEDULING in events:
-            message = events.get(FAILED_SCHEDULING) or scheduled.get("message", "")
+            # The scheduler rewrites its condition at each attempt; its events are
+            # aggregated and rate-limited, so they can lag behind it.
+            message = scheduled.get("message") or events.get(FAILED_SCHEDULING, "")
             return Verdict("Pending", FAILED_SCHEDULING, message)
     for status in _container_statuses(pod_status):
         waiting = (status.get("state") or {}).get("waiting") or {}

@@ -158,10 +158,24 @@ UNSCHEDULABLE = {
             "2 Insufficient memory",
         ),
         (
-            "scheduling event wins over the stale condition",
+            "the scheduler's condition wins over its lagging event",
             False,
             Observed(
                 pod=pod("Pending", node=None, conditions=[UNSCHEDULABLE]),
+                events=[
+                    event("FailedScheduling", "pod has unbound immediate PersistentVolumeClaims")
+                ],
+            ),
+            [],
+            "Pending",
+            "FailedScheduling",
+            "2 Insufficient memory",
+        ),
+        (
+            "the scheduling event when the condition has no message yet",
+            False,
+            Observed(
+                pod=pod("Pending", node=None, conditions=[{**UNSCHEDULABLE, "message": ""}]),
                 events=[
                     event(
                         "FailedScheduling", "0/3 nodes: 3 node(s) had volume node affinity conflict"
