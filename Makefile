@@ -16,16 +16,16 @@ tools:
 	@bash hack/tools.sh
 
 cluster-up: venv tools
-	@$(PY) -m tests.support.localcluster up
+	@$(PY) -m devtools.localcluster up
 
 cluster-down: venv
-	@$(PY) -m tests.support.localcluster down
+	@$(PY) -m devtools.localcluster down
 
 cluster-status: venv
-	@$(PY) -m tests.support.localcluster status
+	@$(PY) -m devtools.localcluster status
 
 dev: venv tools
-	@$(PY) -m tests.support.deploy
+	@$(PY) -m devtools.deploy
 
 test: venv tools
 	@$(PY) -m pytest tests

@@ -26,18 +26,18 @@ from typing import Any
 
 from kubernetes import client, config
 
-from rspark_operator.api import GROUP, PLURAL, VERSION
-from rspark_operator.builders import build_children, build_passwords_secret, build_pod
-from rspark_operator.kube import Kube, url
-from rspark_operator.settings import OperatorSettings
-from rspark_operator.validation import parse_workspace
-from tests.support import localcluster
-from tests.support.deploy import (
+from devtools import localcluster
+from devtools.deploy import (
     OperatorProcess,
     credentials_secret,
     install_crds,
     operator_environment,
 )
+from rspark_operator.api import GROUP, PLURAL, VERSION
+from rspark_operator.builders import build_children, build_passwords_secret, build_pod
+from rspark_operator.kube import Kube, url
+from rspark_operator.settings import OperatorSettings
+from rspark_operator.validation import parse_workspace
 from tests.support.workspaces import sample
 
 CONCURRENCY = 16

@@ -34,10 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
+from devtools.s3 import S3Server  # noqa: E402
 from rspark_operator.agent.core import Agent  # noqa: E402
 from rspark_operator.agent.restic import Restic, backup_args  # noqa: E402
 from rspark_operator.agent.settings import load  # noqa: E402
-from tests.support.s3 import S3Server  # noqa: E402
 
 HOST = "bench"
 PASSWORD = "bench-password"

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests.support import localcluster
-from tests.support.deploy import OperatorProcess, credentials_secret, install_crds
-from tests.support.install import (
+from devtools import localcluster
+from devtools.deploy import OperatorProcess, credentials_secret, install_crds
+from devtools.install import (
     deploy,
     refusals,
     service_account_kubeconfig,
     service_account_operator,
     session_operator_stopped,
 )
+from devtools.s3 import S3Credentials
 from tests.support.kube import describe_namespace
-from tests.support.s3 import S3Credentials
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 
 from kubernetes import client
 
+from devtools.localcluster import NODE_NAMES
+from devtools.s3 import S3Credentials
 from tests.support.kube import fail_node, node_is_ready, recover_node, wait_until
-from tests.support.localcluster import NODE_NAMES
-from tests.support.s3 import S3Credentials
 
 LABELS = {"app": "probe"}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import localcluster
-from tests.support.deploy import OperatorProcess
+from devtools import localcluster
+from devtools.deploy import OperatorProcess
 
 # kwokctl supervises: etcd, apiserver, controller-manager, scheduler, kwok, S3, provisioner.
 CLUSTER_PROCESSES = 7

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.localcluster import ROOT
 from tests.integration.images.conftest import FakeBin, run
-from tests.support.localcluster import ROOT
 
 SCRIPT = str(ROOT / "hack" / "e2e-kind.sh")
 KIND_CONFIG = ROOT / "hack" / "e2e-kind" / "kind.yaml"

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from devtools.install import BASE, OVERLAYS, SYSTEM_NAMESPACE, build, deploy
+from devtools.localcluster import ROOT, kubectl
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
-from tests.support.install import BASE, OVERLAYS, SYSTEM_NAMESPACE, build, deploy
 from tests.support.kube import wait_until
-from tests.support.localcluster import ROOT, kubectl
 
 SAMPLES = ROOT / "manifests" / "samples"
 BASE_KINDS = {

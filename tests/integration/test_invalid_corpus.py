@@ -12,8 +12,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+from devtools.localcluster import kubectl
 from tests.support.kube import wait_until
-from tests.support.localcluster import kubectl
 from tests.support.workspaces import Workspaces
 
 CORPUS = Path(__file__).parents[1] / "corpus" / "invalid"

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.support import localcluster
-from tests.support.deploy import OperatorProcess
-from tests.support.install import (
+from devtools import localcluster
+from devtools.deploy import OperatorProcess
+from devtools.install import (
     deploy,
     refusals,
     service_account_kubeconfig,
     service_account_operator,
     session_operator_stopped,
 )
+from devtools.s3 import S3Credentials
 from tests.support.kube import wait_until
-from tests.support.s3 import S3Credentials
 from tests.support.workspaces import Workspaces, sample
 
 # kopf starts a replica paused (mandatory peering) and logs these as it changes state.

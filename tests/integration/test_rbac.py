@@ -14,11 +14,11 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.support.install import (
+from devtools.install import (
     SYSTEM_NAMESPACE,
     can_i,
 )
-from tests.support.localcluster import kubectl
+from devtools.localcluster import kubectl
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devtools.deploy import OperatorProcess
+from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
 from rspark_operator import names
-from tests.support.deploy import OperatorProcess
 from tests.support.kube import fail_node, recover_node, wait_until
-from tests.support.localcluster import SHUTTING_DOWN_ANNOTATION
 from tests.support.workspaces import Workspaces, sample
 
 CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim",

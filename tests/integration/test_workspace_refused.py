@@ -7,9 +7,9 @@ from typing import Any
 
 from kubernetes import client
 
+from devtools.provisioner import PROVISIONER_NAME
 from tests.integration.test_workspace import CHILD_KINDS, children
 from tests.support.kube import wait_until
-from tests.support.provisioner import PROVISIONER_NAME
 from tests.support.workspaces import Workspaces, sample
 
 # The session operator retries a refused change on its resync (60 s, once idle 30 s).

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client
 
-from tests.support.localcluster import KUBELET_LABEL
+from devtools.localcluster import KUBELET_LABEL
 
 T = TypeVar("T")
 

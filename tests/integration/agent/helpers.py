@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
+from devtools.s3 import S3Server
 from rspark_operator.agent.core import MAINTENANCE_STAMP
 from rspark_operator.conditions import timestamp
-from tests.support.s3 import S3Server
 
 ROOT = Path(__file__).resolve().parents[3]
 LOCAL_BIN = ROOT / ".local" / "bin"

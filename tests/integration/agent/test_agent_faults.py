@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.s3 import S3Server
 from rspark_operator.agent import reasons, schedule
 from rspark_operator.agent.core import Agent
 from rspark_operator.agent.restic import Restic
@@ -38,7 +39,6 @@ from tests.integration.agent.helpers import (
     without_permission_override,
     write_tree,
 )
-from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devtools.install import service_account_kubeconfig
 from rspark_operator.agent import reasons
 from rspark_operator.conditions import HOME_RESTORED, find
 from tests.integration.agent.helpers import (
@@ -25,7 +26,6 @@ from tests.integration.agent.helpers import (
     restic_binary,
     write_tree,
 )
-from tests.support.install import service_account_kubeconfig
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
 

@@ -1,6 +1,6 @@
 """Install the operator's CRDs on the local cluster and run the operator as in production.
 
-`python -m tests.support.deploy` is `make dev`: cluster up, CRDs installed, a
+`python -m devtools.deploy` is `make dev`: cluster up, CRDs installed, a
 namespace with S3 credentials and the sample workspace, operator in the foreground.
 """
 
@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO, ClassVar
 
-from tests.support import localcluster
-from tests.support.localcluster import ROOT, kubectl
-from tests.support.s3 import S3Credentials, free_port_pair
+from devtools import localcluster
+from devtools.localcluster import ROOT, kubectl
+from devtools.s3 import S3Credentials, free_port_pair
 
 CRDS = ROOT / "crds"
 SAMPLES = ROOT / "manifests" / "samples"

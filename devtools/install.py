@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from tests.support import localcluster
-from tests.support.deploy import OperatorProcess, operator_environment
-from tests.support.localcluster import ROOT, kubectl
-from tests.support.s3 import S3Credentials
+from devtools import localcluster
+from devtools.deploy import OperatorProcess, operator_environment
+from devtools.localcluster import ROOT, kubectl
+from devtools.s3 import S3Credentials
 
 BASE = ROOT / "manifests" / "base"
 OVERLAYS = ROOT / "manifests" / "overlays"

@@ -1,4 +1,4 @@
-"""The local development and test cluster: `python -m tests.support.localcluster up|down|status`.
+"""The local development and test cluster: `python -m devtools.localcluster up|down|status`.
 
 kwokctl (`--runtime binary`) runs and supervises every process: etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler, the kwok controller
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.s3 import (
+from devtools.s3 import (
     S3Credentials,
     S3Ports,
     wait_for_s3,
@@ -32,7 +32,7 @@ from tests.support.s3 import (
     write_identities,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 BIN = LOCAL / "bin"
 KUBECONFIG = LOCAL / "kubeconfig"
@@ -212,7 +212,7 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
 def write_provisioner_wrapper() -> None:
     """kwokctl names a component's pid file after its binary, so give it its own."""
     PROVISIONER_BINARY.write_text(
-        f'#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m tests.support.provisioner "$@"\n'
+        f'#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m devtools.provisioner "$@"\n'
     )
     PROVISIONER_BINARY.chmod(0o755)
 
