@@ -2,20 +2,29 @@
 
 Manifests stay plain dicts end to end (no model (de)serialisation): the
 builders produce them, this module sends them as JSON, and reads come back as
-dicts too.
+dicts too. Every call has a timeout; a call the server did not answer, or
+answered 429 or 5xx, is tried again after a bounded, jittered exponential
+backoff; every failure becomes a `cluster.KubeError` with an explicit
+`cluster.Failure`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import random
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from rspark_operator import __version__
 from rspark_operator.api import GROUP, PLURAL, VERSION
+from rspark_operator.cluster import Failure, KubeError, Manifest, backoff, classify
 from rspark_operator.names import FIELD_MANAGER
 
 APPLY = "application/apply-patch+yaml"  # JSON is YAML: the API server takes either.
@@ -40,39 +49,35 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "RStudioWorkspace"): (f"/apis/{GROUP}/{VERSION}", PLURAL),
     ("kopf.dev/v1", "KopfPeering"): ("/apis/kopf.dev/v1", "kopfpeerings"),
+    ("kopf.dev/v1", "ClusterKopfPeering"): ("/apis/kopf.dev/v1", "clusterkopfpeerings"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): (
+        "/apis/authorization.k8s.io/v1",
+        "selfsubjectaccessreviews",
+    ),
 }
-# Answers that mean "this object, as sent, is refused" (validation, admission,
-# quota, immutable fields), not "try again".
-REJECTED = frozenset({400, 403, 422})
+# The verbs a method needs, in the order the API server checks them (an apply that
+# creates the object needs create once patch is allowed).
+VERBS = {"GET": ("get",), "POST": ("create",), "PATCH": ("patch", "create"), "DELETE": ("delete",)}
+# Retries of a call the server did not answer (or answered 429/5xx).
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 8.0
 
-
-class KubeError(Exception):
-    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def namespace_terminating(self) -> bool:
-        return self.status == 403 and "being terminated" in str(self)
-
-    @property
-    def rejected(self) -> bool:
-        return self.status in REJECTED and not self.namespace_terminating
+log = logging.getLogger("rspark-operator")
 
 
 def load_api_client(connections: int) -> client.ApiClient:
     """In-cluster credentials, else the current kubeconfig (honours KUBECONFIG).
 
     `connections`: as many as threads call at once; the client's default (5 per CPU)
-    would discard the extras and pay a new TLS handshake for each."""
+    would discard the extras and pay a new TLS handshake for each. urllib3 does not
+    retry by itself: `Kube` does, with backoff."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = connections
+    configuration.retries = False
     api = client.ApiClient(configuration)
     api.user_agent = f"{FIELD_MANAGER}/{__version__}"
     return api
@@ -89,11 +94,50 @@ def url(api_version: str, kind: str, namespace: str, name: str = "", subresource
     return path
 
 
-class Kube:
-    """Raw JSON calls through the kubernetes client's authenticated HTTP pool."""
+@dataclass(frozen=True)
+class Target:
+    """What a call acts on, to name it when the operator may not."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    api_version: str
+    kind: str
+    namespace: str
+    subresource: str = ""
+
+    def attributes(self, verb: str) -> dict[str, str]:
+        group = self.api_version.rpartition("/")[0]
+        plural = RESOURCES[(self.api_version, self.kind)][1]
+        attributes = {"verb": verb, "group": group, "resource": plural}
+        if self.namespace:
+            attributes["namespace"] = self.namespace
+        if self.subresource:
+            attributes["subresource"] = self.subresource
+        return attributes
+
+    def describe(self, verb: str) -> str:
+        plural = RESOURCES[(self.api_version, self.kind)][1]
+        resource = f"{plural}/{self.subresource}" if self.subresource else plural
+        where = f"in namespace {self.namespace}" if self.namespace else "cluster-wide"
+        return f"{verb} {resource} {where}"
+
+
+class Kube:
+    """Raw JSON calls through the kubernetes client's authenticated HTTP pool.
+
+    `timeout`: seconds per request; `attempts`: tries of a call the server did not
+    answer (or answered 429/5xx), with a jittered exponential backoff between them."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 4,
+        rng: random.Random | None = None,
+    ) -> None:
         self.api = api
+        self.timeout = timeout
+        self.attempts = attempts
+        self._rng = rng or random.Random()
 
     def request(
         self,
@@ -103,7 +147,10 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
+        target: Target | None = None,
     ) -> Any:
+        """One call, tried again while the server does not answer; `target` names what
+        a 403 refuses (see `_forbidden`)."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         serialized = self.api.param_serialize(
             method=method,
@@ -113,7 +160,12 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        data = self._call(serialized)
+        try:
+            data = self._call_with_retries(serialized)
+        except KubeError as error:
+            if error.failure is Failure.FORBIDDEN and target is not None:
+                raise self._forbidden(error, method, target) from None
+            raise
         return json.loads(data) if data else None
 
     def raw_get(self, path: str) -> str:
@@ -122,24 +174,69 @@ class Kube:
         serialized = self.api.param_serialize(
             method="GET", resource_path=path, header_params=headers, auth_settings=["BearerToken"]
         )
-        return self._call(serialized).decode()
+        return self._call_with_retries(serialized).decode()
+
+    def _call_with_retries(self, serialized: Any) -> bytes:
+        pauses = backoff(self.attempts, BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, self._rng)
+        while True:
+            try:
+                return self._call(serialized)
+            except KubeError as error:
+                pause = next(pauses, None) if error.failure is Failure.UNAVAILABLE else None
+                if pause is None:
+                    raise
+                log.debug("%s %s: %s; again in %.1f s", serialized[0], serialized[1], error, pause)
+                time.sleep(pause)
 
     def _call(self, serialized: Any) -> bytes:
         try:
-            response = self.api.call_api(*serialized)
+            response = self.api.call_api(*serialized, _request_timeout=self.timeout)
             response.read()
         except ApiException as error:
-            raise KubeError(error.status or 0, _reason(error)) from None
+            status = error.status or 0
+            raise KubeError(classify(status, _status(error.body)), status, _reason(error)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            # Not reached, reset, or no answer within the timeout.
+            raise KubeError(
+                Failure.UNAVAILABLE, 0, f"no answer from the API server: {error}"
+            ) from None
         if response.status >= 400:
-            raise KubeError(response.status, _reason_text(response.data))
+            status_body = _status(response.data)
+            message = _reason_text(response.data)
+            raise KubeError(classify(response.status, status_body), response.status, message)
         return bytes(response.data or b"")
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def _forbidden(self, error: KubeError, method: str, target: Target) -> KubeError:
+        """A 403 is RBAC when an access review says the operator may not do it; otherwise
+        an admission plugin (quota, Pod Security...) refused the object itself."""
+        for verb in VERBS[method]:
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": target.attributes(verb)},
+            }
+            answer = self.request(
+                "POST", url("authorization.k8s.io/v1", "SelfSubjectAccessReview", ""), body=review
+            )
+            if not (answer.get("status") or {}).get("allowed"):
+                denied = target.describe(verb)
+                return KubeError(
+                    Failure.FORBIDDEN,
+                    error.status,
+                    f"the operator lacks permission to {denied}",
+                    denied=denied,
+                )
+        return KubeError(Failure.REJECTED, error.status, str(error))
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         """The object, or None when it does not exist."""
+        target = Target(api_version, kind, namespace)
         try:
-            found: dict[str, Any] = self.request("GET", url(api_version, kind, namespace, name))
+            found: dict[str, Any] = self.request(
+                "GET", url(api_version, kind, namespace, name), target=target
+            )
         except KubeError as error:
-            if error.status == 404:
+            if error.failure is Failure.NOT_FOUND:
                 return None
             raise
         return found
@@ -165,6 +262,9 @@ class Kube:
             body=manifest,
             query=[*query, ("dryRun", "All")] if dry_run else query,
             content_type=APPLY,
+            target=Target(
+                manifest["apiVersion"], manifest["kind"], metadata["namespace"], subresource
+            ),
         )
         return applied
 
@@ -172,10 +272,13 @@ class Kube:
         """Create the object unless it exists; True when this call created it."""
         metadata = manifest["metadata"]
         path = url(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
+        target = Target(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
         try:
-            self.request("POST", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)])
+            self.request(
+                "POST", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)], target=target
+            )
         except KubeError as error:
-            if error.status == 409:
+            if error.failure is Failure.CONFLICT:
                 return False
             raise
         return True
@@ -189,7 +292,10 @@ class Kube:
         metadata["generateName"] = f"{manifest['metadata']['name']}-"
         path = url(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
         query = [("fieldManager", FIELD_MANAGER), ("dryRun", "All")]
-        self.request("POST", path, body={**manifest, "metadata": metadata}, query=query)
+        target = Target(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
+        self.request(
+            "POST", path, body={**manifest, "metadata": metadata}, query=query, target=target
+        )
 
     def event(self, obj: dict[str, Any], reason: str, message: str, *, warning: bool) -> None:
         """Record an event on `obj`, one attempt; a namespace being deleted is fine."""
@@ -221,7 +327,8 @@ class Kube:
         try:
             self.request("POST", url("v1", "Event", metadata["namespace"]), body=event)
         except KubeError as error:
-            if error.status not in (403, 404):
+            # Events are best effort: no right to post them, or the namespace goes.
+            if error.failure not in (Failure.FORBIDDEN, Failure.NAMESPACE_TERMINATING):
                 raise
 
     def delete(
@@ -241,11 +348,24 @@ class Kube:
             body["preconditions"] = {"uid": uid}
         if force:
             body["gracePeriodSeconds"] = 0
+        target = Target(api_version, kind, namespace)
         try:
-            self.request("DELETE", url(api_version, kind, namespace, name), body=body)
+            self.request(
+                "DELETE", url(api_version, kind, namespace, name), body=body, target=target
+            )
         except KubeError as error:
-            if error.status not in (404, 409):
+            # Gone, or another incarnation (the uid precondition failed).
+            if error.failure not in (Failure.NOT_FOUND, Failure.CONFLICT):
                 raise
+
+
+def _status(data: bytes | str | None) -> dict[str, Any] | None:
+    """The API server's Status object in an error answer, if it sent one."""
+    try:
+        parsed = json.loads(data or b"null")
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _reason(error: ApiException) -> str:

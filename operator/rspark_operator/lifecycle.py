@@ -1,46 +1,66 @@
-"""What to do with the workspace pod: a pure decision from what exists.
+"""The plan of a reconcile: what to dry-run, what to apply, what to do with the pod.
 
-There is one pod name per workspace, so there is never a second pod: a new pod
-is created only once the old one is gone. A pod on a lost node stays
-Terminating forever (no kubelet confirms it stopped); past its deadline the
-operator force-deletes it so the workspace can start elsewhere.
+Pure decisions from what was observed; `reconcile.py` observes and carries them
+out. Every rule about dry runs and refusals is here:
+
+- a change of the spec (or a spec refused before) is first a dry run of every child
+  and of the pod;
+- a new workspace is created whole or not at all: if the API server would refuse any
+  part of it, nothing is applied;
+- an existing workspace takes the accepted part of a change and keeps the refused
+  children as they are;
+- no pod that the API server refuses is created, and a running pod is not replaced
+  by one: it keeps running as it was.
+
+There is one pod name per workspace, so there is never a second pod: a new pod is
+created only once the old one is gone. A pod on a lost node stays Terminating
+forever (no kubelet confirms it stopped); past its deadline the operator
+force-deletes it so the workspace can start elsewhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from rspark_operator import names
 from rspark_operator.conditions import find, parse_timestamp
-from rspark_operator.status import POD_FAILED, POD_REPLACING
+from rspark_operator.status import Reason
 
-# Reasons of the events that mark what was done to the pod (and POD_FAILED,
-# POD_REPLACING, shared with the Ready condition).
+# Reasons of the events that tell what was done to the pod (PodFailed and PodReplacing
+# are also Ready reasons).
 POD_CREATED = "PodCreated"
 POD_STOPPING = "PodStopping"
 NODE_LOST = "NodeLost"
 
 
-class PodAction(StrEnum):
-    KEEP = "keep"
-    CREATE = "create"
-    DELETE = "delete"
-    FORCE_DELETE = "force-delete"
+class PodAction(Enum):
+    NONE = "none"  # the pod is as it should be (or none, suspended)
+    CREATE = "create"  # no pod: create the desired one
+    REPLACE = "replace"  # its spec is not the desired one: delete it, create the next once gone
+    DELETE = "delete"  # suspended, or it ended: delete it
+    WAIT = "wait"  # it is terminating: the next one starts once it is gone
+    FORCE_DELETE = "force-delete"  # terminating on a lost node past its deadline
+
+
+# Actions that put a new pod in place of what exists.
+NEW_POD = frozenset({PodAction.CREATE, PodAction.REPLACE})
 
 
 @dataclass(frozen=True)
-class PodDecision:
+class PodPlan:
     action: PodAction
+    # The Kubernetes event that tells what was done (none for NONE and WAIT).
     reason: str = ""
     message: str = ""
     warning: bool = False
 
 
-KEEP = PodDecision(PodAction.KEEP)
+NOTHING = PodPlan(PodAction.NONE)
+WAIT = PodPlan(PodAction.WAIT)
 
 
 def decide_pod(
@@ -51,36 +71,72 @@ def decide_pod(
     node: Mapping[str, Any] | None,
     now: datetime,
     force_delete_after: float,
-) -> PodDecision:
+) -> PodPlan:
     """`node` is the pod's node when `waiting_on_lost_node` holds (None: the node is gone)."""
     if pod is None:
         if suspended:
-            return KEEP
-        return PodDecision(PodAction.CREATE, POD_CREATED, f"created pod {desired_name(desired)}")
+            return NOTHING
+        return PodPlan(PodAction.CREATE, POD_CREATED, f"created pod {desired_name(desired)}")
     if terminating(pod):
         if waiting_on_lost_node(pod, now, force_delete_after) and not node_ready(node):
             node_name = (pod.get("spec") or {}).get("nodeName")
-            return PodDecision(
+            return PodPlan(
                 PodAction.FORCE_DELETE,
                 NODE_LOST,
                 f"node {node_name} is not ready and the pod outlived its grace period: "
                 "force-deleting it so the workspace starts elsewhere",
                 warning=True,
             )
-        return KEEP
+        return WAIT
     if suspended:
-        return PodDecision(
+        return PodPlan(
             PodAction.DELETE, POD_STOPPING, "suspended: stopping the pod, keeping the home"
         )
     if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
-        return PodDecision(
-            PodAction.DELETE, POD_FAILED, "the pod ended; replacing it", warning=True
+        return PodPlan(
+            PodAction.DELETE, Reason.POD_FAILED, "the pod ended; replacing it", warning=True
         )
     if not spec_current(pod, desired):
-        return PodDecision(
-            PodAction.DELETE, POD_REPLACING, "the pod spec changed; replacing the pod"
+        return PodPlan(
+            PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
         )
-    return KEEP
+    return NOTHING
+
+
+def needs_dry_run(*, spec_changed: bool, refused_before: bool) -> bool:
+    """A change not seen yet, or one the API server refused last time, is tried dry first."""
+    return spec_changed or refused_before
+
+
+def dry_run_pod(
+    *, suspended: bool, pod: Mapping[str, Any] | None, desired: Mapping[str, Any]
+) -> bool:
+    """Whether the desired pod is part of the dry run: only when one would be created."""
+    return not suspended and not (pod is not None and spec_current(pod, desired))
+
+
+def children_to_apply(
+    manifests: Sequence[dict[str, Any]], refused: Collection[str], *, new: bool
+) -> list[dict[str, Any]]:
+    """The children to apply, given the keys (`key`) the dry run refused."""
+    if new and refused:
+        return []  # whole or not at all
+    return [manifest for manifest in manifests if key(manifest) not in refused]
+
+
+def plan_pod(
+    decision: PodPlan, desired: Mapping[str, Any], refused: Collection[str], *, new: bool
+) -> PodPlan:
+    """No pod the API server refuses, nor one without its children: the current pod
+    (if any) stays as it is."""
+    if decision.action in NEW_POD and (key(desired) in refused or (new and refused)):
+        return NOTHING
+    return decision
+
+
+def key(manifest: Mapping[str, Any]) -> str:
+    """Kind/name: how refusals name a child."""
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
 
 
 def desired_name(desired: Mapping[str, Any]) -> str:

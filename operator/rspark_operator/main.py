@@ -17,7 +17,8 @@ from typing import Any
 import kopf
 
 from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
-from rspark_operator.kube import Kube, KubeError, load_api_client
+from rspark_operator.cluster import Failure, KubeError
+from rspark_operator.kube import Kube, load_api_client
 from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL, workspace_of
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
@@ -121,7 +122,7 @@ def _run(
         for event in outcome.events:
             kube.event(current, event.reason, event.message, warning=event.warning)
     except KubeError as error:
-        if error.namespace_terminating:
+        if error.failure is Failure.NAMESPACE_TERMINATING:
             log.info("%s/%s: namespace is being deleted", namespace, name)
             return None
         # Level-based: the next event or the resync converges; kopf retries handlers.

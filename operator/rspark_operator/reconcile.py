@@ -1,13 +1,15 @@
-"""The one level-based, idempotent reconcile of a workspace.
+"""The one level-based, idempotent reconcile of a workspace: observe, plan, apply.
 
-Read what exists, build what should exist, apply it with server-side apply,
-compute the status from what exists, and write the status only when it changed.
-Every entry point (create, update, resume, the resync timer, pod and volume
-events) comes here.
+- observe: read the pod (and the claim, the node of a pod stuck on a lost node)
+  and, when the spec changed or was refused before, dry-run every child and the
+  pod on the server: what the API server would refuse is part of what exists;
+- plan: the pure rules of `lifecycle.py` decide which children to apply and what
+  happens to the pod (`PodAction`);
+- apply: server-side apply of the children, the pod action, then the status
+  computed from what exists (`status.py`), written only when it changed.
 
-A change of the spec is first applied as a server-side dry run, pod included:
-if the API server (validation, admission, quota, immutable fields) refuses any
-part of it, nothing of it is applied and Ready=False says which child and why.
+Every entry point (a change of the workspace, the resync queue, pod and volume
+events) comes here, one at a time per workspace.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from rspark_operator import names
@@ -28,21 +29,25 @@ from rspark_operator.builders import (
     settle_home_claim,
     workspace_url,
 )
-from rspark_operator.conditions import READY, find
-from rspark_operator.kube import Kube, KubeError
+from rspark_operator.cluster import Api, Failure, KubeError, Manifest
 from rspark_operator.lifecycle import (
-    KEEP,
     PodAction,
-    PodDecision,
+    PodPlan,
+    children_to_apply,
     decide_pod,
+    dry_run_pod,
+    key,
+    needs_dry_run,
+    plan_pod,
     spec_current,
     waiting_on_lost_node,
 )
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import (
-    CHILD_REJECTED,
-    POD_REPLACING,
+    REFUSED,
     Observed,
+    Reason,
+    Refusal,
     compute_status,
     ready_transition,
     status_changed,
@@ -54,9 +59,10 @@ from rspark_operator.validation import InvalidSpecError, parse_workspace
 # run of a first pod uses the namespace's default account instead.
 DEFAULT_SERVICE_ACCOUNT = "default"
 
-Send = Callable[[dict[str, Any]], object]
 # The Warning events (of `status.STATUS_WARNINGS`) about an object, by its uid.
 WarningsOf = Callable[[str], Iterable[Mapping[str, Any]]]
+# Refusals by child key (`lifecycle.key`).
+Refusals = dict[str, Refusal]
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,37 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What exists for a valid workspace, and what should."""
+
+    ws: Workspace
+    previous: Mapping[str, Any]
+    pod: Manifest | None
+    claim: Manifest | None
+    # The pod's node, read only when the pod is stuck terminating past its deadline.
+    node: Manifest | None
+    # Children to apply this time (pod events skip them, see `reconcile`).
+    apply_children: bool
+    children: list[Manifest]
+    desired_pod: Manifest
+    # What a dry run of the change refused (empty when there was no dry run).
+    refusals: Refusals
+
+    @property
+    def new(self) -> bool:
+        """Nothing of the workspace exists yet: it is made whole or not at all."""
+        return self.claim is None and self.pod is None
+
+
+@dataclass(frozen=True)
+class Plan:
+    children: list[Manifest]
+    pod: PodPlan
+
+
 def reconcile(
-    kube: Kube,
+    api: Api,
     settings: OperatorSettings,
     body: dict[str, Any],
     warnings_of: WarningsOf,
@@ -85,175 +120,220 @@ def reconcile(
     """Converge one workspace. `children=False` skips re-applying the children that
     pod events cannot have changed (used for pod events, which are many)."""
     now = now or datetime.now(UTC)
-    metadata = body["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    previous = body.get("status") or {}
     try:
         ws = parse_workspace(body, settings)
     except InvalidSpecError as error:
-        # Nothing is created for a spec that cannot be built; what exists stays.
-        observed = Observed(pod=_get_pod(kube, namespace, name), invalid_spec=str(error))
-        status = compute_status(
-            generation=metadata.get("generation", 1),
-            suspended=bool((body.get("spec") or {}).get("suspended")),
-            url=None,
-            previous=previous,
-            observed=observed,
-            now=now,
-        )
-        return _finish(kube, body, status, [])
+        return _invalid(api, body, str(error), now)
+    seen = observe(api, settings, ws, body, children=children, now=now)
+    plan = make_plan(seen, now, settings)
+    return _apply(api, settings, seen, plan, body, warnings_of, now)
 
-    events: list[Event] = []
-    desired_pod = build_pod(ws, settings)
-    pod = _get_pod(kube, namespace, name)
-    rejected_before = _ready_reason(previous) == CHILD_REJECTED
-    apply_children = children or rejected_before
+
+def observe(
+    api: Api,
+    settings: OperatorSettings,
+    ws: Workspace,
+    body: Mapping[str, Any],
+    *,
+    children: bool,
+    now: datetime,
+) -> Observation:
+    previous = body.get("status") or {}
+    refused_before = Reason.of(previous) in REFUSED
+    pod = _get_pod(api, ws.namespace, ws.name)
+    apply_children = children or refused_before
     # A ready pod's claim is bound: a pod event then needs nothing from it.
     claim = (
-        kube.get("v1", "PersistentVolumeClaim", namespace, names.home_claim_name(name))
+        api.get("v1", "PersistentVolumeClaim", ws.namespace, names.home_claim_name(ws.name))
         if apply_children or pod is None or not _healthy(pod)
         else None
     )
-    manifests = [settle_home_claim(m, claim) if _is_claim(m) else m
+    manifests = [settle_home_claim(m, claim) if m["kind"] == "PersistentVolumeClaim" else m
                  for m in build_children(ws, settings)]  # fmt: skip
-    refusals: dict[str, str] = {}
-    # A new workspace is made whole or not at all; an existing one keeps the refused
-    # children as they are and takes the rest of the change.
-    new = claim is None and pod is None
-    if apply_children:
-        if rejected_before or previous.get("observedGeneration") != ws.generation:
-            refusals = _dry_run(kube, ws, manifests, desired_pod, pod)
-        if not (new and refusals):
-            accepted = [m for m in manifests if _key(m) not in refusals]
-            refusals |= _apply_children(kube, ws, accepted)
-
-    decision = decide_pod(
-        suspended=ws.spec.suspended,
+    desired_pod = build_pod(ws, settings)
+    spec_changed = previous.get("observedGeneration") != ws.generation
+    refusals: Refusals = {}
+    if apply_children and needs_dry_run(spec_changed=spec_changed, refused_before=refused_before):
+        refusals = _dry_run(api, ws, manifests, desired_pod, pod)
+    node = None
+    if pod is not None and waiting_on_lost_node(pod, now, settings.node_lost_force_delete_seconds):
+        node = api.get("v1", "Node", "", pod["spec"]["nodeName"])
+    return Observation(
+        ws=ws,
+        previous=previous,
         pod=pod,
-        desired=desired_pod,
-        node=_node_if_lost(kube, pod, now, settings),
+        claim=claim,
+        node=node,
+        apply_children=apply_children,
+        children=manifests,
+        desired_pod=desired_pod,
+        refusals=refusals,
+    )
+
+
+def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> Plan:
+    """The pure part: which children to apply and what to do with the pod."""
+    children = (
+        children_to_apply(seen.children, seen.refusals.keys(), new=seen.new)
+        if seen.apply_children
+        else []
+    )
+    decision = decide_pod(
+        suspended=seen.ws.spec.suspended,
+        pod=seen.pod,
+        desired=seen.desired_pod,
+        node=seen.node,
         now=now,
         force_delete_after=settings.node_lost_force_delete_seconds,
     )
-    if _key(desired_pod) in refusals or (new and refusals):
-        # No pod the API server refuses, nor one without its children.
-        decision = _without_new_pod(decision)
-    pod = _carry_out(kube, decision, pod, desired_pod)
-    if decision.action != PodAction.KEEP:
-        events.append(Event(decision.reason, decision.message, decision.warning))
+    return Plan(children, plan_pod(decision, seen.desired_pod, seen.refusals.keys(), new=seen.new))
 
-    unhealthy = [obj for obj in (pod, claim) if obj is not None and not _healthy(obj)]
+
+def _apply(
+    api: Api,
+    settings: OperatorSettings,
+    seen: Observation,
+    plan: Plan,
+    body: dict[str, Any],
+    warnings_of: WarningsOf,
+    now: datetime,
+) -> Outcome:
+    ws = seen.ws
+    refusals = dict(seen.refusals)
+    if plan.children:
+        refusals |= _apply_children(api, ws, plan.children)
+    # A real apply can refuse what the dry run passed (a quota used up meanwhile).
+    pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
+    pod, done = _carry_out(api, pod_plan, seen.pod, seen.desired_pod, refusals)
+    events = [Event(pod_plan.reason, pod_plan.message, pod_plan.warning)] if done else []
+
+    unhealthy = [obj for obj in (pod, seen.claim) if obj is not None and not _healthy(obj)]
     observed = Observed(
         pod=pod,
-        claim=claim,
+        claim=seen.claim,
         events=[event for obj in unhealthy for event in warnings_of(obj["metadata"]["uid"])],
-        pod_spec_current=spec_current(pod, desired_pod),
-        rejected="; ".join(refusals.values()) or None,
+        pod_spec_current=spec_current(pod, seen.desired_pod),
+        refusals=tuple(refusals.values()),
     )
     status = compute_status(
         generation=ws.generation,
         suspended=ws.spec.suspended,
         url=workspace_url(ws, settings),
-        previous=previous,
+        previous=seen.previous,
         observed=observed,
         now=now,
     )
-    return _finish(kube, body, status, events)
+    return _finish(api, body, status, events)
+
+
+def _invalid(api: Api, body: dict[str, Any], why: str, now: datetime) -> Outcome:
+    """Nothing is created for a spec that cannot be built; what exists stays."""
+    metadata = body["metadata"]
+    status = compute_status(
+        generation=metadata.get("generation", 1),
+        suspended=bool((body.get("spec") or {}).get("suspended")),
+        url=None,
+        previous=body.get("status") or {},
+        observed=Observed(
+            pod=_get_pod(api, metadata["namespace"], metadata["name"]), invalid_spec=why
+        ),
+        now=now,
+    )
+    return _finish(api, body, status, [])
 
 
 def _dry_run(
-    kube: Kube,
+    api: Api,
     ws: Workspace,
-    manifests: list[dict[str, Any]],
-    desired_pod: dict[str, Any],
-    pod: dict[str, Any] | None,
-) -> dict[str, str]:
+    manifests: list[Manifest],
+    desired_pod: Manifest,
+    pod: Manifest | None,
+) -> Refusals:
     """What the API server would refuse of the desired state, and why."""
-    steps: list[tuple[Send, dict[str, Any]]] = [
-        (partial(_dry_apply, kube), manifest) for manifest in manifests
-    ]
-    if not ws.spec.suspended and not (pod is not None and spec_current(pod, desired_pod)):
+    refusals: Refusals = {}
+    for manifest in manifests:
+        try:
+            api.apply(manifest, dry_run=True)
+        except KubeError as error:
+            # A dry run creates nothing: a new child that refers to another new one (a
+            # RoleBinding to its Role) cannot be checked before the first real apply.
+            if error.failure is not Failure.NOT_FOUND:
+                _refused(refusals, manifest, error)
+    if dry_run_pod(suspended=ws.spec.suspended, pod=pod, desired=desired_pod):
         trial = desired_pod
-        if not kube.get("v1", "ServiceAccount", ws.namespace, names.service_account_name(ws.name)):
+        if not api.get("v1", "ServiceAccount", ws.namespace, names.service_account_name(ws.name)):
             spec = {**desired_pod["spec"], "serviceAccountName": DEFAULT_SERVICE_ACCOUNT}
             trial = {**desired_pod, "spec": spec}
-        steps.append((kube.dry_run_create, trial))
-    return _send(steps)
+        try:
+            api.dry_run_create(trial)
+        except KubeError as error:
+            _refused(refusals, desired_pod, error)
+    return refusals
 
 
-def _dry_apply(kube: Kube, manifest: dict[str, Any]) -> None:
-    try:
-        kube.apply(manifest, dry_run=True)
-    except KubeError as error:
-        # A dry run creates nothing: a new child that refers to another new one (a
-        # RoleBinding to its Role) cannot be checked before the first real apply.
-        if error.status != 404:
-            raise
-
-
-def _apply_children(kube: Kube, ws: Workspace, manifests: list[dict[str, Any]]) -> dict[str, str]:
+def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refusals:
     """Create the passwords Secret if it is missing and apply the other children."""
     passwords = build_passwords_secret(
         ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
     )
-    return _send([(kube.create, passwords), *((kube.apply, m) for m in manifests)])
-
-
-def _send(steps: Iterable[tuple[Send, dict[str, Any]]]) -> dict[str, str]:
-    """Send each manifest; what the API server refuses, by kind/name, and why."""
-    refusals = {}
-    for send, manifest in steps:
+    refusals: Refusals = {}
+    try:
+        api.create(passwords)
+    except KubeError as error:
+        _refused(refusals, passwords, error)
+    for manifest in manifests:
         try:
-            send(manifest)
+            api.apply(manifest)
         except KubeError as error:
-            if not error.rejected:
-                raise
-            kind, name = manifest["kind"], manifest["metadata"]["name"]
-            refusals[_key(manifest)] = f"the API server refused {kind} {name}: {error}"
+            _refused(refusals, manifest, error)
     return refusals
 
 
-def _key(manifest: dict[str, Any]) -> str:
-    return f"{manifest['kind']}/{manifest['metadata']['name']}"
-
-
-def _without_new_pod(decision: PodDecision) -> PodDecision:
-    """Keep the current pod rather than create or replace one that cannot start."""
-    if decision.action == PodAction.CREATE or decision.reason == POD_REPLACING:
-        return KEEP
-    return decision
+def _refused(refusals: Refusals, manifest: Manifest, error: KubeError) -> None:
+    """Record a refusal of `manifest`; any other failure propagates."""
+    if not error.refused:
+        raise error
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    forbidden = error.failure is Failure.FORBIDDEN
+    message = str(error) if forbidden else f"the API server refused {kind} {name}: {error}"
+    refusals[key(manifest)] = Refusal(key(manifest), message, forbidden=forbidden)
 
 
 def _carry_out(
-    kube: Kube, decision: PodDecision, pod: dict[str, Any] | None, desired: dict[str, Any]
-) -> dict[str, Any] | None:
-    """Do what was decided; the pod as it is afterwards."""
-    if decision.action == PodAction.CREATE:
-        return kube.apply(desired)
-    if pod is None or decision.action == PodAction.KEEP:
-        return pod
+    api: Api,
+    plan: PodPlan,
+    pod: Manifest | None,
+    desired: Manifest,
+    refusals: Refusals,
+) -> tuple[Manifest | None, bool]:
+    """Do what was planned: the pod as it is afterwards, and whether anything was done."""
+    if plan.action is PodAction.CREATE:
+        try:
+            return api.apply(desired), True
+        except KubeError as error:
+            _refused(refusals, desired, error)
+            return None, False
+    if pod is None or plan.action in (PodAction.NONE, PodAction.WAIT):
+        return pod, False
     metadata = pod["metadata"]
-    kube.delete(
-        "v1",
-        "Pod",
-        metadata["namespace"],
-        metadata["name"],
-        metadata["uid"],
-        force=decision.action == PodAction.FORCE_DELETE,
-    )
-    return kube.get("v1", "Pod", metadata["namespace"], metadata["name"])
+    namespace, name = metadata["namespace"], metadata["name"]
+    force = plan.action is PodAction.FORCE_DELETE
+    try:
+        api.delete("v1", "Pod", namespace, name, metadata["uid"], force=force)
+    except KubeError as error:
+        _refused(refusals, pod, error)
+        return pod, False
+    return api.get("v1", "Pod", namespace, name), True
 
 
-def _finish(
-    kube: Kube, body: dict[str, Any], status: dict[str, Any], events: list[Event]
-) -> Outcome:
+def _finish(api: Api, body: dict[str, Any], status: dict[str, Any], events: list[Event]) -> Outcome:
     previous = body.get("status")
     transition = ready_transition(previous, status)
     if transition is not None:
         events.append(Event(*transition))
     if status_changed(previous, status):
         metadata = body["metadata"]
-        kube.apply(
+        api.apply(
             {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": KIND,
@@ -265,29 +345,11 @@ def _finish(
     return Outcome(status=status, events=events)
 
 
-def _ready_reason(status: dict[str, Any]) -> str | None:
-    ready = find(status.get("conditions") or [], READY)
-    return None if ready is None else ready.get("reason")
+def _get_pod(api: Api, namespace: str, workspace: str) -> Manifest | None:
+    return api.get("v1", "Pod", namespace, names.pod_name(workspace))
 
 
-def _is_claim(manifest: dict[str, Any]) -> bool:
-    return bool(manifest["kind"] == "PersistentVolumeClaim")
-
-
-def _get_pod(kube: Kube, namespace: str, workspace: str) -> dict[str, Any] | None:
-    return kube.get("v1", "Pod", namespace, names.pod_name(workspace))
-
-
-def _node_if_lost(
-    kube: Kube, pod: dict[str, Any] | None, now: datetime, settings: OperatorSettings
-) -> dict[str, Any] | None:
-    """The node of a pod stuck terminating past its deadline (read only then)."""
-    if pod is None or not waiting_on_lost_node(pod, now, settings.node_lost_force_delete_seconds):
-        return None
-    return kube.get("v1", "Node", "", pod["spec"]["nodeName"])
-
-
-def _healthy(obj: dict[str, Any]) -> bool:
+def _healthy(obj: Mapping[str, Any]) -> bool:
     """A ready pod or a bound claim: its past warnings explain nothing now."""
     status = obj.get("status") or {}
     if obj["kind"] == "PersistentVolumeClaim":

@@ -12,27 +12,48 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from rspark_operator.api import Phase
 from rspark_operator.conditions import HOME_RESTORED, READY, condition, find
 
-# Reasons of the Ready condition.
-POD_READY = "PodReady"
-POD_NOT_READY = "PodNotReady"
-POD_MISSING = "PodMissing"
-POD_REPLACING = "PodReplacing"
-POD_FAILED = "PodFailed"
-SUSPENDED = "Suspended"
-SUSPENDING = "Suspending"
-INVALID_SPEC = "InvalidSpec"
-CHILD_REJECTED = "ChildRejected"
-RESTORING = "Restoring"  # also the agent's HomeRestored reason while it restores
-HOME_NOT_RESTORED = "HomeNotRestored"
-FAILED_SCHEDULING = "FailedScheduling"
-FAILED_MOUNT = "FailedMount"
-FAILED_ATTACH_VOLUME = "FailedAttachVolume"
-PROVISIONING_FAILED = "ProvisioningFailed"
+
+class Reason(StrEnum):
+    """Reasons of the Ready condition that the operator decides (container problems
+    are the kubelet's own reasons, quoted as they are)."""
+
+    POD_READY = "PodReady"
+    POD_NOT_READY = "PodNotReady"
+    POD_MISSING = "PodMissing"
+    POD_REPLACING = "PodReplacing"
+    POD_FAILED = "PodFailed"
+    SUSPENDED = "Suspended"
+    SUSPENDING = "Suspending"
+    INVALID_SPEC = "InvalidSpec"
+    # The API server refused a child as the spec makes it (validation, admission, quota).
+    CHILD_REJECTED = "ChildRejected"
+    # The operator's identity may not create or change a child: an administrator's problem.
+    OPERATOR_FORBIDDEN = "OperatorForbidden"
+    RESTORING = "Restoring"  # also the agent's HomeRestored reason while it restores
+    HOME_NOT_RESTORED = "HomeNotRestored"
+    FAILED_SCHEDULING = "FailedScheduling"
+    FAILED_MOUNT = "FailedMount"
+    FAILED_ATTACH_VOLUME = "FailedAttachVolume"
+    PROVISIONING_FAILED = "ProvisioningFailed"
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any] | None) -> Reason | None:
+        """The operator's reason on the Ready condition of `status`, if it shows one."""
+        ready = find(list((status or {}).get("conditions") or []), READY) or {}
+        try:
+            return cls(str(ready.get("reason")))
+        except ValueError:
+            return None
+
+
+# Ready reasons that say a child was refused: the next reconcile tries it again.
+REFUSED = frozenset({Reason.CHILD_REJECTED, Reason.OPERATOR_FORBIDDEN})
 # Container waiting states that need the user's attention, reported as they are.
 CONTAINER_PROBLEMS = frozenset(
     {
@@ -44,23 +65,35 @@ CONTAINER_PROBLEMS = frozenset(
         "CreateContainerError",
     }
 )
-VOLUME_PROBLEMS = frozenset({FAILED_MOUNT, FAILED_ATTACH_VOLUME, PROVISIONING_FAILED})
+VOLUME_PROBLEMS = frozenset(
+    {Reason.FAILED_MOUNT, Reason.FAILED_ATTACH_VOLUME, Reason.PROVISIONING_FAILED}
+)
 # The Warning event reasons the status reads (see `_assess_pod`).
-STATUS_WARNINGS = frozenset({FAILED_SCHEDULING, *VOLUME_PROBLEMS})
+STATUS_WARNINGS = frozenset({Reason.FAILED_SCHEDULING, *VOLUME_PROBLEMS})
 # Ready reasons that need someone's attention: their transitions are Warning events.
 PROBLEMS = frozenset(
     {
-        INVALID_SPEC,
-        CHILD_REJECTED,
-        POD_FAILED,
-        FAILED_SCHEDULING,
-        HOME_NOT_RESTORED,
+        Reason.INVALID_SPEC,
+        Reason.CHILD_REJECTED,
+        Reason.OPERATOR_FORBIDDEN,
+        Reason.POD_FAILED,
+        Reason.FAILED_SCHEDULING,
+        Reason.HOME_NOT_RESTORED,
         *VOLUME_PROBLEMS,
         *CONTAINER_PROBLEMS,
     }
 )
 
 OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A child the API server refused: `forbidden` when the operator may not (RBAC)."""
+
+    child: str  # Kind/name
+    message: str
+    forbidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,8 +108,8 @@ class Observed:
     pod_spec_current: bool = True
     # Why the spec cannot be built (see validation.parse_workspace), if it cannot.
     invalid_spec: str | None = None
-    # Which child the API server refused, and why (nothing of the change was applied).
-    rejected: str | None = None
+    # The children the API server refused (a new workspace: nothing was created).
+    refusals: Sequence[Refusal] = ()
 
 
 class Verdict(NamedTuple):
@@ -99,7 +132,7 @@ def compute_status(
     verdict = assess(suspended, observed, previous_conditions)
     ready = condition(
         READY,
-        "True" if verdict.reason == POD_READY else "False",
+        "True" if verdict.reason == Reason.POD_READY else "False",
         verdict.reason,
         verdict.message,
         observed_generation=generation,
@@ -152,12 +185,15 @@ def assess(
 ) -> Verdict:
     """Phase and Ready reason, the most specific explanation first."""
     if observed.invalid_spec is not None:
-        return Verdict("Failed", INVALID_SPEC, observed.invalid_spec)
+        return Verdict("Failed", Reason.INVALID_SPEC, observed.invalid_spec)
     verdict = _assess_pod(suspended, observed, previous_conditions)
-    if observed.rejected is not None:
+    if observed.refusals:
         # The workspace runs (or rests) as it was before the refused change.
         phase: Phase = verdict.phase if verdict.phase in ("Running", "Suspended") else "Failed"
-        return Verdict(phase, CHILD_REJECTED, observed.rejected)
+        forbidden = [refusal for refusal in observed.refusals if refusal.forbidden]
+        reason = Reason.OPERATOR_FORBIDDEN if forbidden else Reason.CHILD_REJECTED
+        message = "; ".join(refusal.message for refusal in forbidden or observed.refusals)
+        return Verdict(phase, reason, message)
     return verdict
 
 
@@ -170,20 +206,20 @@ def _assess_pod(
     pod_status = pod.get("status") or {}
     if pod_status.get("phase") == "Failed":
         why = ": ".join(filter(None, (pod_status.get("reason"), pod_status.get("message"))))
-        return Verdict("Failed", POD_FAILED, why or "the pod failed; it will be replaced")
+        return Verdict("Failed", Reason.POD_FAILED, why or "the pod failed; it will be replaced")
     if _pod_condition(pod, "Ready").get("status") == "True":
-        return Verdict("Running", POD_READY, "RStudio is ready")
+        return Verdict("Running", Reason.POD_READY, "RStudio is ready")
     events = _warnings(observed)
-    if PROVISIONING_FAILED in events:
+    if Reason.PROVISIONING_FAILED in events:
         # The root cause of the unbound claim the scheduler would complain about.
-        return Verdict("Pending", PROVISIONING_FAILED, events[PROVISIONING_FAILED])
+        return Verdict("Pending", Reason.PROVISIONING_FAILED, events[Reason.PROVISIONING_FAILED])
     if not (pod.get("spec") or {}).get("nodeName"):
         scheduled = _pod_condition(pod, "PodScheduled")
-        if scheduled.get("status") == "False" or FAILED_SCHEDULING in events:
+        if scheduled.get("status") == "False" or Reason.FAILED_SCHEDULING in events:
             # The scheduler rewrites its condition at each attempt; its events are
             # aggregated and rate-limited, so they can lag behind it.
-            message = scheduled.get("message") or events.get(FAILED_SCHEDULING, "")
-            return Verdict("Pending", FAILED_SCHEDULING, message)
+            message = scheduled.get("message") or events.get(Reason.FAILED_SCHEDULING, "")
+            return Verdict("Pending", Reason.FAILED_SCHEDULING, message)
     for status in _container_statuses(pod_status):
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in CONTAINER_PROBLEMS:
@@ -191,26 +227,34 @@ def _assess_pod(
             return Verdict("Pending", waiting["reason"], message)
     restored = find(previous_conditions, HOME_RESTORED)
     if restored and restored.get("status") == "False":
-        if restored.get("reason") == RESTORING:
-            return Verdict("Restoring", RESTORING, restored.get("message", ""))
+        if restored.get("reason") == Reason.RESTORING:
+            return Verdict("Restoring", Reason.RESTORING, restored.get("message", ""))
         return Verdict(
-            "Pending", HOME_NOT_RESTORED, f"{restored.get('reason')}: {restored.get('message')}"
+            "Pending",
+            Reason.HOME_NOT_RESTORED,
+            f"{restored.get('reason')}: {restored.get('message')}",
         )
     volume_problem = min(VOLUME_PROBLEMS & events.keys(), default=None)
     if volume_problem is not None:
         return Verdict("Pending", volume_problem, events[volume_problem])
     not_ready = _pod_condition(pod, "Ready").get("message")
-    return Verdict("Pending", POD_NOT_READY, not_ready or "waiting for RStudio to become ready")
+    return Verdict(
+        "Pending", Reason.POD_NOT_READY, not_ready or "waiting for RStudio to become ready"
+    )
 
 
 def _without_pod(suspended: bool, terminating: bool) -> Verdict:
     if suspended and terminating:
-        return Verdict("Pending", SUSPENDING, "RStudio is shutting down after a last snapshot")
+        return Verdict(
+            "Pending", Reason.SUSPENDING, "RStudio is shutting down after a last snapshot"
+        )
     if suspended:
-        return Verdict("Suspended", SUSPENDED, "compute is stopped; the home is kept")
+        return Verdict("Suspended", Reason.SUSPENDED, "compute is stopped; the home is kept")
     if terminating:
-        return Verdict("Pending", POD_REPLACING, "the new pod starts once the old one is gone")
-    return Verdict("Pending", POD_MISSING, "the pod is being created")
+        return Verdict(
+            "Pending", Reason.POD_REPLACING, "the new pod starts once the old one is gone"
+        )
+    return Verdict("Pending", Reason.POD_MISSING, "the pod is being created")
 
 
 def _pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
@@ -254,7 +298,7 @@ def _event_time(event: Mapping[str, Any]) -> str:
 
 # Ready reasons decided at or after the look at the agent's HomeRestored (see `assess`).
 _REASONS_THE_AGENT_CAN_CHANGE = frozenset(
-    {RESTORING, HOME_NOT_RESTORED, POD_NOT_READY, *VOLUME_PROBLEMS}
+    {Reason.RESTORING, Reason.HOME_NOT_RESTORED, Reason.POD_NOT_READY, *VOLUME_PROBLEMS}
 )
 
 
@@ -272,5 +316,9 @@ def restore_report_unseen(status: Mapping[str, Any]) -> bool:
     if shown not in _REASONS_THE_AGENT_CAN_CHANGE:
         return False
     if restored.get("status") == "False":
-        return shown != (RESTORING if restored.get("reason") == RESTORING else HOME_NOT_RESTORED)
-    return shown in (RESTORING, HOME_NOT_RESTORED)
+        return shown != (
+            Reason.RESTORING
+            if restored.get("reason") == Reason.RESTORING
+            else Reason.HOME_NOT_RESTORED
+        )
+    return shown in (Reason.RESTORING, Reason.HOME_NOT_RESTORED)

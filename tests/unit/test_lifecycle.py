@@ -42,19 +42,19 @@ JUST_NOW = NOW - timedelta(seconds=FORCE_AFTER - 1)
     ("case", "suspended", "current", "node_", "action", "reason"),
     [
         ("no pod: create one", False, None, None, PodAction.CREATE, "PodCreated"),
-        ("no pod, suspended: nothing", True, None, None, PodAction.KEEP, ""),
-        ("current pod: keep", False, pod(), None, PodAction.KEEP, ""),
+        ("no pod, suspended: nothing", True, None, None, PodAction.NONE, ""),
+        ("current pod: keep", False, pod(), None, PodAction.NONE, ""),
         ("suspended: stop it", True, pod(), None, PodAction.DELETE, "PodStopping"),
-        ("spec changed: replace", False, pod(spec_hash="old"), None, PodAction.DELETE,
+        ("spec changed: replace", False, pod(spec_hash="old"), None, PodAction.REPLACE,
          "PodReplacing"),
         ("ended: replace", False, pod(phase="Failed"), None, PodAction.DELETE, "PodFailed"),
         ("completed: replace", False, pod(phase="Succeeded"), None, PodAction.DELETE,
          "PodFailed"),
         # Never a second pod: the old one must be gone first.
         ("terminating: wait", False, pod(deadline=NOW + timedelta(seconds=60)), None,
-         PodAction.KEEP, ""),
+         PodAction.WAIT, ""),
         ("past the deadline on a ready node: the kubelet finishes it", False,
-         pod(deadline=LONG_AGO), node("True"), PodAction.KEEP, ""),
+         pod(deadline=LONG_AGO), node("True"), PodAction.WAIT, ""),
         ("past the deadline on a lost node: force", False, pod(deadline=LONG_AGO),
          node("Unknown"), PodAction.FORCE_DELETE, "NodeLost"),
         ("past the deadline, node deleted: force", False, pod(deadline=LONG_AGO), None,
@@ -62,7 +62,7 @@ JUST_NOW = NOW - timedelta(seconds=FORCE_AFTER - 1)
         ("suspended and lost: force too", True, pod(deadline=LONG_AGO), node("False"),
          PodAction.FORCE_DELETE, "NodeLost"),
         ("lost node, not long enough past the deadline: wait", False, pod(deadline=JUST_NOW),
-         node("Unknown"), PodAction.KEEP, ""),
+         node("Unknown"), PodAction.WAIT, ""),
     ],
 )  # fmt: skip
 def test_decide_pod(
@@ -91,7 +91,7 @@ def test_force_delete_can_be_turned_off() -> None:
     decision = decide_pod(
         suspended=False, pod=lost, desired=DESIRED, node=None, now=NOW, force_delete_after=0
     )
-    assert decision.action == PodAction.KEEP
+    assert decision.action == PodAction.WAIT
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from rspark_operator import status
 from rspark_operator.conditions import HOME_RESTORED, SNAPSHOT_HEALTHY, condition, find
 from rspark_operator.status import (
     Observed,
+    Refusal,
     Transition,
     compute_status,
     ready_transition,
@@ -95,7 +96,10 @@ UNSCHEDULABLE = {
         (
             "a change refused by the API server, the running pod kept",
             False,
-            Observed(pod=pod(ready=True), rejected="the API server refused Pod demo: forbidden"),
+            Observed(
+                pod=pod(ready=True),
+                refusals=(Refusal("Pod/demo", "the API server refused Pod demo: forbidden"),),
+            ),
             [],
             "Running",
             "ChildRejected",
@@ -104,7 +108,11 @@ UNSCHEDULABLE = {
         (
             "a new workspace refused by the API server",
             False,
-            Observed(rejected="the API server refused Pod demo: violates PodSecurity"),
+            Observed(
+                refusals=(
+                    Refusal("Pod/demo", "the API server refused Pod demo: violates PodSecurity"),
+                )
+            ),
             [],
             "Failed",
             "ChildRejected",
@@ -277,7 +285,13 @@ UNSCHEDULABLE = {
         (
             "a refused change while suspended",
             True,
-            Observed(rejected="the API server refused PersistentVolumeClaim demo-home: no"),
+            Observed(
+                refusals=(
+                    Refusal(
+                        "Pod/demo", "the API server refused PersistentVolumeClaim demo-home: no"
+                    ),
+                )
+            ),
             [],
             "Suspended",
             "ChildRejected",
@@ -315,7 +329,7 @@ def test_phase_and_ready(
     (ready,) = result["conditions"]
     assert (result["phase"], ready["reason"]) == (phase, reason), case
     assert message in ready["message"], case
-    assert ready["status"] == ("True" if reason == status.POD_READY else "False")
+    assert ready["status"] == ("True" if reason == status.Reason.POD_READY else "False")
     assert ready["observedGeneration"] == 4
     assert result["observedGeneration"] == 4
     assert result["url"] == URL

@@ -1,4 +1,5 @@
-"""Agent configuration: RSPARK_* variables set by the pod builder, overridden by CLI flags.
+"""Agent configuration: RSPARK_* variables set by the pod builder (their names:
+`rspark_operator.contract`), overridden by CLI flags.
 
 restic reads its own variables (RESTIC_REPOSITORY, RESTIC_PASSWORD, AWS_*) directly;
 the agent only checks that they are there.
@@ -13,13 +14,11 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rspark_operator.contract import ENV_PREFIX, RETENTION_KEYS
 from rspark_operator.quantity import parse_duration
 
-ENV_PREFIX = "RSPARK_"
 # The Kubernetes Secret holding the secret paths; the agent never creates it.
 DEFAULT_SECRET_PATHS = (".ssh",)
-# spec.snapshot.retention as the pod builder passes it (RetentionSpec.wire()).
-RETENTION_KEYS = ("keepLast", "keepHourly", "keepDaily", "keepWeekly")
 
 
 class AgentSettingsError(Exception):

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from rspark_operator import names
+from rspark_operator import contract, names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
 from rspark_operator.builders.spark import (
@@ -27,7 +27,6 @@ HOME_VOLUME = "home"
 SPARK_CONF_VOLUME = "spark-conf"
 RESTIC_PASSWORD_KEY = "restic-password"
 RSTUDIO_PASSWORD_KEY = "rstudio-password"
-S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # The image turns this into RStudio's www-root-path: the URL prefix the Ingress strips.
 RSTUDIO_ROOT_PATH_ENV = "RSPARK_WWW_ROOT_PATH"
 # The image's clean shutdown: suspend open R sessions (bounded wait), then stop RStudio,
@@ -55,20 +54,22 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
     if repository is None:
         raise ValueError("no snapshot repository: validate the workspace before building it")
     env: list[dict[str, Any]] = [
-        {"name": "RESTIC_REPOSITORY", "value": repository},
-        _secret_env("RESTIC_PASSWORD", names.passwords_secret_name(ws.name), RESTIC_PASSWORD_KEY),
-        *(_secret_env(key, credentials, key) for key in S3_CREDENTIAL_KEYS),
-        {"name": "RSPARK_WORKSPACE", "value": f"{ws.namespace}/{ws.name}"},
-        {"name": "RSPARK_SNAPSHOT_HOST", "value": names.snapshot_host(ws.namespace, ws.name)},
-        {"name": "RSPARK_SNAPSHOT_INTERVAL", "value": snapshot.interval},
-        {"name": "RSPARK_SNAPSHOT_EXCLUDE", "value": json.dumps(snapshot.exclude)},
-        {"name": "RSPARK_SECRET_PATHS", "value": json.dumps(ws.spec.secret_paths)},
-        {"name": "RSPARK_RETENTION", "value": json.dumps(snapshot.retention.wire())},
-        {"name": "RSPARK_SECRETS_NAME", "value": names.home_secrets_name(ws.name)},
-        {"name": "RSPARK_METRICS_PORT", "value": str(settings.agent_metrics_port)},
+        {"name": contract.RESTIC_REPOSITORY, "value": repository},
+        _secret_env(
+            contract.RESTIC_PASSWORD, names.passwords_secret_name(ws.name), RESTIC_PASSWORD_KEY
+        ),
+        *(_secret_env(key, credentials, key) for key in contract.S3_CREDENTIAL_KEYS),
+        {"name": contract.WORKSPACE, "value": f"{ws.namespace}/{ws.name}"},
+        {"name": contract.SNAPSHOT_HOST, "value": names.snapshot_host(ws.namespace, ws.name)},
+        {"name": contract.SNAPSHOT_INTERVAL, "value": snapshot.interval},
+        {"name": contract.SNAPSHOT_EXCLUDE, "value": json.dumps(snapshot.exclude)},
+        {"name": contract.SECRET_PATHS, "value": json.dumps(ws.spec.secret_paths)},
+        {"name": contract.RETENTION, "value": json.dumps(snapshot.retention.wire())},
+        {"name": contract.SECRETS_NAME, "value": names.home_secrets_name(ws.name)},
+        {"name": contract.METRICS_PORT, "value": str(settings.agent_metrics_port)},
     ]
     if snapshot.restore_from:
-        env.append({"name": "RSPARK_RESTORE_FROM", "value": snapshot.restore_from})
+        env.append({"name": contract.RESTORE_FROM, "value": snapshot.restore_from})
     return env
 
 

@@ -1,0 +1,47 @@
+"""The contract between the workspace pod and the snapshot agent: the variables the
+pod builder sets and the agent reads, and the keys of the retention it passes.
+
+Pure names, written once: `builders/pod.py` writes them, `agent/settings.py` reads
+them. restic reads RESTIC_* and AWS_* itself; the agent only checks they are set.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Variables restic reads (the pod sets them for the agent).
+RESTIC_REPOSITORY: Final = "RESTIC_REPOSITORY"
+RESTIC_PASSWORD: Final = "RESTIC_PASSWORD"
+S3_CREDENTIAL_KEYS: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+# The agent's own variables: ENV_PREFIX + the upper-cased name of its setting.
+ENV_PREFIX: Final = "RSPARK_"
+WORKSPACE: Final = f"{ENV_PREFIX}WORKSPACE"
+SNAPSHOT_HOST: Final = f"{ENV_PREFIX}SNAPSHOT_HOST"
+SNAPSHOT_INTERVAL: Final = f"{ENV_PREFIX}SNAPSHOT_INTERVAL"
+SNAPSHOT_EXCLUDE: Final = f"{ENV_PREFIX}SNAPSHOT_EXCLUDE"
+SECRET_PATHS: Final = f"{ENV_PREFIX}SECRET_PATHS"
+RETENTION: Final = f"{ENV_PREFIX}RETENTION"
+SECRETS_NAME: Final = f"{ENV_PREFIX}SECRETS_NAME"
+METRICS_PORT: Final = f"{ENV_PREFIX}METRICS_PORT"
+RESTORE_FROM: Final = f"{ENV_PREFIX}RESTORE_FROM"
+# Every agent variable the pod builder may set.
+AGENT_VARIABLES: Final = (
+    WORKSPACE,
+    SNAPSHOT_HOST,
+    SNAPSHOT_INTERVAL,
+    SNAPSHOT_EXCLUDE,
+    SECRET_PATHS,
+    RETENTION,
+    SECRETS_NAME,
+    METRICS_PORT,
+    RESTORE_FROM,
+)
+
+# The keys of RSPARK_RETENTION (a JSON object; spec.snapshot.retention on the wire).
+RETENTION_KEYS: Final = ("keepLast", "keepHourly", "keepDaily", "keepWeekly")
+
+
+def setting_name(variable: str) -> str:
+    """The agent setting an RSPARK_* variable fills (RSPARK_SNAPSHOT_HOST: snapshot_host)."""
+    return variable.removeprefix(ENV_PREFIX).lower()
