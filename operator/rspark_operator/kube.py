@@ -28,7 +28,6 @@ from rspark_operator.cluster import Failure, KubeError, Manifest, backoff, class
 from rspark_operator.names import FIELD_MANAGER
 
 APPLY = "application/apply-patch+yaml"  # JSON is YAML: the API server takes either.
-MERGE = "application/merge-patch+json"
 
 # The kinds the operator manages, by apiVersion/kind: (URL prefix, plural).
 RESOURCES: dict[tuple[str, str], tuple[str, str]] = {

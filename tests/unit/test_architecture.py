@@ -23,6 +23,8 @@ PURE = [
     "conditions",
     "quantity",
     "validation",
+    "cluster",
+    "contract",
 ]
 FORBIDDEN = {"kopf", "kubernetes"}
 

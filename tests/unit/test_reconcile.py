@@ -1,0 +1,204 @@
+"""The reconcile against an in-memory API server (`fakeapi.FakeApi`): refusals,
+replacement, invalid specs and status writes, without a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from rspark_operator.api import API_VERSION, KIND
+from rspark_operator.conditions import READY, find
+from rspark_operator.lifecycle import POD_CREATED
+from rspark_operator.reconcile import Outcome, reconcile
+from rspark_operator.status import Reason
+from tests.unit.fakeapi import FakeApi, Write
+from tests.unit.workspaces import settings
+
+pytestmark = pytest.mark.unit
+
+NAMESPACE = "team"
+NAME = "demo"
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SETTINGS = settings()
+WORKSPACE = (KIND, NAMESPACE, NAME)
+POD = ("Pod", NAMESPACE, NAME)
+
+
+def no_warnings(uid: str) -> Iterable[Mapping[str, Any]]:
+    return ()
+
+
+def put_workspace(fake: FakeApi, generation: int = 1, **spec: Any) -> None:
+    """The workspace as a user applies it (its status as it is)."""
+    current = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+    fake.put(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": NAME,
+                "namespace": NAMESPACE,
+                "uid": "ws-uid",
+                "generation": generation,
+            },
+            "spec": {"user": "alice@example.com", **spec},
+            "status": (current or {}).get("status") or {},
+        }
+    )
+
+
+def run(fake: FakeApi, *, children: bool = True) -> Outcome:
+    """One reconcile of the workspace as the API server has it now."""
+    body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+    assert body is not None
+    return reconcile(fake, SETTINGS, body, no_warnings, children=children, now=NOW)
+
+
+def ready(fake: FakeApi) -> dict[str, Any]:
+    body = fake.get(API_VERSION, KIND, NAMESPACE, NAME) or {}
+    found = find((body.get("status") or {}).get("conditions") or [], READY)
+    assert found is not None
+    return found
+
+
+def children_of(fake: FakeApi) -> list[str]:
+    return [name for name in fake.kinds(NAMESPACE) if not name.startswith(KIND)]
+
+
+def pod_ready(fake: FakeApi) -> None:
+    """The kubelet started the pod and RStudio answers."""
+    pod = fake.objects[POD]
+    pod["spec"]["nodeName"] = "node-a"
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def running(fake: FakeApi) -> None:
+    put_workspace(fake)
+    run(fake)
+    pod_ready(fake)
+    run(fake)
+    assert ready(fake)["reason"] == Reason.POD_READY
+
+
+def test_a_new_workspace_is_created_whole() -> None:
+    fake = FakeApi()
+    put_workspace(fake)
+    outcome = run(fake)
+    assert "Pod/demo" in children_of(fake)
+    assert "PersistentVolumeClaim/demo-home" in children_of(fake)
+    assert "Secret/demo-passwords" in children_of(fake)
+    assert outcome.status["phase"] == "Pending"
+    assert outcome.events[0].reason == POD_CREATED
+
+
+@pytest.mark.parametrize("forbidden", [False, True])
+def test_a_new_workspace_refused_in_part_creates_nothing(forbidden: bool) -> None:
+    fake = FakeApi()
+    fake.refuse("Ingress", NAMESPACE, NAME, forbidden=forbidden)
+    put_workspace(fake)
+    outcome = run(fake)
+    assert children_of(fake) == []
+    assert [w.verb for w in fake.writes if w.key != WORKSPACE] == []
+    condition = ready(fake)
+    assert condition["status"] == "False"
+    if forbidden:
+        assert condition["reason"] == Reason.OPERATOR_FORBIDDEN
+        assert condition["message"] == (
+            "the operator lacks permission to create ingresss in namespace team"
+        )
+    else:
+        assert condition["reason"] == Reason.CHILD_REJECTED
+        assert "the API server refused Ingress demo" in condition["message"]
+    assert outcome.status["phase"] == "Failed"
+    assert [(e.reason, e.warning) for e in outcome.events] == [(condition["reason"], True)]
+    # Once the API server accepts it, the next reconcile creates it whole.
+    fake.allow("Ingress", NAMESPACE, NAME)
+    run(fake)
+    assert "Pod/demo" in children_of(fake)
+    assert "Ingress/demo" in children_of(fake)
+    assert ready(fake)["reason"] == Reason.POD_NOT_READY
+
+
+def test_a_refused_update_leaves_the_running_workspace_as_it_was() -> None:
+    fake = FakeApi()
+    running(fake)
+    before = fake.get("v1", "Pod", NAMESPACE, NAME)
+    # A change of the pod that admission refuses (say, a quota on memory).
+    fake.refuse("Pod", NAMESPACE, NAME)
+    put_workspace(fake, generation=2, resources={"limits": {"memory": "64Gi"}})
+    outcome = run(fake)
+    assert fake.get("v1", "Pod", NAMESPACE, NAME) == before  # not deleted, not replaced
+    assert "Ingress/demo" in children_of(fake)
+    condition = ready(fake)
+    assert (condition["status"], condition["reason"]) == ("False", Reason.CHILD_REJECTED)
+    assert "the API server refused Pod demo" in condition["message"]
+    assert outcome.status["phase"] == "Running"  # it still runs as before
+    assert outcome.status["pendingRestart"] is True
+    assert outcome.status["observedGeneration"] == 2
+
+
+def test_a_refused_child_keeps_its_old_version_and_the_rest_of_the_change_applies() -> None:
+    fake = FakeApi()
+    running(fake)
+    old_ingress = fake.get("networking.k8s.io/v1", "Ingress", NAMESPACE, NAME)
+    fake.refuse("Ingress", NAMESPACE, NAME)
+    put_workspace(fake, generation=2, image="rstudio:next")
+    run(fake)
+    assert fake.get("networking.k8s.io/v1", "Ingress", NAMESPACE, NAME) == old_ingress
+    # The pod change was accepted: the old pod goes.
+    assert fake.objects[POD]["metadata"].get("deletionTimestamp")
+    assert ready(fake)["reason"] == Reason.CHILD_REJECTED
+    # The refusal is tried again even on a pod event, and cleared once accepted.
+    fake.allow("Ingress", NAMESPACE, NAME)
+    run(fake, children=False)
+    assert ready(fake)["reason"] == Reason.POD_REPLACING
+
+
+def test_replace_waits_for_the_old_pod_to_be_gone() -> None:
+    fake = FakeApi()
+    running(fake)
+    old_uid = fake.objects[POD]["metadata"]["uid"]
+    put_workspace(fake, generation=2, image="rstudio:next")
+    outcome = run(fake)
+    assert outcome.events[0].reason == Reason.POD_REPLACING
+    assert fake.objects[POD]["metadata"]["deletionTimestamp"]
+    fake.writes.clear()
+    # The old pod is still Terminating (RStudio stopping, last snapshot): no second pod.
+    for _ in range(3):
+        outcome = run(fake)
+        assert fake.objects[POD]["metadata"]["uid"] == old_uid
+        assert not [w for w in fake.writes if w.key == POD]
+        assert outcome.status["phase"] == "Pending"
+    assert ready(fake)["reason"] == Reason.POD_REPLACING
+    # Gone: the next one starts, built from the new spec.
+    fake.finish_termination(*POD)
+    outcome = run(fake)
+    pod = fake.objects[POD]
+    assert pod["metadata"]["uid"] != old_uid
+    assert pod["spec"]["containers"][0]["image"] == "rstudio:next"
+    assert outcome.events[0].reason == POD_CREATED
+
+
+def test_an_invalid_spec_creates_nothing() -> None:
+    fake = FakeApi()
+    put_workspace(fake, user="", homeSize="lots")
+    outcome = run(fake)
+    assert children_of(fake) == []
+    condition = ready(fake)
+    assert (condition["status"], condition["reason"]) == ("False", Reason.INVALID_SPEC)
+    assert outcome.status["phase"] == "Failed"
+
+
+def test_an_unchanged_status_is_not_written() -> None:
+    fake = FakeApi()
+    running(fake)
+    fake.writes.clear()
+    run(fake)  # a resync: children applied again, the status as it is
+    assert Write("apply", WORKSPACE, "status") not in fake.writes
+    fake.writes.clear()
+    run(fake, children=False)  # a pod event that changes nothing
+    assert fake.writes == []
+    assert fake.events == []
