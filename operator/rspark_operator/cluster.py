@@ -75,8 +75,13 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> Itera
     capped at `cap`, with full jitter (uniform between half and all of it), so replicas
     and workspaces that failed together do not retry together."""
     for attempt in range(attempts - 1):
-        ceiling = min(cap, base * 2**attempt)
-        yield rng.uniform(ceiling / 2, ceiling)
+        yield pause(attempt, base, cap, rng)
+
+
+def pause(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """The pause after the `attempt`-th failure (from 0): see `backoff`."""
+    ceiling = min(cap, base * 2**attempt)
+    return rng.uniform(ceiling / 2, ceiling)
 
 
 class Api(Protocol):

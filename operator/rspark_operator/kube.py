@@ -28,6 +28,7 @@ from rspark_operator.cluster import Failure, KubeError, Manifest, backoff, class
 from rspark_operator.names import FIELD_MANAGER
 
 APPLY = "application/apply-patch+yaml"  # JSON is YAML: the API server takes either.
+JSON_PATCH = "application/json-patch+json"
 
 # The kinds the operator manages, by apiVersion/kind: (URL prefix, plural).
 RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
@@ -270,8 +271,9 @@ class Kube:
     def create(self, manifest: dict[str, Any]) -> bool:
         """Create the object unless it exists; True when this call created it."""
         metadata = manifest["metadata"]
-        path = url(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
-        target = Target(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
+        namespace = metadata.get("namespace", "")
+        path = url(manifest["apiVersion"], manifest["kind"], namespace)
+        target = Target(manifest["apiVersion"], manifest["kind"], namespace)
         try:
             self.request(
                 "POST", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)], target=target
@@ -281,6 +283,23 @@ class Kube:
                 return False
             raise
         return True
+
+    def remove_finalizer(self, obj: dict[str, Any], finalizer: str) -> None:
+        """Take `finalizer` off `obj`, if its finalizers are still those read (a JSON patch
+        test): someone else's change in between is kept, and this call fails (409 or 422)."""
+        metadata = obj["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        patch = [
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {
+                "op": "replace",
+                "path": "/metadata/finalizers",
+                "value": [f for f in finalizers if f != finalizer],
+            },
+        ]
+        path = url(obj["apiVersion"], obj["kind"], metadata["namespace"], metadata["name"])
+        target = Target(obj["apiVersion"], obj["kind"], metadata["namespace"])
+        self.request("PATCH", path, body=patch, content_type=JSON_PATCH, target=target)
 
     def dry_run_create(self, manifest: dict[str, Any]) -> None:
         """Would the API server create this object? Raises KubeError when it would not.

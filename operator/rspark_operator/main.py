@@ -1,7 +1,12 @@
-"""`rspark-operator`: the kopf handlers and the entry point.
+"""`rspark-operator`: the entry point, kopf's watches and the one resync loop.
 
-Every handler delegates to `reconcile.reconcile`; this module only wires kopf
-(identifiers, peering, the resync timer, pod and volume events) to it.
+kopf watches the workspaces, their pods (a label selector: only workspace pods
+reach the operator) and Warning events (a field selector), and keeps the
+warnings the status quotes in an index. Every watch event only puts the
+workspace in the resync queue (`resync.py`); one loop takes each workspace when
+it is due and runs `reconcile.reconcile` on a bounded pool of threads. No kopf
+handler changes anything, so kopf keeps no state on workspaces: no finalizer,
+no annotations.
 """
 
 from __future__ import annotations
@@ -11,86 +16,105 @@ import logging
 import random
 import sys
 import threading
-import weakref
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
+from rspark_operator import peering
 from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
-from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL, workspace_of
-from rspark_operator.reconcile import Outcome, reconcile
+from rspark_operator.names import (
+    COMPONENT_LABEL,
+    FIELD_MANAGER,
+    MANAGED_BY_LABEL,
+    RSTUDIO_COMPONENT,
+    WORKSPACE_LABEL,
+    workspace_of,
+)
+from rspark_operator.reconcile import reconcile
+from rspark_operator.resync import Job, Result, ResyncQueue
+from rspark_operator.resync import run as run_resync
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
 from rspark_operator.status import STATUS_WARNINGS, VOLUME_PROBLEMS, restore_report_unseen
 
-PEERING_NAME = "rspark-operator"
-# Handler threads; each may hold one API connection.
+# Reconciles at once; each may hold one API connection.
 WORKERS = 16
-MANAGED_BY = {MANAGED_BY_LABEL: FIELD_MANAGER}
+# Server-side filters of the watches: only workspace pods, only Warning events (a field
+# selector cannot say "about a pod or a claim": it has no "or").
+POD_SELECTOR = f"{MANAGED_BY_LABEL}={FIELD_MANAGER},{COMPONENT_LABEL}={RSTUDIO_COMPONENT}"
+EVENT_SELECTOR = "type=Warning"
+# A change of the spec goes ahead of the status refreshes due now (after a restart,
+# every workspace's pod event is due at once).
+AHEAD_SECONDS = -60.0
+# How often the resync loop reads the peering object to know whether this replica acts.
+PEERING_CHECK_SECONDS = 5.0
+# The finalizer that kopf put on workspaces while the operator used kopf timers.
+LEGACY_FINALIZER = f"{GROUP}/finalizer"
 
 log = logging.getLogger("rspark-operator")
 
 
-class WorkspaceLocks:
-    """One reconcile at a time per workspace: handlers of the workspace, its pod and its
-    events run in kopf's thread pool and may overlap. A lock lives while someone holds
-    it, so the table does not grow with every workspace ever seen."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: weakref.WeakValueDictionary[tuple[str, str], threading.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-
-    def get(self, namespace: str, name: str) -> threading.Lock:
-        with self._guard:
-            lock = self._locks.get((namespace, name))
-            if lock is None:
-                lock = self._locks[(namespace, name)] = threading.Lock()
-            return lock
-
-
-_locks = WorkspaceLocks()
+class StartupError(Exception):
+    """What the operator lacks to start: one line for the log, then exit 1."""
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Our own identifiers, not kopf's defaults (kopf.zalando.org/...).
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    # Two replicas must never both act: the one with the highest priority does.
-    settings.peering.priority = random.randint(0, 2**31 - 1)
+    ours: OperatorSettings = memo.settings
     settings.peering.mandatory = True
-    settings.peering.lifetime = memo.settings.peering_lifetime_seconds
-    # Our events go through Kube.event (one attempt each); kopf posts none of its own.
+    settings.peering.lifetime = ours.peering_lifetime_seconds
+    # Our events go through Kube.event; kopf posts none of its own.
     settings.posting.enabled = False
-    settings.execution.max_workers = WORKERS
+    settings.networking.request_timeout = ours.api_timeout_seconds
+    settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
+    settings.watching.field_selectors["v1", "events"] = EVENT_SELECTOR
+
+
+@kopf.on.startup()
+def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
+    """The one resync loop, in a thread of its own; it reads the warnings index."""
+    memo.warnings = kwargs[WARNINGS]
+    memo.thread = threading.Thread(
+        target=run_resync,
+        name="resync",
+        kwargs={
+            "queue": memo.queue,
+            "work": lambda job: _reconcile(memo, job),
+            "workers": WORKERS,
+            "acting": memo.acting,
+            "stop": memo.stop,
+        },
+        daemon=True,
+    )
+    memo.thread.start()
+
+
+@kopf.on.cleanup()
+def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.stop.set()
 
 
 WarningIndex = kopf.Index[str, dict[str, Any]]
-# The index of Warning events the status reads: kopf passes it to every handler as a
-# keyword argument named after its function (`status_warnings` below).
+# The index of Warning events the status reads: kopf passes it to handlers as a keyword
+# argument named after its function (`status_warnings` below).
 WARNINGS = "status_warnings"
 
 
 def _status_warning(body: kopf.Body, **_: Any) -> bool:
     involved = body.get("involvedObject") or {}
     return (
-        body.get("type") == "Warning"
-        and body.get("reason") in STATUS_WARNINGS
+        body.get("reason") in STATUS_WARNINGS
         and workspace_of(str(involved.get("kind")), str(involved.get("name"))) is not None
     )
 
 
 @kopf.index("v1", "events", when=_status_warning)
-def status_warnings(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def status_warnings(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """Warnings about pods and claims, by the object's uid, kept from the watch: listing
-    a namespace's events in each reconcile makes the API server scan all of them, which
-    at a thousand workspaces cost more than everything else the operator does."""
+    a namespace's events in each reconcile makes the API server scan all of them."""
     involved = body.get("involvedObject") or {}
     kept = ("type", "reason", "message", "lastTimestamp", "eventTime")
     event = {key: body.get(key) for key in kept}
@@ -99,34 +123,87 @@ def status_warnings(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     return {str(involved.get("uid")): event}
 
 
-def _run(
-    memo: kopf.Memo,
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def workspace_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
     namespace: str | None,
     name: str,
-    warnings: WarningIndex,
-    *,
-    children: bool,
-) -> Outcome | None:
-    """Reconcile the workspace as it is now (read under its lock: kopf's copy may be stale)."""
-    kube: Kube = memo.kube
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Queue the workspace: a change of its spec at once, the agent's restore report as
+    a status refresh, a workspace first seen (start, resumed peering) within a resync
+    period; our own status writes need nothing."""
+    queue: ResyncQueue = memo.queue
     if namespace is None:  # kopf's typing: workspaces are always namespaced
-        return None
+        return
+    key = (namespace, name)
+    metadata, status = body.get("metadata", {}), body.get("status") or {}
+    if event["type"] == "DELETED":
+        queue.forget(key)
+    elif metadata.get("deletionTimestamp"):
+        if LEGACY_FINALIZER in (metadata.get("finalizers") or []):
+            queue.schedule(key, AHEAD_SECONDS)
+    elif metadata.get("generation") != status.get("observedGeneration"):
+        queue.schedule(key, AHEAD_SECONDS)
+    elif restore_report_unseen(status):
+        queue.schedule(key, children=False)
+    elif event["type"] is None:  # listed, not changed: spread the first resync
+        queue.schedule(key, random.uniform(0, queue.resync_seconds))
+
+
+@kopf.on.event("v1", "pods")
+async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A workspace pod changed or went away: refresh the status (replace it if needed)."""
+    metadata = body.get("metadata", {})
+    workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
+    if workspace and metadata.get("namespace"):
+        memo.queue.schedule((metadata["namespace"], workspace), children=False)
+
+
+def _volume_warning(body: kopf.Body, **_: Any) -> bool:
+    return _status_warning(body) and body.get("reason") in VOLUME_PROBLEMS
+
+
+@kopf.on.event("v1", "events", when=_volume_warning)
+async def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A mount, attach or provisioning failure changes neither the pod nor the claim:
+    only this event tells, so Ready says it at once rather than at the next resync."""
+    involved = body.get("involvedObject") or {}
+    workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
+    if workspace and involved.get("namespace"):
+        memo.queue.schedule((involved["namespace"], workspace), children=False)
+
+
+def _reconcile(memo: kopf.Memo, job: Job) -> Result:
+    """Reconcile the workspace as it is now (the watch's copy may be stale)."""
+    kube: Kube = memo.kube
+    warnings: WarningIndex = memo.warnings
+    namespace, name = job.key
     try:
-        with _locks.get(namespace, name):
-            current = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
-            if current is None or current["metadata"].get("deletionTimestamp"):
-                return None
-            outcome = reconcile(
-                kube, memo.settings, current, lambda uid: warnings.get(uid, ()), children=children
-            )
+        current = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+        if current is None:
+            return Result.GONE
+        if LEGACY_FINALIZER in (current["metadata"].get("finalizers") or []):
+            kube.remove_finalizer(current, LEGACY_FINALIZER)
+        if current["metadata"].get("deletionTimestamp"):
+            return Result.GONE
+        outcome = reconcile(
+            kube,
+            memo.settings,
+            current,
+            lambda uid: warnings.get(uid, ()),
+            children=job.children,
+        )
         for event in outcome.events:
             kube.event(current, event.reason, event.message, warning=event.warning)
     except KubeError as error:
         if error.failure is Failure.NAMESPACE_TERMINATING:
             log.info("%s/%s: namespace is being deleted", namespace, name)
-            return None
-        # Level-based: the next event or the resync converges; kopf retries handlers.
-        raise kopf.TemporaryError(f"API call failed ({error.status}): {error}", delay=5) from None
+            return Result.GONE
+        log.warning("%s/%s: API call failed (%s): %s", namespace, name, error.failure.value, error)
+        return Result.FAILED
     if outcome.events:
         log.info(
             "%s/%s: %s; phase %s",
@@ -135,78 +212,71 @@ def _run(
             ", ".join(event.reason for event in outcome.events),
             outcome.status["phase"],
         )
-    return outcome
+    return Result.DONE
 
 
-def _run_from_event(
-    memo: kopf.Memo, namespace: str | None, name: str, warnings: WarningIndex
-) -> None:
-    """Event handlers are not retried by kopf; the resync timer catches up."""
-    try:
-        _run(memo, namespace, name, warnings, children=False)
-    except kopf.TemporaryError as error:
-        log.warning("%s/%s: %s", namespace, name, error)
+class Acting:
+    """Whether this replica acts, from the peering objects, read at most every few seconds
+    (see `peering.py`)."""
+
+    def __init__(self, kube: Kube, namespaces: list[str], priority: int) -> None:
+        self.kube = kube
+        self.objects = [peering.manifest(ns) for ns in namespaces] or [peering.manifest(None)]
+        self.priority = priority
+        self._checked = float("-inf")
+        self._acting = False
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self._checked >= PEERING_CHECK_SECONDS:
+            self._acting = self._read()
+            self._checked = time.monotonic()
+        return self._acting
+
+    def _read(self) -> bool:
+        now = datetime.now(UTC)
+        try:
+            found = [self.kube.get(o["apiVersion"], o["kind"], _ns(o), peering.NAME)
+                     for o in self.objects]  # fmt: skip
+        except KubeError as error:
+            log.warning(
+                "peering: cannot read the peering object (%s): %s", error.failure.value, error
+            )
+            return False
+        return all(
+            obj is not None and peering.acting(obj.get("status"), self.priority, now)
+            for obj in found
+        )
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-def workspace_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    _run(memo, namespace, name, kwargs[WARNINGS], children=True)
+def _ns(manifest: dict[str, Any]) -> str:
+    return str(manifest["metadata"].get("namespace", ""))
 
 
-def resync(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Catch drift and lost children that no event told us about.
-
-    kopf puts a finalizer on objects with timers so that a timer is stopped
-    before its object goes; children themselves go by garbage collection.
-    """
-    _run(memo, namespace, name, kwargs[WARNINGS], children=True)
-
-
-def _restore_report_unseen(body: kopf.Body, **_: Any) -> bool:
-    return restore_report_unseen(body.get("status") or {})
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, when=_restore_report_unseen)
-def agent_reported(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """The snapshot agent started or finished a restore: show it in the phase."""
-    _run_from_event(memo, namespace, name, kwargs[WARNINGS])
-
-
-@kopf.on.event("v1", "pods", labels=MANAGED_BY)
-def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A workspace pod changed or went away: update status, replace it if needed."""
-    metadata = body.get("metadata", {})
-    workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
-    if workspace and metadata.get("namespace"):
-        _run_from_event(memo, metadata["namespace"], workspace, kwargs[WARNINGS])
-
-
-def _volume_warning(body: kopf.Body, **_: Any) -> bool:
-    return _status_warning(body) and body.get("reason") in VOLUME_PROBLEMS
-
-
-@kopf.on.event("v1", "events", when=_volume_warning)
-def volume_warning(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A mount, attach or provisioning failure changes neither the pod nor the claim:
-    only this event tells, so Ready says it at once rather than at the next resync."""
-    involved = body.get("involvedObject") or {}
-    workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
-    if workspace and involved.get("namespace"):
-        _run_from_event(memo, involved["namespace"], workspace, kwargs[WARNINGS])
-
-
-def ensure_namespaced_peerings(kube: Kube, namespaces: list[str]) -> None:
-    """kopf serving a list of namespaces peers through a KopfPeering in each of them;
-    peering is mandatory, so without one the operator would wait forever."""
-    for namespace in namespaces:
-        peering = {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "KopfPeering",
-            "metadata": {"name": PEERING_NAME, "namespace": namespace},
-        }
-        kube.create(peering)
+def ensure_peerings(kube: Kube, namespaces: list[str]) -> None:
+    """kopf's peering is mandatory, so without its object the operator would wait forever:
+    create it, or say what is missing."""
+    served: list[str | None] = [*namespaces] or [None]
+    for namespace in served:
+        wanted = peering.manifest(namespace)
+        kind, where = wanted["kind"], f" in namespace {namespace}" if namespace else ""
+        what = f"{kind} {peering.NAME}{where}"
+        try:
+            if kube.get(wanted["apiVersion"], kind, namespace or "", peering.NAME) is not None:
+                continue
+            kube.create(wanted)
+            log.info("created %s", what)
+        except KubeError as error:
+            if error.failure is Failure.NOT_FOUND:
+                raise StartupError(
+                    f"{what} cannot exist: the kopf.dev peering CRDs are not installed "
+                    "(kubectl apply -f crds/kopf.dev_peerings.yaml)"
+                ) from None
+            if error.failure is Failure.FORBIDDEN:
+                raise StartupError(
+                    f"{what} is needed and {error} (apply manifests/base, which holds the "
+                    "ClusterKopfPeering and the ClusterRole)"
+                ) from None
+            raise StartupError(f"{what}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,17 +296,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rspark-operator: bad configuration:\n{error}", file=sys.stderr)
         raise SystemExit(2) from None
     kopf.configure(verbose=args.verbose)
-    # Registered here, not at import: its interval is a setting.
-    kopf.timer(
-        GROUP, VERSION, PLURAL, interval=settings.resync_seconds, idle=settings.resync_seconds / 2
-    )(resync)
-    kube = Kube(load_api_client(connections=WORKERS))
+    kube = Kube(
+        load_api_client(connections=WORKERS + 2),
+        timeout=settings.api_timeout_seconds,
+        attempts=settings.api_attempts,
+    )
     namespaces = settings.watch_namespaces
-    ensure_namespaced_peerings(kube, namespaces)
+    try:
+        ensure_peerings(kube, namespaces)
+    except StartupError as error:
+        log.error("cannot start: %s", error)
+        raise SystemExit(1) from None
+    # Two replicas must never both act: the one with the highest priority does.
+    priority = random.randint(1, 2**31 - 1)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        peering_name=PEERING_NAME,
+        peering_name=peering.NAME,
+        priority=priority,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(kube=kube, settings=settings),
+        memo=kopf.Memo(
+            kube=kube,
+            settings=settings,
+            queue=ResyncQueue(settings.resync_seconds),
+            acting=Acting(kube, namespaces, priority),
+            stop=threading.Event(),
+        ),
     )

@@ -112,7 +112,19 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="How often each workspace is reconciled even without events (drift, "
         "lost children, refused changes tried again). Each resync re-applies every child "
-        "of every workspace: shorter means more load on the API server.",
+        "of every workspace: shorter means more load on the API server. A failed reconcile "
+        "is tried again sooner, with a backoff from 1 s up to this.",
+    )
+    api_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How long one call to the API server may take before it counts as failed.",
+    )
+    api_attempts: int = Field(
+        default=4,
+        ge=1,
+        description="Tries of an API call the server does not answer (or answers 429/5xx), "
+        "with a jittered exponential backoff between them (0.5 s doubling, at most 8 s).",
     )
     peering_lifetime_seconds: int = Field(
         default=60,

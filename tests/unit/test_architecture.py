@@ -25,6 +25,8 @@ PURE = [
     "validation",
     "cluster",
     "contract",
+    "peering",
+    "resync",
 ]
 FORBIDDEN = {"kopf", "kubernetes"}
 
