@@ -8,17 +8,31 @@ this ClusterRole; here: what it grants and what it refuses.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from devtools.deploy import OperatorProcess
 from devtools.install import (
+    SERVICE_ACCOUNT,
     SYSTEM_NAMESPACE,
     can_i,
+    service_account_kubeconfig,
+    session_operator_stopped,
 )
 from devtools.localcluster import kubectl
+from devtools.s3 import S3Credentials
+from tests.integration.conftest import start_operator
+from tests.integration.test_workspace import CHILD_KINDS, children
+from tests.support.kube import wait_until
+from tests.support.workspaces import Workspaces, sample
+
+# An identity with the manifests' ClusterRole minus NetworkPolicies: an install whose
+# ClusterRole is older than the operator.
+LACKING = f"{SERVICE_ACCOUNT}-without-networkpolicies"
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +106,64 @@ def test_it_cannot_grant_more_than_it_holds(
     assert refused.value.status == 403
     assert "attempting to grant RBAC permissions not currently held" in str(refused.value.body)
     assert SYSTEM_NAMESPACE in str(refused.value.body)
+
+
+@pytest.fixture
+def operator_lacking_networkpolicies(
+    operator: OperatorProcess,
+    operator_kubeconfig: Path,
+    kube: client.ApiClient,
+    cluster_s3: S3Credentials,
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    """The operator under an identity that may not touch NetworkPolicies (the session's
+    operator is stopped meanwhile)."""
+    rbac, core = client.RbacAuthorizationV1Api(kube), client.CoreV1Api(kube)
+    role = rbac.read_cluster_role(SERVICE_ACCOUNT)
+    rules = [rule for rule in role.rules if "networkpolicies" not in rule.resources]
+    rbac.create_cluster_role({"metadata": {"name": LACKING}, "rules": rules})
+    core.create_namespaced_service_account(SYSTEM_NAMESPACE, {"metadata": {"name": LACKING}})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": LACKING},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": LACKING},
+            "subjects": [{"kind": "ServiceAccount", "name": LACKING,
+                          "namespace": SYSTEM_NAMESPACE}],
+        }
+    )  # fmt: skip
+    try:
+        kubeconfig = service_account_kubeconfig(tmp_path / "kubeconfig", account=LACKING)
+        with session_operator_stopped(operator):
+            process = start_operator("lacking", kubeconfig, cluster_s3)
+            try:
+                yield process
+            finally:
+                process.stop()
+        assert "Traceback" not in process.log()
+    finally:
+        rbac.delete_cluster_role_binding(LACKING)
+        rbac.delete_cluster_role(LACKING)
+        core.delete_namespaced_service_account(LACKING, SYSTEM_NAMESPACE)
+
+
+def test_a_permission_the_operator_lacks_is_told_apart_from_a_refused_spec(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_lacking_networkpolicies: OperatorProcess,
+) -> None:
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("alice"))
+
+    def forbidden() -> dict[str, object] | None:
+        ready = workspaces.ready_condition("alice") or {}
+        return ready if ready.get("reason") == "OperatorForbidden" else None
+
+    ready = wait_until("Ready=False OperatorForbidden", forbidden)
+    assert ready["status"] == "False"
+    assert ready["message"] == (
+        f"the operator lacks permission to patch networkpolicies in namespace {workspace_namespace}"
+    )
+    # A new workspace is made whole or not at all.
+    found = children(kube, workspace_namespace, "alice")
+    assert not any(found[kind] for kind in CHILD_KINDS), found
