@@ -345,8 +345,12 @@ class Kube:
         try:
             self.request("POST", url("v1", "Event", metadata["namespace"]), body=event)
         except KubeError as error:
-            # Events are best effort: no right to post them, or the namespace goes.
-            if error.failure not in (Failure.FORBIDDEN, Failure.NAMESPACE_TERMINATING):
+            # Events are best effort: no right to post them, or the namespace goes (or went).
+            if error.failure not in (
+                Failure.FORBIDDEN,
+                Failure.NAMESPACE_TERMINATING,
+                Failure.NOT_FOUND,
+            ):
                 raise
 
     def delete(

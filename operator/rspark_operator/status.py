@@ -308,12 +308,9 @@ def restore_report_unseen(status: Mapping[str, Any]) -> bool:
     The agent writes only its own conditions; this tells the operator, from the
     workspace alone, that a status-only reconcile would change the phase.
     """
-    conditions = list(status.get("conditions") or [])
-    restored, ready = find(conditions, HOME_RESTORED), find(conditions, READY)
-    if restored is None or ready is None:
-        return False
-    shown = str(ready.get("reason"))
-    if shown not in _REASONS_THE_AGENT_CAN_CHANGE:
+    restored = find(list(status.get("conditions") or []), HOME_RESTORED)
+    shown = Reason.of(status)
+    if restored is None or shown not in _REASONS_THE_AGENT_CAN_CHANGE:
         return False
     if restored.get("status") == "False":
         return shown != (

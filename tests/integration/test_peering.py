@@ -7,6 +7,8 @@ lifetime; the session's operator is stopped meanwhile, so that no third one acts
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from devtools import localcluster
-from devtools.deploy import OperatorProcess
+from devtools.deploy import OperatorProcess, operator_environment
 from devtools.install import (
     deploy,
     refusals,
@@ -27,6 +29,7 @@ from devtools.s3 import S3Credentials
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
 
+PEERING = "rspark-operator"
 # kopf starts a replica paused (mandatory peering) and logs these as it changes state.
 PAUSED = "Pausing operations in favour of"
 RESUMED = "Resuming operations after the pause"
@@ -116,3 +119,40 @@ def test_exactly_one_replica_handles_each_workspace_and_a_kill_hands_over(
     workspaces.wait_phase("ws4", "Running")
     assert handled(standby, workspace_namespace, "ws4")
     assert not handled(active, workspace_namespace, "ws4")
+
+
+def test_a_missing_peering_object_is_created_or_named_at_once(
+    operator: OperatorProcess,
+    operator_kubeconfig: Path,
+    kube: client.ApiClient,
+    cluster_s3: S3Credentials,
+    tmp_path: Path,
+) -> None:
+    """Peering is mandatory: without its object kopf would wait forever, silently."""
+    custom = client.CustomObjectsApi(kube)
+    with session_operator_stopped(operator):
+        custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
+        try:
+            # The manifests' ClusterRole may not create it: one line says so, exit 1.
+            env = operator_environment(cluster_s3)
+            env["KUBECONFIG"] = str(operator_kubeconfig)
+            script = Path(sys.executable).parent / "rspark-operator"
+            result = subprocess.run(
+                [str(script)], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 1, result
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            assert len(lines) == 1, lines
+            assert "ClusterKopfPeering rspark-operator is needed and the operator lacks " \
+                "permission to create clusterkopfpeerings cluster-wide" in lines[0]  # fmt: skip
+            # An identity that may (the admin's kubeconfig, as `make dev` runs it) creates it.
+            admin = OperatorProcess(
+                localcluster.LOCAL / "logs" / f"operator-admin-{time.strftime('%H%M%S')}.log",
+                operator_environment(cluster_s3),
+            )
+            admin.start()
+            admin.stop()
+            assert f"created ClusterKopfPeering {PEERING}" in admin.log()
+        finally:
+            deploy()  # as installed, whatever happened
+    assert custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
