@@ -12,6 +12,12 @@ out. Every rule about dry runs and refusals is here:
 - no pod that the API server refuses is created, and a running pod is not replaced
   by one: it keeps running as it was.
 
+A pod that differs from the desired one because its user changed the spec is
+replaced at once. One that differs for the operator's own reasons (a new image
+setting, an operator upgrade) is held (`HOLD`: status.pendingRestart) until its
+user restarts it (suspend and resume, or the restart annotation) or the rollout
+admits it (`RSPARK_ROLLOUT_MAX_PODS` at once, see `rollout.py`).
+
 There is one pod name per workspace, so there is never a second pod: a new pod is
 created only once the old one is gone. A pod on a lost node stays Terminating
 forever (no kubelet confirms it stopped); past its deadline the operator
@@ -34,6 +40,8 @@ from rspark_operator.status import Reason
 # are also Ready reasons).
 POD_CREATED = "PodCreated"
 POD_STOPPING = "PodStopping"
+POD_RESTARTING = "PodRestarting"
+PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
 
 
@@ -44,6 +52,7 @@ class PodAction(Enum):
     DELETE = "delete"  # suspended, or it ended: delete it
     WAIT = "wait"  # it is terminating: the next one starts once it is gone
     FORCE_DELETE = "force-delete"  # terminating on a lost node past its deadline
+    HOLD = "hold"  # differs for the operator's reasons: kept until a restart or the rollout
 
 
 # Actions that put a new pod in place of what exists.
@@ -71,8 +80,12 @@ def decide_pod(
     node: Mapping[str, Any] | None,
     now: datetime,
     force_delete_after: float,
+    user_edit: bool,
+    restart_requested: bool,
 ) -> PodPlan:
-    """`node` is the pod's node when `waiting_on_lost_node` holds (None: the node is gone)."""
+    """`node` is the pod's node when `waiting_on_lost_node` holds (None: the node is gone);
+    `user_edit`: the spec changed since the last reconcile (or was refused then), so a
+    different pod is the user's doing; `restart_requested`: see `restart_requested`."""
     if pod is None:
         if suspended:
             return NOTHING
@@ -96,11 +109,48 @@ def decide_pod(
         return PodPlan(
             PodAction.DELETE, Reason.POD_FAILED, "the pod ended; replacing it", warning=True
         )
+    if restart_requested:
+        return PodPlan(PodAction.REPLACE, POD_RESTARTING, "restart requested; replacing the pod")
     if not spec_current(pod, desired):
-        return PodPlan(
-            PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
-        )
+        if user_edit:
+            return PodPlan(
+                PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
+            )
+        return PodPlan(PodAction.HOLD)
     return NOTHING
+
+
+def roll_out(pod: Mapping[str, Any], desired: Mapping[str, Any]) -> PodPlan:
+    """A held pod whose turn came in the rollout."""
+    return PodPlan(PodAction.REPLACE, Reason.POD_REPLACING, f"rolling out {changes(pod, desired)}")
+
+
+def changes(pod: Mapping[str, Any], desired: Mapping[str, Any]) -> str:
+    """What differs between the running pod and the desired one, in a few words."""
+
+    def images(manifest: Mapping[str, Any]) -> dict[str, str]:
+        spec = manifest.get("spec") or {}
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        return {c["name"]: c.get("image", "") for c in containers}
+
+    before, after = images(pod), images(desired)
+    changed = [f"{name} image {before.get(name)} -> {image}"
+               for name, image in after.items() if before.get(name) != image]  # fmt: skip
+    return "; ".join(changed) or "the operator's pod template (its settings or version)"
+
+
+def restart_requested(
+    workspace_annotations: Mapping[str, str], pod: Mapping[str, Any] | None
+) -> bool:
+    """The workspace's restart annotation is newer than the pod."""
+    requested = workspace_annotations.get(names.RESTART_ANNOTATION)
+    created = (pod or {}).get("metadata", {}).get("creationTimestamp")
+    if not requested or not created:
+        return False
+    try:
+        return parse_timestamp(requested) > parse_timestamp(created)
+    except ValueError:
+        return False
 
 
 def needs_dry_run(*, spec_changed: bool, refused_before: bool) -> bool:

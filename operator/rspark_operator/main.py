@@ -30,6 +30,7 @@ from rspark_operator.names import (
     COMPONENT_LABEL,
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
+    RESTART_ANNOTATION,
     RSTUDIO_COMPONENT,
     WORKSPACE_LABEL,
     workspace_of,
@@ -37,6 +38,7 @@ from rspark_operator.names import (
 from rspark_operator.reconcile import reconcile
 from rspark_operator.resync import Job, Result, ResyncQueue
 from rspark_operator.resync import run as run_resync
+from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
 from rspark_operator.status import STATUS_WARNINGS, VOLUME_PROBLEMS, restore_report_unseen
 
@@ -147,7 +149,9 @@ async def workspace_event(
             queue.schedule(key, AHEAD_SECONDS)
     elif metadata.get("generation") != status.get("observedGeneration"):
         queue.schedule(key, AHEAD_SECONDS)
-    elif restore_report_unseen(status):
+    elif restore_report_unseen(status) or (
+        event["type"] == "MODIFIED" and RESTART_ANNOTATION in (metadata.get("annotations") or {})
+    ):
         queue.schedule(key, children=False)
     elif event["type"] is None:  # listed, not changed: spread the first resync
         queue.schedule(key, random.uniform(0, queue.resync_seconds))
@@ -184,16 +188,19 @@ def _reconcile(memo: kopf.Memo, job: Job) -> Result:
     try:
         current = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
         if current is None:
+            memo.rollout.finish(job.key)
             return Result.GONE
         if LEGACY_FINALIZER in (current["metadata"].get("finalizers") or []):
             kube.remove_finalizer(current, LEGACY_FINALIZER)
         if current["metadata"].get("deletionTimestamp"):
+            memo.rollout.finish(job.key)
             return Result.GONE
         outcome = reconcile(
             kube,
             memo.settings,
             current,
             lambda uid: warnings.get(uid, ()),
+            memo.rollout,
             children=job.children,
         )
         for event in outcome.events:
@@ -319,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             kube=kube,
             settings=settings,
             queue=ResyncQueue(settings.resync_seconds),
+            rollout=Rollout(settings.rollout_max_pods),
             acting=Acting(kube, namespaces, priority),
             stop=threading.Event(),
         ),

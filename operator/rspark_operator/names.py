@@ -17,6 +17,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKSPACE_LABEL = f"{GROUP}/workspace"
 USER_LABEL = f"{GROUP}/user"
 POD_SPEC_HASH_ANNOTATION = f"{GROUP}/pod-spec-hash"
+# Set by a user on the workspace (an RFC 3339 time) to restart its pod once.
+RESTART_ANNOTATION = f"{GROUP}/restart-requested-at"
 
 RSTUDIO_COMPONENT = "rstudio"
 SPARK_EXECUTOR_COMPONENT = "spark-executor"

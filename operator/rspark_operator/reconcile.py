@@ -31,17 +31,22 @@ from rspark_operator.builders import (
 )
 from rspark_operator.cluster import Api, Failure, KubeError, Manifest
 from rspark_operator.lifecycle import (
+    PENDING_RESTART,
     PodAction,
     PodPlan,
+    changes,
     children_to_apply,
     decide_pod,
     dry_run_pod,
     key,
     needs_dry_run,
     plan_pod,
+    restart_requested,
+    roll_out,
     spec_current,
     waiting_on_lost_node,
 )
+from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import (
     REFUSED,
@@ -95,6 +100,10 @@ class Observation:
     desired_pod: Manifest
     # What a dry run of the change refused (empty when there was no dry run).
     refusals: Refusals
+    # The spec changed since the last reconcile (or was refused then): the user's doing.
+    user_edit: bool
+    # The workspace's restart annotation is newer than its pod.
+    restart_requested: bool
 
     @property
     def new(self) -> bool:
@@ -113,12 +122,14 @@ def reconcile(
     settings: OperatorSettings,
     body: dict[str, Any],
     warnings_of: WarningsOf,
+    rollout: Rollout,
     *,
     children: bool = True,
     now: datetime | None = None,
 ) -> Outcome:
     """Converge one workspace. `children=False` skips re-applying the children that
-    pod events cannot have changed (used for pod events, which are many)."""
+    pod events cannot have changed (used for pod events, which are many); `rollout`
+    admits the replacement of pods held for the operator's own reasons."""
     now = now or datetime.now(UTC)
     try:
         ws = parse_workspace(body, settings)
@@ -126,7 +137,7 @@ def reconcile(
         return _invalid(api, body, str(error), now)
     seen = observe(api, settings, ws, body, children=children, now=now)
     plan = make_plan(seen, now, settings)
-    return _apply(api, settings, seen, plan, body, warnings_of, now)
+    return _apply(api, settings, seen, plan, body, warnings_of, rollout, now)
 
 
 def observe(
@@ -168,6 +179,8 @@ def observe(
         children=manifests,
         desired_pod=desired_pod,
         refusals=refusals,
+        user_edit=spec_changed or refused_before,
+        restart_requested=restart_requested(body["metadata"].get("annotations") or {}, pod),
     )
 
 
@@ -185,6 +198,8 @@ def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> P
         node=seen.node,
         now=now,
         force_delete_after=settings.node_lost_force_delete_seconds,
+        user_edit=seen.user_edit,
+        restart_requested=seen.restart_requested,
     )
     return Plan(children, plan_pod(decision, seen.desired_pod, seen.refusals.keys(), new=seen.new))
 
@@ -196,6 +211,7 @@ def _apply(
     plan: Plan,
     body: dict[str, Any],
     warnings_of: WarningsOf,
+    rollout: Rollout,
     now: datetime,
 ) -> Outcome:
     ws = seen.ws
@@ -204,8 +220,15 @@ def _apply(
         refusals |= _apply_children(api, ws, plan.children)
     # A real apply can refuse what the dry run passed (a quota used up meanwhile).
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
+    events = []
+    if pod_plan.action is PodAction.HOLD and seen.pod is not None:
+        pod_plan, held = _held(api, rollout, seen, refusals)
+        if held and not seen.previous.get("pendingRestart"):
+            why = f"a restart applies {changes(seen.pod, seen.desired_pod)}"
+            events.append(Event(PENDING_RESTART, why))
     pod, done = _carry_out(api, pod_plan, seen.pod, seen.desired_pod, refusals)
-    events = [Event(pod_plan.reason, pod_plan.message, pod_plan.warning)] if done else []
+    if done:
+        events.append(Event(pod_plan.reason, pod_plan.message, pod_plan.warning))
 
     unhealthy = [obj for obj in (pod, seen.claim) if obj is not None and not _healthy(obj)]
     observed = Observed(
@@ -223,7 +246,29 @@ def _apply(
         observed=observed,
         now=now,
     )
+    if ws.spec.suspended or (
+        pod is not None and _healthy(pod) and spec_current(pod, seen.desired_pod)
+    ):
+        rollout.finish((ws.namespace, ws.name))
     return _finish(api, body, status, events)
+
+
+def _held(
+    api: Api, rollout: Rollout, seen: Observation, refusals: Refusals
+) -> tuple[PodPlan, bool]:
+    """A pod held for the operator's reasons is replaced when the rollout admits it and
+    the API server would create the new one; (the plan, whether it stays held)."""
+    assert seen.pod is not None
+    workspace = (seen.ws.namespace, seen.ws.name)
+    if not rollout.admit(workspace):
+        return PodPlan(PodAction.NONE), True
+    try:
+        api.dry_run_create(seen.desired_pod)
+    except KubeError as error:
+        _refused(refusals, seen.desired_pod, error)
+        rollout.finish(workspace)
+        return PodPlan(PodAction.NONE), True
+    return roll_out(seen.pod, seen.desired_pod), False
 
 
 def _invalid(api: Api, body: dict[str, Any], why: str, now: datetime) -> Outcome:

@@ -115,6 +115,13 @@ class OperatorSettings(BaseSettings):
         "of every workspace: shorter means more load on the API server. A failed reconcile "
         "is tried again sooner, with a backoff from 1 s up to this.",
     )
+    rollout_max_pods: int = Field(
+        default=1,
+        ge=0,
+        description="How many workspace pods the operator replaces at once for its own "
+        "reasons (a new image setting, an operator upgrade); the others show pendingRestart "
+        "until their turn or until their users restart them. 0: only their users do.",
+    )
     api_timeout_seconds: float = Field(
         default=30,
         gt=0,

@@ -27,6 +27,7 @@ PURE = [
     "contract",
     "peering",
     "resync",
+    "rollout",
 ]
 FORBIDDEN = {"kopf", "kubernetes"}
 

@@ -80,6 +80,8 @@ def test_decide_pod(
         node=node_,
         now=NOW,
         force_delete_after=FORCE_AFTER,
+        user_edit=True,
+        restart_requested=False,
     )
     assert (decision.action, decision.reason) == (action, reason), case
 
@@ -89,7 +91,14 @@ def test_force_delete_can_be_turned_off() -> None:
     assert waiting_on_lost_node(lost, NOW, FORCE_AFTER)
     assert not waiting_on_lost_node(lost, NOW, 0)
     decision = decide_pod(
-        suspended=False, pod=lost, desired=DESIRED, node=None, now=NOW, force_delete_after=0
+        suspended=False,
+        pod=lost,
+        desired=DESIRED,
+        node=None,
+        now=NOW,
+        force_delete_after=0,
+        user_edit=True,
+        restart_requested=False,
     )
     assert decision.action == PodAction.WAIT
 

@@ -11,8 +11,11 @@ import pytest
 
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import READY, find
-from rspark_operator.lifecycle import POD_CREATED
+from rspark_operator.lifecycle import PENDING_RESTART, POD_CREATED, POD_RESTARTING
+from rspark_operator.names import RESTART_ANNOTATION
 from rspark_operator.reconcile import Outcome, reconcile
+from rspark_operator.rollout import Rollout
+from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import Reason
 from tests.unit.fakeapi import FakeApi, Write
 from tests.unit.workspaces import settings
@@ -25,6 +28,7 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SETTINGS = settings()
 WORKSPACE = (KIND, NAMESPACE, NAME)
 POD = ("Pod", NAMESPACE, NAME)
+ROLLOUT = Rollout(max_pods=1)
 
 
 def no_warnings(uid: str) -> Iterable[Mapping[str, Any]]:
@@ -54,7 +58,7 @@ def run(fake: FakeApi, *, children: bool = True) -> Outcome:
     """One reconcile of the workspace as the API server has it now."""
     body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
     assert body is not None
-    return reconcile(fake, SETTINGS, body, no_warnings, children=children, now=NOW)
+    return reconcile(fake, SETTINGS, body, no_warnings, ROLLOUT, children=children, now=NOW)
 
 
 def ready(fake: FakeApi) -> dict[str, Any]:
@@ -73,6 +77,11 @@ def pod_ready(fake: FakeApi) -> None:
     pod = fake.objects[POD]
     pod["spec"]["nodeName"] = "node-a"
     pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and bool(find(conditions, "Ready"))
 
 
 def running(fake: FakeApi) -> None:
@@ -202,3 +211,88 @@ def test_an_unchanged_status_is_not_written() -> None:
     run(fake, children=False)  # a pod event that changes nothing
     assert fake.writes == []
     assert fake.events == []
+
+
+def test_a_change_of_the_operator_waits_for_the_rollout_or_a_restart() -> None:
+    fake = FakeApi()
+    running(fake)
+    upgraded = settings(workspace_image="rstudio:upgraded")
+    body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+    assert body is not None
+    busy = Rollout(max_pods=1)
+    assert busy.admit(("team", "someone-else"))
+    outcome = reconcile(fake, upgraded, body, no_warnings, busy, now=NOW)
+    assert not fake.objects[POD]["metadata"].get("deletionTimestamp")  # held
+    assert outcome.status["pendingRestart"] is True
+    assert outcome.status["phase"] == "Running"
+    assert [e.reason for e in outcome.events] == [PENDING_RESTART]
+    assert "rstudio image" in outcome.events[0].message
+    assert "rstudio:upgraded" in outcome.events[0].message
+    # Its turn: replaced, and it counts until its new pod is Ready.
+    busy.finish(("team", "someone-else"))
+    body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+    assert body is not None
+    outcome = reconcile(fake, upgraded, body, no_warnings, busy, now=NOW)
+    assert fake.objects[POD]["metadata"].get("deletionTimestamp")
+    assert busy.under_way() == 1
+    fake.finish_termination(*POD)
+    for _ in range(2):
+        body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+        assert body is not None
+        reconcile(fake, upgraded, body, no_warnings, busy, now=NOW)
+        pod_ready(fake)
+    assert fake.objects[POD]["spec"]["containers"][0]["image"] == "rstudio:upgraded"
+    assert busy.under_way() == 0
+
+
+def test_never_more_pods_replaced_at_once_than_the_rollout_allows() -> None:
+    fake = FakeApi()
+    names = [f"ws{i}" for i in range(5)]
+    for name in names:
+        fake.put({"apiVersion": API_VERSION, "kind": KIND,
+                  "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"{name}-uid",
+                               "generation": 1},
+                  "spec": {"user": "alice@example.com"}})  # fmt: skip
+    rollout = Rollout(max_pods=2)
+
+    def reconcile_all(with_settings: OperatorSettings) -> None:
+        for name in names:
+            body = fake.get(API_VERSION, KIND, NAMESPACE, name)
+            assert body is not None
+            reconcile(fake, with_settings, body, no_warnings, rollout, now=NOW)
+
+    reconcile_all(SETTINGS)
+    for name in names:
+        fake.objects[("Pod", NAMESPACE, name)]["status"] = {
+            "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+    upgraded = settings(workspace_image="rstudio:upgraded")
+    for _ in range(10):
+        reconcile_all(upgraded)
+        pods = [fake.objects.get(("Pod", NAMESPACE, name)) for name in names]
+        replaced = [pod for pod in pods if pod is None or not is_ready(pod)]
+        assert len(replaced) <= 2
+        for name, pod in zip(names, pods, strict=True):  # the kubelet moves on
+            if pod is not None and pod["metadata"].get("deletionTimestamp"):
+                fake.finish_termination("Pod", NAMESPACE, name)
+            elif pod is not None and not pod.get("status"):
+                pod["status"] = {"phase": "Running",
+                                 "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+    images = {fake.objects[("Pod", NAMESPACE, n)]["spec"]["containers"][0]["image"] for n in names}
+    assert images == {"rstudio:upgraded"}
+
+
+def test_a_restart_request_replaces_a_current_pod() -> None:
+    fake = FakeApi()
+    running(fake)
+    fake.objects[WORKSPACE]["metadata"]["annotations"] = {
+        RESTART_ANNOTATION: "2026-01-02T04:00:00Z"
+    }
+    outcome = run(fake, children=False)
+    assert fake.objects[POD]["metadata"].get("deletionTimestamp")
+    assert outcome.events[0].reason == POD_RESTARTING
+    fake.finish_termination(*POD)
+    run(fake, children=False)
+    pod_ready(fake)
+    fake.objects[POD]["metadata"]["creationTimestamp"] = "2026-01-02T04:00:05Z"
+    run(fake, children=False)
+    assert not fake.objects[POD]["metadata"].get("deletionTimestamp")  # once
