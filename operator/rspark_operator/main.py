@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
     # Two replicas must never both act: the one with the highest priority does.
     priority = random.randint(1, 2**31 - 1)
+    queue = ResyncQueue(settings.resync_seconds)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
@@ -325,8 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         memo=kopf.Memo(
             kube=kube,
             settings=settings,
-            queue=ResyncQueue(settings.resync_seconds),
-            rollout=Rollout(settings.rollout_max_pods),
+            queue=queue,
+            rollout=Rollout(
+                settings.rollout_max_pods, wake=lambda key: queue.schedule(key, children=False)
+            ),
             acting=Acting(kube, namespaces, priority),
             stop=threading.Event(),
         ),

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from devtools.deploy import OperatorProcess
 from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
@@ -384,3 +384,71 @@ def test_an_operator_watching_listed_namespaces_peers_there_and_acts(
     workspaces = Workspaces(kube, workspace_namespace)
     workspaces.create(sample("alice"))
     workspaces.wait_phase("alice", "Running")
+
+
+# Small requests, so that 50 workspaces fit on the two simulated nodes.
+SMALL = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def test_an_image_setting_change_replaces_at_most_the_allowed_pods_at_once(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    """An operator upgrade must not end every user's session at once: 50 running
+    workspaces, a new image setting, never more than 3 pods replaced at once."""
+    at_once, count, new_image = 3, 50, "example.com/rstudio:upgraded"
+    first = operator_with(rollout_max_pods=str(at_once))
+    workspaces = Workspaces(kube, workspace_namespace)
+    ids = [f"ws{index:02}" for index in range(count)]
+    for name in ids:
+        workspaces.create(sample(name, resources=SMALL))
+    for name in ids:
+        workspaces.wait_phase(name, "Running", timeout=300)
+    core = client.CoreV1Api(kube)
+    selector = f"{names.COMPONENT_LABEL}={names.RSTUDIO_COMPONENT}"
+    listed = core.list_namespaced_pod(workspace_namespace, label_selector=selector)
+    first.stop()
+    operator_with(rollout_max_pods=str(at_once), workspace_image=new_image)
+
+    # Every change of every workspace pod, from the moment the new operator starts.
+    pods: dict[str, Any] = {pod.metadata.name: pod for pod in listed.items}
+
+    def replaced_now() -> int:
+        """Workspaces without a pod that serves: none, Terminating, or not Ready yet."""
+        return sum(1 for name in ids if not _serving(pods.get(name)))
+
+    def upgraded() -> bool:
+        return all(_serving(pods.get(n)) and _image(pods[n]) == new_image for n in ids)
+
+    most = 0
+    stream = watch.Watch()
+    for event in stream.stream(core.list_namespaced_pod, workspace_namespace,
+                               label_selector=selector,
+                               resource_version=listed.metadata.resource_version,
+                               timeout_seconds=600):  # fmt: skip
+        pod = event["object"]
+        if event["type"] == "DELETED":
+            pods.pop(pod.metadata.name, None)
+        else:
+            pods[pod.metadata.name] = pod
+        most = max(most, replaced_now())
+        assert most <= at_once, f"{most} workspaces without a serving pod at once"
+        if upgraded():
+            stream.stop()
+    assert upgraded(), {n: _image(p) for n, p in pods.items()}
+    assert most >= 1
+    wait_until(
+        "no restart pending",
+        lambda: not any((workspaces.get(n) or {})["status"]["pendingRestart"] for n in ids),
+    )
+
+
+def _serving(pod: Any) -> bool:
+    if pod is None or pod.metadata.deletion_timestamp:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _image(pod: Any) -> str:
+    return str(next(c.image for c in pod.spec.containers if c.name == "rstudio"))

@@ -296,3 +296,17 @@ def test_a_restart_request_replaces_a_current_pod() -> None:
     fake.objects[POD]["metadata"]["creationTimestamp"] = "2026-01-02T04:00:05Z"
     run(fake, children=False)
     assert not fake.objects[POD]["metadata"].get("deletionTimestamp")  # once
+
+
+def test_a_finished_replacement_wakes_the_workspace_that_waited_longest() -> None:
+    woken: list[tuple[str, str]] = []
+    rollout = Rollout(max_pods=1, wake=woken.append)
+    a, b, c = ("team", "a"), ("team", "b"), ("team", "c")
+    assert rollout.admit(a)
+    assert not rollout.admit(b)
+    assert not rollout.admit(c)
+    rollout.finish(b)  # b needs no replacement any more (say, suspended)
+    assert woken == []
+    rollout.finish(a)
+    assert woken == [c]
+    assert rollout.admit(c)
