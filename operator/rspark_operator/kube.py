@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,11 +134,14 @@ class Kube:
         timeout: float = 30.0,
         attempts: int = 4,
         rng: random.Random | None = None,
+        on_call: Callable[[str, int], None] = lambda verb, code: None,
     ) -> None:
         self.api = api
         self.timeout = timeout
         self.attempts = attempts
         self._rng = rng or random.Random()
+        # Told of every HTTP call: its verb and status code (0: no answer), for metrics.
+        self._on_call = on_call
 
     def request(
         self,
@@ -194,12 +198,15 @@ class Kube:
             response.read()
         except ApiException as error:
             status = error.status or 0
+            self._on_call(serialized[0], status)
             raise KubeError(classify(status, _status(error.body)), status, _reason(error)) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             # Not reached, reset, or no answer within the timeout.
+            self._on_call(serialized[0], 0)
             raise KubeError(
                 Failure.UNAVAILABLE, 0, f"no answer from the API server: {error}"
             ) from None
+        self._on_call(serialized[0], response.status)
         if response.status >= 400:
             status_body = _status(response.data)
             message = _reason_text(response.data)

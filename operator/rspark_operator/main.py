@@ -26,6 +26,7 @@ from rspark_operator import peering
 from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
+from rspark_operator.metrics import OperatorMetrics
 from rspark_operator.names import (
     COMPONENT_LABEL,
     FIELD_MANAGER,
@@ -181,6 +182,22 @@ async def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 def _reconcile(memo: kopf.Memo, job: Job) -> Result:
+    """Reconcile the workspace as it is now, measured."""
+    metrics: OperatorMetrics = memo.metrics
+    start = time.monotonic()
+    try:
+        result = _reconcile_now(memo, job)
+    except Exception:
+        metrics.reconcile_errors.labels("exception").inc()
+        raise
+    kind = "full" if job.children else "refresh"
+    metrics.reconcile_duration.labels(kind).observe(time.monotonic() - start)
+    if result is Result.GONE:
+        metrics.phases.forget(job.key)
+    return result
+
+
+def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
     """Reconcile the workspace as it is now (the watch's copy may be stale)."""
     kube: Kube = memo.kube
     warnings: WarningIndex = memo.warnings
@@ -210,7 +227,9 @@ def _reconcile(memo: kopf.Memo, job: Job) -> Result:
             log.info("%s/%s: namespace is being deleted", namespace, name)
             return Result.GONE
         log.warning("%s/%s: API call failed (%s): %s", namespace, name, error.failure.value, error)
+        memo.metrics.reconcile_errors.labels(error.failure.value).inc()
         return Result.FAILED
+    memo.metrics.phases.set(job.key, outcome.status["phase"])
     if outcome.events:
         log.info(
             "%s/%s: %s; phase %s",
@@ -303,10 +322,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rspark-operator: bad configuration:\n{error}", file=sys.stderr)
         raise SystemExit(2) from None
     kopf.configure(verbose=args.verbose)
+    metrics = OperatorMetrics()
     kube = Kube(
         load_api_client(connections=WORKERS + 2),
         timeout=settings.api_timeout_seconds,
         attempts=settings.api_attempts,
+        on_call=metrics.api_call,
     )
     namespaces = settings.watch_namespaces
     try:
@@ -317,6 +338,20 @@ def main(argv: list[str] | None = None) -> None:
     # Two replicas must never both act: the one with the highest priority does.
     priority = random.randint(1, 2**31 - 1)
     queue = ResyncQueue(settings.resync_seconds)
+    rollout = Rollout(
+        settings.rollout_max_pods, wake=lambda key: queue.schedule(key, children=False)
+    )
+    metrics.gauge(
+        "rspark_operator_queue_workspaces", "Workspaces in the resync queue.", queue.__len__
+    )
+    metrics.gauge(
+        "rspark_operator_queue_due_workspaces", "Workspaces due for a reconcile now.", queue.due_now
+    )
+    metrics.gauge(
+        "rspark_operator_rollout_pods", "Pods the rollout is replacing.", rollout.under_way
+    )
+    if settings.metrics_address:
+        metrics.serve(settings.metrics_address)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
@@ -327,9 +362,8 @@ def main(argv: list[str] | None = None) -> None:
             kube=kube,
             settings=settings,
             queue=queue,
-            rollout=Rollout(
-                settings.rollout_max_pods, wake=lambda key: queue.schedule(key, children=False)
-            ),
+            rollout=rollout,
+            metrics=metrics,
             acting=Acting(kube, namespaces, priority),
             stop=threading.Event(),
         ),

@@ -105,6 +105,12 @@ class ResyncQueue:
             entry = self._entries.get(key)
             return None if entry is None else entry.due()
 
+    def due_now(self) -> int:
+        """Workspaces whose reconcile is due now: the backlog."""
+        with self._ready:
+            now = self._clock()
+            return sum(1 for entry in self._entries.values() if (entry.due() or now + 1) <= now)
+
     def take(self, timeout: float) -> Job | None:
         """The next due workspace that is not being reconciled, now marked running;
         None when none comes due within `timeout` seconds."""

@@ -122,6 +122,12 @@ class OperatorSettings(BaseSettings):
         "reasons (a new image setting, an operator upgrade); the others show pendingRestart "
         "until their turn or until their users restart them. 0: only their users do.",
     )
+    metrics_address: str = Field(
+        default="",
+        pattern=r"^$|^[^:]*:[0-9]{1,5}$",
+        description="host:port where the operator serves its Prometheus /metrics "
+        "(e.g. 0.0.0.0:8000 in a pod); empty: not served.",
+    )
     api_timeout_seconds: float = Field(
         default=30,
         gt=0,

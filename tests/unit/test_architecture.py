@@ -28,6 +28,7 @@ PURE = [
     "peering",
     "resync",
     "rollout",
+    "metrics",
 ]
 FORBIDDEN = {"kopf", "kubernetes"}
 

@@ -1,0 +1,87 @@
+"""The operator's Prometheus metrics (served on RSPARK_METRICS_ADDRESS when set).
+
+rspark_operator_reconcile_duration_seconds{kind}   full reconciles and status refreshes
+rspark_operator_reconcile_errors_total{failure}    failed reconciles, by cluster.Failure
+rspark_operator_queue_workspaces                   workspaces in the resync queue
+rspark_operator_queue_due_workspaces               of those, due now (the backlog)
+rspark_operator_rollout_pods                       pods being replaced by the rollout
+rspark_operator_workspaces{phase}                  workspaces by the phase last computed
+rspark_operator_api_requests_total{verb,code}      API calls by HTTP verb and status (0: none)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+Key = tuple[str, str]
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _Phases(Collector):
+    """Workspaces by phase, from the last status of each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._phase: dict[Key, str] = {}
+
+    def set(self, key: Key, phase: str) -> None:
+        with self._lock:
+            self._phase[key] = phase
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._phase.pop(key, None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            tally = Tally(self._phase.values())
+        family = GaugeMetricFamily(
+            "rspark_operator_workspaces", "Workspaces by phase, as last computed.", labels=["phase"]
+        )
+        for phase, count in sorted(tally.items()):
+            family.add_metric([phase], count)
+        yield family
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconcile_duration = Histogram(
+            "rspark_operator_reconcile_duration_seconds",
+            "Duration of reconciles: full (children applied) or refresh (status only).",
+            ["kind"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "rspark_operator_reconcile_errors",
+            "Reconciles that failed, by the failure of the API call (or 'exception').",
+            ["failure"],
+            registry=self.registry,
+        )
+        self.api_requests = Counter(
+            "rspark_operator_api_requests",
+            "Calls to the API server by HTTP verb and status code (0: no answer).",
+            ["verb", "code"],
+            registry=self.registry,
+        )
+        self.phases = _Phases()
+        self.registry.register(self.phases)
+
+    def gauge(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        """A gauge read when scraped (queue depth, rollout)."""
+        Gauge(name, documentation, registry=self.registry).set_function(value)
+
+    def api_call(self, verb: str, code: int) -> None:
+        self.api_requests.labels(verb, str(code)).inc()
+
+    def serve(self, address: str) -> None:
+        """Serve /metrics on `address` ("host:port") in a thread of its own."""
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
