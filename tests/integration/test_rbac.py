@@ -120,7 +120,11 @@ def operator_lacking_networkpolicies(
     operator is stopped meanwhile)."""
     rbac, core = client.RbacAuthorizationV1Api(kube), client.CoreV1Api(kube)
     role = rbac.read_cluster_role(SERVICE_ACCOUNT)
-    rules = [rule for rule in role.rules if "networkpolicies" not in rule.resources]
+    rules = [
+        {"apiGroups": rule.api_groups, "resources": kept, "verbs": rule.verbs}
+        for rule in role.rules
+        if (kept := [resource for resource in rule.resources if resource != "networkpolicies"])
+    ]
     rbac.create_cluster_role({"metadata": {"name": LACKING}, "rules": rules})
     core.create_namespaced_service_account(SYSTEM_NAMESPACE, {"metadata": {"name": LACKING}})
     rbac.create_cluster_role_binding(
