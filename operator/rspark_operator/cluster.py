@@ -29,7 +29,8 @@ class Failure(Enum):
 
 # Answers worth another try: the request may well succeed a moment later.
 TRANSIENT_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
-# The StatusCause type the NamespaceLifecycle admission plugin sets.
+# The StatusCause type the NamespaceLifecycle admission plugin sets (a cause's type is
+# its "reason" on the wire).
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 
 
@@ -46,7 +47,7 @@ def classify(status: int, body: Mapping[str, Any] | None) -> Failure:
         return Failure.CONFLICT
     if status == 403:
         causes = ((body or {}).get("details") or {}).get("causes") or []
-        if any(cause.get("type") == NAMESPACE_TERMINATING_CAUSE for cause in causes):
+        if any(cause.get("reason") == NAMESPACE_TERMINATING_CAUSE for cause in causes):
             return Failure.NAMESPACE_TERMINATING
         return Failure.FORBIDDEN
     return Failure.REJECTED

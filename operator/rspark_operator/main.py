@@ -97,7 +97,9 @@ def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
 
 @kopf.on.cleanup()
 def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    """Take nothing new; let the reconciles under way finish (each call is bounded)."""
     memo.stop.set()
+    memo.thread.join(timeout=memo.settings.api_timeout_seconds * memo.settings.api_attempts)
 
 
 WarningIndex = kopf.Index[str, dict[str, Any]]

@@ -202,4 +202,9 @@ def run(
             if job is None:
                 slots.release()
                 continue
-            pool.submit(one, job)
+            try:
+                pool.submit(one, job)
+            except RuntimeError:  # the interpreter is exiting: no new threads
+                slots.release()
+                queue.done(job, Result.FAILED)
+                return

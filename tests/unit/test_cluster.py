@@ -11,10 +11,23 @@ from rspark_operator.cluster import Failure, KubeError, backoff, classify
 
 pytestmark = pytest.mark.unit
 
+# As kube-apiserver 1.33 answers a create in a namespace being deleted.
 TERMINATING = {
     "kind": "Status",
+    "message": 'pods "p-" is forbidden: unable to create new content in namespace team '
+    "because it is being terminated",
     "reason": "Forbidden",
-    "details": {"causes": [{"type": "NamespaceTerminating", "field": "metadata.namespace"}]},
+    "details": {
+        "name": "p-",
+        "kind": "pods",
+        "causes": [
+            {
+                "reason": "NamespaceTerminating",
+                "message": "namespace team is being terminated",
+                "field": "metadata.namespace",
+            }
+        ],
+    },
     "code": 403,
 }
 
