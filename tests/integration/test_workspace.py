@@ -11,6 +11,7 @@ from kubernetes import client
 from devtools.deploy import OperatorProcess
 from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
 from rspark_operator import names
+from rspark_operator.settings import OperatorSettings
 from tests.support.kube import fail_node, recover_node, wait_until
 from tests.support.workspaces import Workspaces, sample
 
@@ -18,6 +19,7 @@ CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Persistent
                "Secret", "Service", "Ingress", "NetworkPolicy", "Pod")  # fmt: skip
 # What outlives the workspace, with its snapshots: the key to them and the secret paths.
 KEPT_SECRETS = {"alice-passwords", "alice-home-secrets"}
+DEFAULT_IMAGES = OperatorSettings.model_fields
 
 
 @pytest.fixture
@@ -143,6 +145,36 @@ def test_image_change_replaces_the_pod_once_the_old_one_is_gone(
     assert new.spec.containers[0].image == "example.org/rspark:2"
     ws = alice.wait_phase("alice", "Running")
     assert ws["status"]["pendingRestart"] is False
+
+
+def test_jupyterlab_workspace_runs_and_switching_the_ide_keeps_the_home(
+    kube: client.ApiClient, workspace_namespace: str
+) -> None:
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("lab", ide="jupyterlab"))
+    workspaces.wait_phase("lab", "Running")
+    found = children(kube, workspace_namespace, "lab")
+    (pod,) = found["Pod"]
+    (ide,) = pod.spec.containers
+    assert ide.name == "ide" and ide.image == DEFAULT_IMAGES["jupyterlab_image"].default
+    assert {p.name: p.container_port for p in ide.ports}["http"] == 8888
+    assert ide.readiness_probe.http_get.path == "/api"
+    ide_service = next(s for s in found["Service"] if s.spec.cluster_ip != "None")
+    assert [p.port for p in ide_service.spec.ports] == [8888]
+    (claim,) = found["PersistentVolumeClaim"]
+
+    workspaces.patch("lab", {"ide": "rstudio"})
+
+    def replaced() -> Any:
+        new = workspaces.running_pod("lab")
+        return new if new.metadata.uid != pod.metadata.uid else None
+
+    new = wait_until("the pod replaced by an RStudio one", replaced)
+    assert new.spec.containers[0].image == DEFAULT_IMAGES["workspace_image"].default
+    assert new.spec.containers[0].ports[0].container_port == 8787
+    workspaces.wait_phase("lab", "Running")
+    (same_claim,) = children(kube, workspace_namespace, "lab")["PersistentVolumeClaim"]
+    assert same_claim.metadata.uid == claim.metadata.uid
 
 
 def test_home_grows_without_replacing_the_pod(
