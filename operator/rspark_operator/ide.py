@@ -75,9 +75,13 @@ IDES: Mapping[IdeName, Ide] = {
         serves_under_prefix=True,
         # Jupyter Server's version endpoint: no login, no kernel.
         readiness_path="api",
-        # Jupyter Server's token (a second way in besides the password; empty with no
-        # password means no authentication) and its port.
-        reserved_env=frozenset({"JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JUPYTER_PORT"}),
+        # The image's address and port (images/jupyterlab/rspark-jupyterlab), and Jupyter
+        # Server's token switches: a second way in besides the password (with no password,
+        # an empty token is no authentication). The image's configuration sets the token
+        # today, which Jupyter prefers to them; refused so that it stays so.
+        reserved_env=frozenset(
+            {"RSPARK_JUPYTER_IP", "RSPARK_JUPYTER_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE"}
+        ),
     ),
 }
 

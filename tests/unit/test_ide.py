@@ -123,7 +123,15 @@ def test_changing_the_ide_keeps_the_home_and_spark() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["DISABLE_AUTH", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JUPYTER_PORT", "PASSWORD"]
+    "name",
+    [
+        "DISABLE_AUTH",
+        "JUPYTER_TOKEN",
+        "JUPYTER_TOKEN_FILE",
+        "RSPARK_JUPYTER_IP",
+        "RSPARK_JUPYTER_PORT",
+        "PASSWORD",
+    ],
 )
 @pytest.mark.parametrize("ide", IDS)
 def test_auth_switches_of_every_ide_are_refused_whatever_the_ide(name: str, ide: str) -> None:
