@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from devtools.deploy import OperatorProcess
@@ -396,6 +398,39 @@ def test_a_provisioning_failure_is_reported_as_it_happens(
         assert "quota exceeded in zone a" in ready["message"]
     finally:
         storage.delete_storage_class(unserved)
+
+
+def test_placement_settings_put_the_pod_on_a_tainted_pool(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    """The node selector and tolerations of the operator's settings reach the pod (the
+    API server accepts them, the scheduler follows them) and the executors' config."""
+    core = client.CoreV1Api(kube)
+    node = "kwok-node-b"
+    taint = {"key": "rspark.dev/test-pool", "value": "workspaces", "effect": "NoSchedule"}
+    before = core.read_node(node).spec.taints or []
+    core.patch_node(node, {"spec": {"taints": [*before, taint]}})
+    try:
+        operator_with(
+            workspace_node_selector=json.dumps({"kubernetes.io/hostname": node}),
+            workspace_tolerations=json.dumps([{**taint, "operator": "Equal"}]),
+        )
+        workspaces = Workspaces(kube, workspace_namespace)
+        workspaces.create(sample("alice"))
+        workspaces.wait_phase("alice", "Running")
+        pod = workspaces.running_pod("alice")
+        assert pod.spec.node_name == node
+        config = core.read_namespaced_config_map("alice-spark", workspace_namespace).data
+        assert (
+            f"spark.kubernetes.node.selector.kubernetes.io/hostname {node}"
+            in config["spark-defaults.conf"].splitlines()
+        )
+        template = yaml.safe_load(config["executor-pod-template.yaml"])
+        assert template["spec"]["tolerations"] == [{**taint, "operator": "Equal"}]
+    finally:
+        core.patch_node(node, {"spec": {"taints": before or None}})
 
 
 def test_an_operator_watching_listed_namespaces_peers_there_and_acts(
