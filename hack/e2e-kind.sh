@@ -68,7 +68,7 @@ wait_for_new_pod() {
   kubectl -n "$NAMESPACE" wait "pod/$WORKSPACE" --for=condition=Ready --timeout=900s
   kubectl -n "$NAMESPACE" wait "rsw/$WORKSPACE" --for=jsonpath='{.status.phase}'=Running --timeout=600s
 }
-home_file() { kubectl -n "$NAMESPACE" exec "$WORKSPACE" -c rstudio -- cat /home/rstudio/e2e.txt; }
+home_file() { kubectl -n "$NAMESPACE" exec "$WORKSPACE" -c ide -- cat /home/rstudio/e2e.txt; }
 
 cleanup() {
   if [[ -z "${KEEP_CLUSTER:-}" ]]; then kind delete cluster --name "$CLUSTER"; fi
@@ -123,7 +123,7 @@ done
 say "a file in the home survives the pod"
 marker="e2e-$(date +%s)"
 written_at="$(date +%s)"
-kubectl -n "$NAMESPACE" exec "$WORKSPACE" -c rstudio -- \
+kubectl -n "$NAMESPACE" exec "$WORKSPACE" -c ide -- \
   su rstudio -c "echo $marker > /home/rstudio/e2e.txt"
 old_uid="$(field "pod/$WORKSPACE" '{.metadata.uid}')"
 kubectl -n "$NAMESPACE" delete pod "$WORKSPACE" --wait=true

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
+from rspark_operator.ide import DEFAULT_IDE, IDES, OPERATOR_MANAGED_ENV, IdeName
 from rspark_operator.quantity import (
     DURATION_PATTERN,
     QUANTITY_PATTERN,
@@ -48,7 +49,7 @@ Phase = Literal["Pending", "Restoring", "Running", "Suspended", "Failed"]
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 RESTIC_ID_PATTERN = r"^[0-9a-f]{8,64}$"
-# Safe inside the Ingress path regex and RStudio's www-root-path.
+# Safe inside the Ingress path regex, RStudio's www-root-path and Jupyter's base_url.
 INGRESS_PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
 # Derived names ("<name>-spark-driver" must be a DNS label; Spark limits the
 # executor pod name prefix, which is the workspace name, to 47 characters).
@@ -69,11 +70,6 @@ OPERATOR_MANAGED_SPARK_KEYS = frozenset(
         "spark.kubernetes.authenticate.driver.serviceAccountName",
         "spark.kubernetes.driver.pod.name",
     }
-)
-# Environment variables of the RStudio container that the operator sets (see
-# builders.pod.rstudio_env); DISABLE_AUTH because authentication stays on.
-OPERATOR_MANAGED_ENV = frozenset(
-    {"USER", "PASSWORD", "DISABLE_AUTH", "SPARK_CONF_DIR", "RSPARK_WWW_ROOT_PATH"}
 )
 
 
@@ -160,7 +156,7 @@ ResourceList = Annotated[dict[str, Quantity], AfterValidator(_check_resource_nam
 
 
 class ResourceRequirements(ApiModel):
-    """Compute resources of the RStudio container (the Spark driver runs in it).
+    """Compute resources of the IDE container (the Spark driver runs in it).
 
     Defaults (requests cpu 500m, memory 2Gi; limits memory 4Gi) apply to each resource
     for which neither a request nor a limit is given."""
@@ -213,7 +209,7 @@ ENV_ONE_SOURCE: JsonDict = {
 
 
 class EnvVar(ApiModel):
-    """An environment variable of the RStudio container, as in a Pod."""
+    """An environment variable of the IDE container, as in a Pod."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [ENV_ONE_SOURCE]})
 
@@ -385,7 +381,7 @@ SPARK_VALUE_RULE: JsonDict = {
 
 
 class SparkSpec(ApiModel):
-    """Spark in client mode: the driver runs in RStudio, executors are pods."""
+    """Spark in client mode: the driver runs in the IDE's R or Python, executors are pods."""
 
     executor_image: Annotated[str | None, AfterValidator(_check_image_reference)] = Field(
         default=None,
@@ -439,7 +435,7 @@ class IngressSpec(ApiModel):
         max_length=1024,
         pattern=INGRESS_PATH_PATTERN,
         description="Path prefix of the workspace URL, starting with '/'; the Ingress strips "
-        "it and RStudio is told about it (www-root-path).",
+        "it for RStudio (told as its www-root-path); JupyterLab serves under it (base_url).",
     )
     class_name: DnsName | None = Field(default=None, description="IngressClass to use.")
     tls_secret_name: DnsName | None = Field(
@@ -457,7 +453,7 @@ MANAGED_ENV_RULE: JsonDict = {
 
 
 class WorkspaceSpec(ApiModel):
-    """Desired state of an RStudio + Spark workspace."""
+    """Desired state of an RStudio or JupyterLab + Spark workspace."""
 
     user: str = Field(
         min_length=1,
@@ -469,8 +465,14 @@ class WorkspaceSpec(ApiModel):
             ]
         },
     )
+    ide: IdeName = Field(
+        default=DEFAULT_IDE,
+        description=f"The IDE of the workspace: {' or '.join(IDES)}. Changing it replaces "
+        "the pod (after a last snapshot); the home stays.",
+    )
     image: Annotated[str | None, AfterValidator(_check_image_reference)] = Field(
-        default=None, description="RStudio image; defaults to the operator's setting."
+        default=None,
+        description="Image of the IDE container; defaults to the operator's image for spec.ide.",
     )
     suspended: bool = Field(
         default=False,
@@ -478,13 +480,13 @@ class WorkspaceSpec(ApiModel):
     )
     resources: ResourceRequirements = Field(
         default_factory=_default_resources,
-        description="Resources of the RStudio container.",
+        description="Resources of the IDE container.",
         json_schema_extra={"default": _default_resources().wire()},
     )
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=256,
-        description="Extra environment variables of the RStudio container.",
+        description="Extra environment variables of the IDE container.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
@@ -500,7 +502,7 @@ class WorkspaceSpec(ApiModel):
         json_schema_extra={"default": [".ssh"]},
     )
     spark: SparkSpec = _section(SparkSpec, "Spark executors started from the workspace.")
-    ingress: IngressSpec = _section(IngressSpec, "External access to RStudio.")
+    ingress: IngressSpec = _section(IngressSpec, "External access to the IDE.")
 
     @field_validator("env")
     @classmethod
@@ -509,7 +511,8 @@ class WorkspaceSpec(ApiModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"duplicate entries for name: {', '.join(duplicates)}")
-        # These wire RStudio to its user, password, URL and Spark configuration.
+        # These wire the IDE to its user, password, URL and Spark configuration, or
+        # would turn its authentication off.
         managed = sorted(OPERATOR_MANAGED_ENV.intersection(names))
         if managed:
             raise ValueError(f"{MANAGED_ENV_MESSAGE}: {', '.join(managed)}")
@@ -546,7 +549,7 @@ class WorkspaceStatus(ApiModel):
     phase: Phase | None = Field(
         default=None, description="Pending, Restoring, Running, Suspended or Failed."
     )
-    url: str | None = Field(default=None, description="Where the user reaches RStudio.")
+    url: str | None = Field(default=None, description="Where the user reaches the IDE.")
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready (operator), HomeRestored and SnapshotHealthy (snapshot agent).",

@@ -52,6 +52,7 @@ WORKSPACE_NAME_RULE = {
 }
 PRINTER_COLUMNS = [
     {"name": "User", "type": "string", "jsonPath": ".spec.user"},
+    {"name": "IDE", "type": "string", "jsonPath": ".spec.ide"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
     {"name": "Last Snapshot", "type": "date", "jsonPath": ".status.lastSnapshot.time"},
@@ -131,9 +132,9 @@ def custom_resource_definition() -> Schema:
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {
-                            "description": f"{KIND} ({API_VERSION}): a durable RStudio + "
-                            "Spark workspace whose home is continuously snapshotted to "
-                            "object storage and restored wherever its pod starts.",
+                            "description": f"{KIND} ({API_VERSION}): a durable RStudio or "
+                            "JupyterLab + Spark workspace whose home is continuously "
+                            "snapshotted to object storage and restored wherever its pod starts.",
                             "type": "object",
                             "required": ["spec"],
                             "properties": {

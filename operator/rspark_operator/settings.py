@@ -2,22 +2,58 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from rspark_operator.api import DNS_SUBDOMAIN_PATTERN, INGRESS_PATH_PATTERN
+from rspark_operator.api import DNS_SUBDOMAIN_PATTERN, INGRESS_PATH_PATTERN, ApiModel
 
 ENV_PREFIX = "RSPARK_"
 # Sample values that fill the URL templates when they are checked at start.
 _TEMPLATE_SAMPLE = {"name": "workspace", "namespace": "team-a", "domain": "example.com"}
 _DNS_NAME = re.compile(DNS_SUBDOMAIN_PATTERN)
 _INGRESS_PATH = re.compile(INGRESS_PATH_PATTERN)
+# The name part of a label key, and a label value when not empty.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 OptionalName = Annotated[str | None, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+
+def _is_label(key: str, value: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    return (
+        (not prefix or (len(prefix) <= 253 and bool(_DNS_NAME.fullmatch(prefix))))
+        and bool(_LABEL_NAME.fullmatch(name))
+        and (not value or bool(_LABEL_NAME.fullmatch(value)))
+    )
+
+
+class Toleration(ApiModel):
+    """A toleration as in a Pod, checked the way the API server checks it."""
+
+    key: str | None = Field(default=None, min_length=1)
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.key is not None and not _is_label(self.key, ""):
+            raise ValueError(f"key {self.key!r} is not a label key")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key must have operator Exists")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists must not have a value")
+        if self.value and not _LABEL_NAME.fullmatch(self.value):
+            raise ValueError(f"value {self.value!r} is not a label value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
 
 
 class SettingsError(Exception):
@@ -30,7 +66,14 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     workspace_image: str = Field(
-        default="ghcr.io/rspark-dev/rstudio:0.1.0", min_length=1, description="RStudio image."
+        default="ghcr.io/rspark-dev/rstudio:0.1.0",
+        min_length=1,
+        description="RStudio image: the IDE of workspaces with spec.ide rstudio.",
+    )
+    jupyterlab_image: str = Field(
+        default="ghcr.io/rspark-dev/jupyterlab:0.1.0",
+        min_length=1,
+        description="JupyterLab image: the IDE of workspaces with spec.ide jupyterlab.",
     )
     agent_image: str = Field(
         default="ghcr.io/rspark-dev/agent:0.1.0",
@@ -150,6 +193,36 @@ class OperatorSettings(BaseSettings):
         description="How long a stopping pod has for RStudio's shutdown and the last snapshot.",
     )
 
+    workspace_node_selector: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object of node labels that workspace pods and their Spark executors "
+        'require, e.g. {"rspark.dev/node-kind": "real"}.',
+    )
+    workspace_tolerations: Annotated[list[Toleration], NoDecode] = Field(
+        default_factory=list,
+        description="JSON list of tolerations (as in a Pod) of workspace pods and their Spark "
+        'executors, e.g. [{"key": "rspark.dev/node-kind", "operator": "Equal", "value": '
+        '"real", "effect": "NoSchedule"}].',
+    )
+
+    @field_validator("workspace_node_selector", "workspace_tolerations", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not JSON ({error})") from None
+
+    @field_validator("workspace_node_selector")
+    @classmethod
+    def _node_labels(cls, selector: dict[str, str]) -> dict[str, str]:
+        bad = [f"{key}={value}" for key, value in selector.items() if not _is_label(key, value)]
+        if bad:
+            raise ValueError(f"not node labels: {', '.join(bad)}")
+        return selector
+
     @field_validator("watch_namespaces", mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
@@ -221,4 +294,6 @@ def load_settings() -> OperatorSettings:
 
 
 def _variable(location: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + str(location[0]).upper()
+    """RSPARK_<FIELD>, followed by where in its JSON value: [0][operator]."""
+    field, *inner = location
+    return ENV_PREFIX + str(field).upper() + "".join(f"[{part}]" for part in inner)

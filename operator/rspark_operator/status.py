@@ -208,7 +208,7 @@ def _assess_pod(
         why = ": ".join(filter(None, (pod_status.get("reason"), pod_status.get("message"))))
         return Verdict("Failed", Reason.POD_FAILED, why or "the pod failed; it will be replaced")
     if _pod_condition(pod, "Ready").get("status") == "True":
-        return Verdict("Running", Reason.POD_READY, "RStudio is ready")
+        return Verdict("Running", Reason.POD_READY, "the IDE is ready")
     events = _warnings(observed)
     if Reason.PROVISIONING_FAILED in events:
         # The root cause of the unbound claim the scheduler would complain about.
@@ -239,14 +239,14 @@ def _assess_pod(
         return Verdict("Pending", volume_problem, events[volume_problem])
     not_ready = _pod_condition(pod, "Ready").get("message")
     return Verdict(
-        "Pending", Reason.POD_NOT_READY, not_ready or "waiting for RStudio to become ready"
+        "Pending", Reason.POD_NOT_READY, not_ready or "waiting for the IDE to become ready"
     )
 
 
 def _without_pod(suspended: bool, terminating: bool) -> Verdict:
     if suspended and terminating:
         return Verdict(
-            "Pending", Reason.SUSPENDING, "RStudio is shutting down after a last snapshot"
+            "Pending", Reason.SUSPENDING, "the IDE is shutting down before a last snapshot"
         )
     if suspended:
         return Verdict("Suspended", Reason.SUSPENDED, "compute is stopped; the home is kept")

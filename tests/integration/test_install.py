@@ -150,6 +150,7 @@ def test_settings_of_the_base_and_every_overlay_are_valid() -> None:
     assert settings.ingress_class == "nginx" and settings.ingress_tls_secret
     assert settings.snapshot_repository_base == "s3:https://s3.example.com/rspark-snapshots"
     assert settings.spark_executor_image.startswith("registry.example.com/rspark/spark:")
+    assert settings.jupyterlab_image.startswith("registry.example.com/rspark/jupyterlab:")
     (secret,) = [o for o in production if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == settings.snapshot_credentials_secret
     assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, watch
 
 from devtools.deploy import OperatorProcess
 from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
 from rspark_operator import names
+from rspark_operator.settings import OperatorSettings
 from tests.support.kube import fail_node, recover_node, wait_until
 from tests.support.workspaces import Workspaces, sample
 
@@ -18,6 +21,7 @@ CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Persistent
                "Secret", "Service", "Ingress", "NetworkPolicy", "Pod")  # fmt: skip
 # What outlives the workspace, with its snapshots: the key to them and the secret paths.
 KEPT_SECRETS = {"alice-passwords", "alice-home-secrets"}
+DEFAULT_IMAGES = OperatorSettings.model_fields
 
 
 @pytest.fixture
@@ -143,6 +147,36 @@ def test_image_change_replaces_the_pod_once_the_old_one_is_gone(
     assert new.spec.containers[0].image == "example.org/rspark:2"
     ws = alice.wait_phase("alice", "Running")
     assert ws["status"]["pendingRestart"] is False
+
+
+def test_jupyterlab_workspace_runs_and_switching_the_ide_keeps_the_home(
+    kube: client.ApiClient, workspace_namespace: str
+) -> None:
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("lab", ide="jupyterlab"))
+    workspaces.wait_phase("lab", "Running")
+    found = children(kube, workspace_namespace, "lab")
+    (pod,) = found["Pod"]
+    (ide,) = pod.spec.containers
+    assert ide.name == "ide" and ide.image == DEFAULT_IMAGES["jupyterlab_image"].default
+    assert {p.name: p.container_port for p in ide.ports}["http"] == 8888
+    assert ide.readiness_probe.http_get.path == "/api"
+    ide_service = next(s for s in found["Service"] if s.spec.cluster_ip != "None")
+    assert [p.port for p in ide_service.spec.ports] == [8888]
+    (claim,) = found["PersistentVolumeClaim"]
+
+    workspaces.patch("lab", {"ide": "rstudio"})
+
+    def replaced() -> Any:
+        new = workspaces.running_pod("lab")
+        return new if new.metadata.uid != pod.metadata.uid else None
+
+    new = wait_until("the pod replaced by an RStudio one", replaced)
+    assert new.spec.containers[0].image == DEFAULT_IMAGES["workspace_image"].default
+    assert new.spec.containers[0].ports[0].container_port == 8787
+    workspaces.wait_phase("lab", "Running")
+    (same_claim,) = children(kube, workspace_namespace, "lab")["PersistentVolumeClaim"]
+    assert same_claim.metadata.uid == claim.metadata.uid
 
 
 def test_home_grows_without_replacing_the_pod(
@@ -364,6 +398,39 @@ def test_a_provisioning_failure_is_reported_as_it_happens(
         assert "quota exceeded in zone a" in ready["message"]
     finally:
         storage.delete_storage_class(unserved)
+
+
+def test_placement_settings_put_the_pod_on_a_tainted_pool(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    """The node selector and tolerations of the operator's settings reach the pod (the
+    API server accepts them, the scheduler follows them) and the executors' config."""
+    core = client.CoreV1Api(kube)
+    node = "kwok-node-b"
+    taint = {"key": "rspark.dev/test-pool", "value": "workspaces", "effect": "NoSchedule"}
+    before = core.read_node(node).spec.taints or []
+    core.patch_node(node, {"spec": {"taints": [*before, taint]}})
+    try:
+        operator_with(
+            workspace_node_selector=json.dumps({"kubernetes.io/hostname": node}),
+            workspace_tolerations=json.dumps([{**taint, "operator": "Equal"}]),
+        )
+        workspaces = Workspaces(kube, workspace_namespace)
+        workspaces.create(sample("alice"))
+        workspaces.wait_phase("alice", "Running")
+        pod = workspaces.running_pod("alice")
+        assert pod.spec.node_name == node
+        config = core.read_namespaced_config_map("alice-spark", workspace_namespace).data
+        assert (
+            f"spark.kubernetes.node.selector.kubernetes.io/hostname {node}"
+            in config["spark-defaults.conf"].splitlines()
+        )
+        template = yaml.safe_load(config["executor-pod-template.yaml"])
+        assert template["spec"]["tolerations"] == [{**taint, "operator": "Equal"}]
+    finally:
+        core.patch_node(node, {"spec": {"taints": before or None}})
 
 
 def test_an_operator_watching_listed_namespaces_peers_there_and_acts(

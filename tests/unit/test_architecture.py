@@ -14,6 +14,7 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(rspark_operator.__file__).parent
 PURE = [
     "api",
+    "ide",
     "builders",
     "status",
     "lifecycle",

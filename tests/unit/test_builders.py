@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from rspark_operator.builders import (
     build_children,
@@ -278,8 +279,8 @@ def test_ingress_in_host_and_path_modes(
     assert not any(key.endswith("configuration-snippet") for key in annotations)
     rewrite = annotations.get("nginx.ingress.kubernetes.io/rewrite-target")
     assert rewrite == ("/$2" if root_path else None)
-    rstudio_env = env_of(container(build_pod(ws, config), "rstudio"))
-    assert rstudio_env.get("RSPARK_WWW_ROOT_PATH") == root_path
+    ide_env = env_of(container(build_pod(ws, config), "ide"))
+    assert ide_env.get("RSPARK_WWW_ROOT_PATH") == root_path
     assert ("tls" in ingress["spec"]) == url.startswith("https")
     assert ingress["spec"].get("ingressClassName") == config.ingress_class
 
@@ -295,9 +296,9 @@ def test_pod_runs_the_agent_as_a_native_sidecar_gating_rstudio() -> None:
     assert agent["volumeMounts"] == [{"name": "home", "mountPath": "/home/rstudio"}]
 
 
-def test_pod_rstudio_container() -> None:
+def test_pod_ide_container() -> None:
     pod = build_pod(workspace(env=[{"name": "TZ", "value": "UTC"}]), settings())
-    rstudio = container(pod, "rstudio")
+    rstudio = container(pod, "ide")
     assert pod["spec"]["restartPolicy"] == "Always"
     assert pod["spec"]["serviceAccountName"] == "demo"
     assert pod["spec"]["hostname"] == "demo"
@@ -389,6 +390,8 @@ def pod_hash(**spec: Any) -> str:
     ("change", "restarts"),
     [
         ({"image": "rocker/rstudio:4.4.2"}, True),
+        ({"ide": "jupyterlab"}, True),
+        ({"ide": "rstudio"}, False),
         ({"resources": {"requests": {"cpu": "2"}}}, True),
         ({"env": [{"name": "TZ", "value": "UTC"}]}, True),
         ({"snapshot": {"enabled": False}}, True),
@@ -433,7 +436,7 @@ def test_resource_defaults_fill_each_resource_left_unset(
     resources: dict[str, Any] | None, expected: dict[str, Any]
 ) -> None:
     ws = workspace() if resources is None else workspace(resources=resources)
-    assert container(build_pod(ws, settings()), "rstudio")["resources"] == expected
+    assert container(build_pod(ws, settings()), "ide")["resources"] == expected
 
 
 def claim(size: str, storage_class: str | None = None) -> Manifest:
@@ -484,4 +487,95 @@ def test_pod_leaves_a_failed_node_after_the_configured_time() -> None:
     assert set(tolerations) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
     assert all(
         t["effect"] == "NoExecute" and t["tolerationSeconds"] == 7 for t in tolerations.values()
+    )
+
+
+REAL_NODES = {"rspark.dev/node-kind": "real"}
+REAL_NODE_TOLERATION = {
+    "key": "rspark.dev/node-kind",
+    "operator": "Equal",
+    "value": "real",
+    "effect": "NoSchedule",
+}
+
+
+def placed(**overrides: Any) -> Any:
+    return settings(
+        workspace_node_selector=REAL_NODES,
+        workspace_tolerations=[REAL_NODE_TOLERATION],
+        **overrides,
+    )
+
+
+def test_placement_settings_place_the_workspace_pod() -> None:
+    spec = build_pod(workspace(), placed())["spec"]
+    assert spec["nodeSelector"] == REAL_NODES
+    keys = [toleration.get("key") for toleration in spec["tolerations"]]
+    assert keys == [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "rspark.dev/node-kind",
+    ]
+    assert spec["tolerations"][-1] == REAL_NODE_TOLERATION
+
+
+def test_without_placement_settings_the_pod_goes_anywhere() -> None:
+    spec = build_pod(workspace(), settings())["spec"]
+    assert "nodeSelector" not in spec
+    assert [t["key"] for t in spec["tolerations"]] == [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ]
+
+
+def spark_config_map(config: Any, **spec: Any) -> dict[str, str]:
+    (config_map,) = by_kind(build_children(workspace(**spec), config))["ConfigMap"]
+    return dict(config_map["data"])
+
+
+def test_executors_follow_the_workspace_placement() -> None:
+    data = spark_config_map(placed())
+    assert set(data) == {"spark-defaults.conf", "executor-pod-template.yaml"}
+    lines = data["spark-defaults.conf"].splitlines()
+    assert "spark.kubernetes.node.selector.rspark.dev/node-kind real" in lines
+    assert (
+        "spark.kubernetes.executor.podTemplateFile /opt/spark/conf/executor-pod-template.yaml"
+        in lines
+    )
+    assert lines == sorted(lines)
+    assert yaml.safe_load(data["executor-pod-template.yaml"]) == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": {"tolerations": [REAL_NODE_TOLERATION]},
+    }
+
+
+def test_node_selector_alone_needs_no_pod_template() -> None:
+    data = spark_config_map(settings(workspace_node_selector=REAL_NODES))
+    assert set(data) == {"spark-defaults.conf"}
+    assert (
+        "spark.kubernetes.node.selector.rspark.dev/node-kind real"
+        in data["spark-defaults.conf"].splitlines()
+    )
+    assert "podTemplateFile" not in data["spark-defaults.conf"]
+
+
+def test_no_placement_settings_leave_spark_defaults_as_they_were() -> None:
+    data = spark_config_map(settings())
+    assert set(data) == {"spark-defaults.conf"}
+    assert "spark.kubernetes.node.selector" not in data["spark-defaults.conf"]
+
+
+def test_user_conf_wins_over_the_executor_placement() -> None:
+    conf = {"spark.kubernetes.executor.podTemplateFile": "/home/rstudio/mine.yaml"}
+    data = spark_config_map(placed(), spark={"conf": conf})
+    assert (
+        "spark.kubernetes.executor.podTemplateFile /home/rstudio/mine.yaml"
+        in data["spark-defaults.conf"].splitlines()
+    )
+
+
+def test_placement_changes_replace_the_pod() -> None:
+    assert pod_spec_hash(build_pod(workspace(), placed())) != pod_spec_hash(
+        build_pod(workspace(), settings())
     )

@@ -18,6 +18,7 @@ COMMITTED = Path(__file__).parents[2] / "crds" / "rspark.dev_rstudioworkspaces.y
 # What kube-apiserver 1.33 stored for `spec: {user: alice@example.com}`.
 SERVER_DEFAULTED = {
     "user": "alice@example.com",
+    "ide": "rstudio",
     "suspended": False,
     "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
     "home": {"size": "10Gi"},
@@ -102,6 +103,7 @@ def test_printer_columns_and_names() -> None:
     }
     assert columns == {
         "User": ".spec.user",
+        "IDE": ".spec.ide",
         "Phase": ".status.phase",
         "URL": ".status.url",
         "Last Snapshot": ".status.lastSnapshot.time",

@@ -226,7 +226,7 @@ def test_a_change_of_the_operator_waits_for_the_rollout_or_a_restart() -> None:
     assert outcome.status["pendingRestart"] is True
     assert outcome.status["phase"] == "Running"
     assert [e.reason for e in outcome.events] == [PENDING_RESTART]
-    assert "rstudio image" in outcome.events[0].message
+    assert "ide image" in outcome.events[0].message
     assert "rstudio:upgraded" in outcome.events[0].message
     # Its turn: replaced, and it counts until its new pod is Ready.
     busy.finish(("team", "someone-else"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rspark_operator.settings import SettingsError, load_settings
@@ -74,5 +76,85 @@ def test_bad_urls_and_names(
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=f"RSPARK_{bad}=") as raised:
+        load_settings()
+    assert why in str(raised.value)
+
+
+def test_placement_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSPARK_WORKSPACE_NODE_SELECTOR", '{"rspark.dev/node-kind": "real"}')
+    monkeypatch.setenv(
+        "RSPARK_WORKSPACE_TOLERATIONS",
+        '[{"key": "rspark.dev/node-kind", "operator": "Equal", "value": "real", '
+        '"effect": "NoSchedule"}, {"operator": "Exists", "effect": "NoExecute", '
+        '"tolerationSeconds": 60}]',
+    )
+    loaded = load_settings()
+    assert loaded.workspace_node_selector == {"rspark.dev/node-kind": "real"}
+    assert [t.wire() for t in loaded.workspace_tolerations] == [
+        {
+            "key": "rspark.dev/node-kind",
+            "operator": "Equal",
+            "value": "real",
+            "effect": "NoSchedule",
+        },
+        {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+    ]
+
+
+def test_placement_defaults_to_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load_settings()
+    assert loaded.workspace_node_selector == {}
+    assert loaded.workspace_tolerations == []
+    assert loaded.jupyterlab_image == "ghcr.io/rspark-dev/jupyterlab:0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "where", "why"),
+    [
+        ("WORKSPACE_NODE_SELECTOR", "node-kind=real", "", "not JSON (Expecting value"),
+        ("WORKSPACE_NODE_SELECTOR", '["real"]', "", "Input should be a valid dictionary"),
+        ("WORKSPACE_NODE_SELECTOR", '{"kind": 1}', "[kind]", "Input should be a valid string"),
+        ("WORKSPACE_NODE_SELECTOR", '{"bad key": "x"}', "", "not node labels: bad key=x"),
+        ("WORKSPACE_NODE_SELECTOR", '{"kind": "a b"}', "", "not node labels: kind=a b"),
+        ("WORKSPACE_TOLERATIONS", '{"key": "a"}', "", "Input should be a valid list"),
+        ("WORKSPACE_TOLERATIONS", "[{", "", "not JSON"),
+        (
+            "WORKSPACE_TOLERATIONS",
+            '[{"key": "a", "operator": "In"}]',
+            "[0][operator]",
+            "'Equal' or 'Exists'",
+        ),
+        (
+            "WORKSPACE_TOLERATIONS",
+            '[{"key": "a"}, {"key": "b", "efect": "NoSchedule"}]',
+            "[1][efect]",
+            "Extra inputs",
+        ),
+        (
+            "WORKSPACE_TOLERATIONS",
+            '[{"value": "x"}]',
+            "[0]",
+            "without a key must have operator Exists",
+        ),
+        (
+            "WORKSPACE_TOLERATIONS",
+            '[{"key": "a", "operator": "Exists", "value": "x"}]',
+            "[0]",
+            "operator Exists must not have a value",
+        ),
+        (
+            "WORKSPACE_TOLERATIONS",
+            '[{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}]',
+            "[0]",
+            "tolerationSeconds needs effect NoExecute",
+        ),
+        ("WORKSPACE_TOLERATIONS", '[{"key": "a/b/c"}]', "[0]", "is not a label key"),
+    ],
+)
+def test_bad_placement_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, where: str, why: str
+) -> None:
+    monkeypatch.setenv(f"RSPARK_{variable}", value)
+    with pytest.raises(SettingsError, match=f"RSPARK_{variable}{re.escape(where)}=") as raised:
         load_settings()
     assert why in str(raised.value)

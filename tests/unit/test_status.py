@@ -42,8 +42,8 @@ def pod(
         metadata["deletionTimestamp"] = "2026-01-02T03:00:00Z"
     ready_condition = {"type": "Ready", "status": "True" if ready else "False"}
     if not ready:
-        ready_condition["message"] = "containers with unready status: [rstudio]"
-    container = {"name": "rstudio", "state": {"waiting": waiting} if waiting else {"running": {}}}
+        ready_condition["message"] = "containers with unready status: [ide]"
+    container = {"name": "ide", "state": {"waiting": waiting} if waiting else {"running": {}}}
     return {
         "metadata": metadata,
         "spec": {"nodeName": node} if node else {},
@@ -145,7 +145,7 @@ UNSCHEDULABLE = {
             [],
             "Running",
             "PodReady",
-            "RStudio is ready",
+            "the IDE is ready",
         ),
         (
             "evicted",
@@ -204,7 +204,7 @@ UNSCHEDULABLE = {
             [],
             "Pending",
             "ImagePullBackOff",
-            "container rstudio: not found",
+            "container ide: not found",
         ),
         (
             "crash loop beats restoring",
@@ -304,7 +304,7 @@ UNSCHEDULABLE = {
             [],
             "Pending",
             "PodNotReady",
-            "unready status: [rstudio]",
+            "unready status: [ide]",
         ),
         ("not ready", False, Observed(pod=pod()), [], "Pending", "PodNotReady", "unready status"),
     ],
@@ -448,8 +448,8 @@ def ready(reason: str, message: str = "", status_: str = "False") -> dict[str, A
         (ready("PodMissing"), ready("PodMissing", "other words"), None),
         (
             ready("PodNotReady"),
-            ready("PodReady", "RStudio is ready", "True"),
-            Transition("PodReady", "RStudio is ready", False),
+            ready("PodReady", "the IDE is ready", "True"),
+            Transition("PodReady", "the IDE is ready", False),
         ),
         (
             ready("PodReady", "", "True"),

@@ -10,11 +10,11 @@ from rspark_operator import names
 from rspark_operator.api import GROUP, PLURAL, Workspace
 from rspark_operator.builders.metadata import Manifest, child
 from rspark_operator.builders.network import (
+    build_ide_service,
     build_ingress,
-    build_rstudio_service,
     build_spark_driver_service,
 )
-from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY, RSTUDIO_PASSWORD_KEY
+from rspark_operator.builders.pod import IDE_PASSWORD_KEY, RESTIC_PASSWORD_KEY
 from rspark_operator.builders.policy import build_network_policy
 from rspark_operator.builders.spark import build_spark_config_map
 from rspark_operator.quantity import parse_quantity
@@ -108,16 +108,16 @@ def build_home_secrets(ws: Workspace) -> Manifest:
 
 
 def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password: str) -> Manifest:
-    """The restic repository's and RStudio's passwords: created once, never overwritten.
+    """The restic repository's and the IDE's passwords: created once, never overwritten.
 
     Not owned by the workspace: the snapshots outlive it, and without this password
     nobody can read them, so a workspace recreated under the same name finds its
-    home (and its RStudio password) again."""
+    home (and its IDE password) again."""
     secret = child(ws, "v1", "Secret", names.passwords_secret_name(ws.name), owned=False)
     secret["type"] = "Opaque"
     secret["stringData"] = {
         RESTIC_PASSWORD_KEY: restic_password,
-        RSTUDIO_PASSWORD_KEY: rstudio_password,
+        IDE_PASSWORD_KEY: rstudio_password,
     }
     return secret
 
@@ -131,7 +131,7 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         build_spark_config_map(ws, settings),
         build_home_claim(ws, settings),
         build_home_secrets(ws),
-        build_rstudio_service(ws),
+        build_ide_service(ws),
         build_spark_driver_service(ws),
         build_ingress(ws, settings),
         build_network_policy(ws, settings),

@@ -18,7 +18,7 @@ def labels(ws: Workspace) -> dict[str, str]:
     }
 
 
-def rstudio_pod_selector(ws: Workspace) -> dict[str, str]:
+def workspace_pod_selector(ws: Workspace) -> dict[str, str]:
     """Selects the workspace pod only, never its Spark executors."""
     return {names.WORKSPACE_LABEL: ws.name, names.COMPONENT_LABEL: names.RSTUDIO_COMPONENT}
 

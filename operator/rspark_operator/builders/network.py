@@ -1,4 +1,4 @@
-"""How RStudio and the Spark driver are reached: Services, Ingress and the URL."""
+"""How the IDE and the Spark driver are reached: Services, Ingress and the URL."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 from rspark_operator import names
 from rspark_operator.api import Workspace
-from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
-from rspark_operator.builders.pod import RSTUDIO_PORT
+from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
 from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT, SPARK_UI_PORT
 from rspark_operator.builders.url import ingress_host, ingress_path, tls_secret
+from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 
 NGINX = "nginx.ingress.kubernetes.io"
@@ -19,12 +19,12 @@ def _port(name: str, number: int) -> dict[str, Any]:
     return {"name": name, "port": number, "targetPort": number, "protocol": "TCP"}
 
 
-def build_rstudio_service(ws: Workspace) -> Manifest:
+def build_ide_service(ws: Workspace) -> Manifest:
     service = child(ws, "v1", "Service", names.rstudio_service_name(ws.name))
     service["spec"] = {
         "type": "ClusterIP",
-        "selector": rstudio_pod_selector(ws),
-        "ports": [_port("http", RSTUDIO_PORT)],
+        "selector": workspace_pod_selector(ws),
+        "ports": [_port("http", IDES[ws.spec.ide].port)],
     }
     return service
 
@@ -35,7 +35,7 @@ def build_spark_driver_service(ws: Workspace) -> Manifest:
         "clusterIP": "None",
         # Executors resolve the driver while the pod is not ready yet (SPARK-32975).
         "publishNotReadyAddresses": True,
-        "selector": rstudio_pod_selector(ws),
+        "selector": workspace_pod_selector(ws),
         "ports": [
             _port("spark-driver", DRIVER_PORT),
             _port("spark-blockmgr", BLOCK_MANAGER_PORT),
@@ -46,24 +46,21 @@ def build_spark_driver_service(ws: Workspace) -> Manifest:
 
 
 def build_ingress(ws: Workspace, settings: OperatorSettings) -> Manifest:
-    host, prefix = ingress_host(ws, settings), ingress_path(ws, settings)
+    host, prefix, ide = ingress_host(ws, settings), ingress_path(ws, settings), IDES[ws.spec.ide]
     annotations = {
-        # RStudio keeps websockets open and accepts uploads of any size.
+        # The IDEs keep websockets open and accept uploads of any size.
         f"{NGINX}/proxy-read-timeout": "3600",
         f"{NGINX}/proxy-body-size": "0",
     }
-    path: dict[str, Any] = {"path": "/", "pathType": "Prefix"}
-    if prefix != "/":
-        # RStudio serves from "/": strip the prefix; RStudio learns it from its
-        # www-root-path (see pod.RSTUDIO_ROOT_PATH_ENV), so no configuration snippet
-        # (ingress-nginx refuses snippets by default) is needed.
+    path: dict[str, Any] = {"path": prefix, "pathType": "Prefix"}
+    if prefix != "/" and not ide.serves_under_prefix:
+        # The IDE serves from "/": strip the prefix; the IDE learns it from
+        # ide.ROOT_PATH_ENV, so no configuration snippet (ingress-nginx refuses
+        # snippets by default) is needed.
         annotations |= {f"{NGINX}/use-regex": "true", f"{NGINX}/rewrite-target": "/$2"}
         path = {"path": f"{prefix.rstrip('/')}(/|$)(.*)", "pathType": "ImplementationSpecific"}
     path["backend"] = {
-        "service": {
-            "name": names.rstudio_service_name(ws.name),
-            "port": {"number": RSTUDIO_PORT},
-        }
+        "service": {"name": names.rstudio_service_name(ws.name), "port": {"number": ide.port}}
     }
     spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [path]}}]}
     ingress_class = ws.spec.ingress.class_name or settings.ingress_class

@@ -1,4 +1,4 @@
-"""The workspace pod: RStudio (the Spark driver) and the snapshot agent sidecar."""
+"""The workspace pod: the IDE (the Spark driver) and the snapshot agent sidecar."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from rspark_operator import contract, names
 from rspark_operator.api import Workspace
-from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
+from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
     DRIVER_PORT,
@@ -16,22 +16,26 @@ from rspark_operator.builders.spark import (
     SPARK_UI_PORT,
 )
 from rspark_operator.builders.url import ingress_path
+from rspark_operator.ide import (
+    IDES,
+    PASSWORD_ENV,
+    PRESTOP_COMMAND,
+    ROOT_PATH_ENV,
+    SPARK_CONF_DIR_ENV,
+    USER_ENV,
+)
 from rspark_operator.settings import OperatorSettings
 
 HOME = "/home/rstudio"
-RSTUDIO_PORT = 8787
-RSTUDIO_USER = "rstudio"
-# Rocker images run RStudio as uid/gid 1000; the home volume must be theirs.
-RSTUDIO_GID = 1000
+IDE_USER = "rstudio"
+# Both IDE images run the IDE as uid/gid 1000 (rocker's rstudio); the home volume must be theirs.
+IDE_GID = 1000
+IDE_CONTAINER = "ide"
 HOME_VOLUME = "home"
 SPARK_CONF_VOLUME = "spark-conf"
 RESTIC_PASSWORD_KEY = "restic-password"
-RSTUDIO_PASSWORD_KEY = "rstudio-password"
-# The image turns this into RStudio's www-root-path: the URL prefix the Ingress strips.
-RSTUDIO_ROOT_PATH_ENV = "RSPARK_WWW_ROOT_PATH"
-# The image's clean shutdown: suspend open R sessions (bounded wait), then stop RStudio,
-# so the next start does not report an abnormally terminated session.
-PRESTOP_COMMAND = ["/usr/local/bin/rspark-prestop"]
+# The key keeps RStudio's name: the Secret outlives workspaces, whatever their IDE.
+IDE_PASSWORD_KEY = "rstudio-password"
 # A restore may take long on a big home: allow an hour before the kubelet gives up.
 AGENT_STARTUP_PERIOD_SECONDS = 5
 AGENT_STARTUP_FAILURE_THRESHOLD = 720
@@ -85,12 +89,12 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
     return {
         "name": "snapshot-agent",
         "image": settings.agent_image,
-        # Native sidecar: starts before RStudio, stops after it (last snapshot).
+        # Native sidecar: starts before the IDE, stops after it (last snapshot).
         "restartPolicy": "Always",
         "command": ["rspark-agent", "run", "--home", HOME],
         "env": agent_env(ws, settings),
         "ports": [{"name": "metrics", "containerPort": settings.agent_metrics_port}],
-        # RStudio starts only once this passes: after the home is restored.
+        # The IDE starts only once this passes: after the home is restored.
         "startupProbe": {
             "httpGet": {"path": "/readyz", "port": "metrics"},
             "periodSeconds": AGENT_STARTUP_PERIOD_SECONDS,
@@ -101,36 +105,37 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
     }
 
 
-def rstudio_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """The user's variables, then the ones the operator manages (api.OPERATOR_MANAGED_ENV)."""
+def ide_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The user's variables, then the ones the operator manages (ide.OPERATOR_MANAGED_ENV)."""
     env = [
         *(var.wire() for var in ws.spec.env),
-        {"name": "USER", "value": RSTUDIO_USER},
-        # Rocker's login password; authentication stays on (DISABLE_AUTH is refused).
-        _secret_env("PASSWORD", names.passwords_secret_name(ws.name), RSTUDIO_PASSWORD_KEY),
-        {"name": "SPARK_CONF_DIR", "value": SPARK_CONF_DIR},
+        {"name": USER_ENV, "value": IDE_USER},
+        # The login password; authentication stays on (its switches are refused).
+        _secret_env(PASSWORD_ENV, names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY),
+        {"name": SPARK_CONF_DIR_ENV, "value": SPARK_CONF_DIR},
     ]
     prefix = ingress_path(ws, settings)
     if prefix != "/":
-        env.append({"name": RSTUDIO_ROOT_PATH_ENV, "value": prefix})
+        env.append({"name": ROOT_PATH_ENV, "value": prefix})
     return env
 
 
-def _rstudio_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
-    spec = ws.spec
+def _ide_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
+    spec, ide = ws.spec, IDES[ws.spec.ide]
+    probe_path = ide.readiness_probe_path(ingress_path(ws, settings))
     return {
-        "name": "rstudio",
-        "image": spec.image or settings.workspace_image,
+        "name": IDE_CONTAINER,
+        "image": spec.image or ide.default_image(settings),
         "ports": [
-            {"name": "http", "containerPort": RSTUDIO_PORT},
+            {"name": "http", "containerPort": ide.port},
             {"name": "spark-driver", "containerPort": DRIVER_PORT},
             {"name": "spark-blockmgr", "containerPort": BLOCK_MANAGER_PORT},
             {"name": "spark-ui", "containerPort": SPARK_UI_PORT},
         ],
-        "env": rstudio_env(ws, settings),
+        "env": ide_env(ws, settings),
         "resources": spec.resources.with_defaults(),
-        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
-        "lifecycle": {"preStop": {"exec": {"command": PRESTOP_COMMAND}}},
+        "readinessProbe": {"httpGet": {"path": probe_path, "port": "http"}, "periodSeconds": 5},
+        "lifecycle": {"preStop": {"exec": {"command": list(PRESTOP_COMMAND)}}},
         "volumeMounts": [
             _home_mount(),
             {"name": SPARK_CONF_VOLUME, "mountPath": SPARK_CONF_DIR, "readOnly": True},
@@ -150,18 +155,21 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
         "subdomain": spark_service,
         # Service links would flood the R session with variables of every Service.
         "enableServiceLinks": False,
-        "securityContext": {"fsGroup": RSTUDIO_GID, "fsGroupChangePolicy": "OnRootMismatch"},
-        # Leave a failed node sooner than Kubernetes' default 300 s.
+        "securityContext": {"fsGroup": IDE_GID, "fsGroupChangePolicy": "OnRootMismatch"},
         "tolerations": [
-            {
-                "key": taint,
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": settings.node_failure_toleration_seconds,
-            }
-            for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+            # Leave a failed node sooner than Kubernetes' default 300 s.
+            *(
+                {
+                    "key": taint,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": settings.node_failure_toleration_seconds,
+                }
+                for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+            ),
+            *(toleration.wire() for toleration in settings.workspace_tolerations),
         ],
-        "containers": [_rstudio_container(ws, settings)],
+        "containers": [_ide_container(ws, settings)],
         "volumes": [
             {
                 "name": HOME_VOLUME,
@@ -173,9 +181,11 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
             },
         ],
     }
+    if settings.workspace_node_selector:
+        spec["nodeSelector"] = dict(settings.workspace_node_selector)
     if ws.spec.snapshot.enabled:
         spec["initContainers"] = [_agent_container(ws, settings)]
-    pod = child(ws, "v1", "Pod", names.pod_name(ws.name), extra_labels=rstudio_pod_selector(ws))
+    pod = child(ws, "v1", "Pod", names.pod_name(ws.name), extra_labels=workspace_pod_selector(ws))
     pod["spec"] = spec
     pod["metadata"]["annotations"] = {names.POD_SPEC_HASH_ANNOTATION: pod_spec_hash(pod)}
     return pod

@@ -1,4 +1,4 @@
-"""The workspace pod's NetworkPolicy: who may reach RStudio, Spark's driver and the agent.
+"""The workspace pod's NetworkPolicy: who may reach the IDE, Spark's driver and the agent.
 
 A NetworkPolicy is namespaced and "the executors of the same workspace" is a
 per-workspace selector, so it is a child of each workspace rather than one
@@ -11,9 +11,9 @@ from typing import Any
 
 from rspark_operator import names
 from rspark_operator.api import Workspace
-from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
-from rspark_operator.builders.pod import RSTUDIO_PORT
+from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
 from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT
+from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -28,7 +28,7 @@ def _namespace(name: str) -> dict[str, Any]:
 
 
 def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
-    """RStudio (8787) from the ingress controller's namespace only; the Spark driver and
+    """The IDE (its port) from the ingress controller's namespace only; the Spark driver and
     block manager from this workspace's executors only (the UI, 4040, from nowhere: users
     reach it with kubectl port-forward); the agent's metrics from `metrics_namespace`
     when one is given (Prometheus), else from nowhere."""
@@ -41,7 +41,10 @@ def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
         }
     }
     rules: list[dict[str, Any]] = [
-        {"from": [_namespace(settings.ingress_controller_namespace)], "ports": _tcp(RSTUDIO_PORT)},
+        {
+            "from": [_namespace(settings.ingress_controller_namespace)],
+            "ports": _tcp(IDES[ws.spec.ide].port),
+        },
         {"from": [executors], "ports": _tcp(DRIVER_PORT, BLOCK_MANAGER_PORT)},
     ]
     if settings.metrics_namespace:
@@ -49,7 +52,7 @@ def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
         rules.append({"from": [_namespace(settings.metrics_namespace)], "ports": metrics})
     policy = child(ws, "networking.k8s.io/v1", "NetworkPolicy", names.network_policy_name(ws.name))
     policy["spec"] = {
-        "podSelector": {"matchLabels": rstudio_pod_selector(ws)},
+        "podSelector": {"matchLabels": workspace_pod_selector(ws)},
         "policyTypes": ["Ingress"],
         "ingress": rules,
     }

@@ -1,8 +1,15 @@
-"""spark-defaults.conf for Spark in client mode, the driver being the RStudio pod."""
+"""spark-defaults.conf for Spark in client mode, the driver being the workspace pod.
+
+With the operator's placement settings, the executors go where the workspace pod
+goes: the node selector as Spark properties, the tolerations (which Spark has no
+property for) in an executor pod template next to spark-defaults.conf."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import yaml
 
 from rspark_operator import names
 from rspark_operator.api import Workspace
@@ -12,6 +19,7 @@ from rspark_operator.settings import OperatorSettings
 
 SPARK_CONF_DIR = "/opt/spark/conf"
 SPARK_DEFAULTS_FILE = "spark-defaults.conf"
+EXECUTOR_POD_TEMPLATE_FILE = "executor-pod-template.yaml"
 DRIVER_PORT = 7078
 BLOCK_MANAGER_PORT = 7079
 SPARK_UI_PORT = 4040
@@ -53,6 +61,12 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         # that merely carries an executor's labels cannot talk to the driver.
         "spark.authenticate": "true",
     }
+    for label, value in sorted(settings.workspace_node_selector.items()):
+        properties[f"spark.kubernetes.node.selector.{label}"] = value
+    if settings.workspace_tolerations:
+        properties["spark.kubernetes.executor.podTemplateFile"] = (
+            f"{SPARK_CONF_DIR}/{EXECUTOR_POD_TEMPLATE_FILE}"
+        )
     if spark.executor_cores is not None:
         properties["spark.executor.cores"] = str(spark.executor_cores)
     if spark.executor_memory is not None:
@@ -69,9 +83,20 @@ def render_spark_defaults(properties: dict[str, str]) -> str:
     return "".join(f"{key} {value}\n" for key, value in sorted(properties.items()))
 
 
+def executor_pod_template(settings: OperatorSettings) -> dict[str, Any]:
+    """What Spark starts every executor pod from: the operator's tolerations."""
+    tolerations = [toleration.wire() for toleration in settings.workspace_tolerations]
+    return {"apiVersion": "v1", "kind": "Pod", "spec": {"tolerations": tolerations}}
+
+
 def build_spark_config_map(ws: Workspace, settings: OperatorSettings) -> Manifest:
+    """Mounted at SPARK_CONF_DIR in the IDE container."""
     config_map = child(ws, "v1", "ConfigMap", names.spark_config_map_name(ws.name))
     config_map["data"] = {
         SPARK_DEFAULTS_FILE: render_spark_defaults(spark_properties(ws, settings))
     }
+    if settings.workspace_tolerations:
+        config_map["data"][EXECUTOR_POD_TEMPLATE_FILE] = yaml.safe_dump(
+            executor_pod_template(settings), sort_keys=False
+        )
     return config_map

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from rspark_operator.builders.pod import RSTUDIO_PORT
+from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 from tests.integration.images.conftest import IMAGES
 
@@ -49,7 +49,7 @@ def test_every_copied_file_exists() -> None:
 def test_images_follow_their_contracts() -> None:
     rspark = dockerfile("rspark")
     assert re.search(r"^FROM rocker/verse:\d+\.\d+\.\d+$", rspark, re.MULTILINE)
-    assert 'CMD ["/init"]' in rspark and f"EXPOSE {RSTUDIO_PORT}" in rspark
+    assert 'CMD ["/init"]' in rspark and f"EXPOSE {IDES['rstudio'].port}" in rspark
     assert "/usr/local/bin/" in rspark and "rspark-prestop" in rspark
     assert not re.search(r"^ENV\b.*\bDISABLE_AUTH", rspark, re.MULTILINE)  # auth stays on
     agent = dockerfile("agent")

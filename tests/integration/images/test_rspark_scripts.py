@@ -11,8 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from rspark_operator.builders.pod import HOME, PRESTOP_COMMAND, RSTUDIO_PORT, build_pod
+from rspark_operator.builders.pod import HOME, IDE_CONTAINER, build_pod
 from rspark_operator.builders.spark import SPARK_CONF_DIR
+from rspark_operator.ide import IDES, PRESTOP_COMMAND
 from tests.integration.images.conftest import IMAGES, FakeBin, run
 from tests.unit.workspaces import settings, workspace
 
@@ -112,7 +113,7 @@ def test_pod_prestop_hook_suspends_first_and_stops_last(fake_bin: FakeBin) -> No
 def readiness_url() -> str:
     """The URL the workspace pod's readiness probe checks, as seen from inside the pod."""
     pod = build_pod(workspace(), settings())
-    (rstudio,) = [c for c in pod["spec"]["containers"] if c["name"] == "rstudio"]
+    (rstudio,) = [c for c in pod["spec"]["containers"] if c["name"] == IDE_CONTAINER]
     probe = rstudio["readinessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in rstudio["ports"]}
     return f"http://127.0.0.1:{ports[probe['port']]}{probe['path']}"
@@ -121,7 +122,7 @@ def readiness_url() -> str:
 def test_healthcheck_probes_what_the_readiness_probe_probes() -> None:
     script = Path(HEALTHCHECK).read_text()
     (default,) = re.findall(r"RSPARK_HEALTHCHECK_URL:-([^}]+)\}", script)
-    assert default == readiness_url() == f"http://127.0.0.1:{RSTUDIO_PORT}/"
+    assert default == readiness_url() == f"http://127.0.0.1:{IDES['rstudio'].port}/"
 
 
 def test_healthcheck_passes_on_2xx_and_the_sign_in_redirect_only(
