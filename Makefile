@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
-.PHONY: manifests deploy images lint-images e2e-kind
+.PHONY: manifests deploy images lint-images e2e-kind docs
 
 venv:
 	@bash hack/venv.sh
@@ -40,6 +40,11 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+
+# docs/reference/*.md and manifests/base/settings.env from the code (devtools/reference.py);
+# pure and fast, a unit test fails when one is stale.
+docs: venv
+	@$(PY) -m devtools.reference
 
 # --- install: CRDs, manifests, images (docs/installation.md) ---
 
