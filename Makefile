@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 VENV := .local/venv
 PY := $(VENV)/bin/python
+# The PATH you called make with: `make deploy` uses your own kubectl.
+USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
@@ -60,9 +62,10 @@ crds: venv
 manifests: tools
 	@kubectl kustomize manifests/base
 
-# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context with the pinned kubectl.
-deploy: tools
-	@bash hack/deploy.sh $(KUSTOMIZATION)
+# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context with your own
+# kubectl (KUBECTL=..., else the first on the PATH you called make with); builds nothing.
+deploy:
+	@PATH="$(USER_PATH)" bash hack/deploy.sh $(KUSTOMIZATION)
 
 # Build the four images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
 images:
