@@ -48,15 +48,22 @@ build_kube() {
     kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+build_helm() {
+  local version
+  version="$(module_version helm helm.sh/helm/v3)"
+  build helm "-X helm.sh/helm/v3/internal/version.version=$version" helm=helm.sh/helm/v3/cmd/helm
+}
+
 main() {
   local tool tools=("$@")
-  ((${#tools[@]})) || tools=(kube etcd kwok restic)
+  ((${#tools[@]})) || tools=(kube etcd kwok restic helm)
   for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
       etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
+      helm) build_helm ;;
       *) log "unknown tool $tool"; exit 2 ;;
     esac
   done
