@@ -8,7 +8,7 @@ USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
-.PHONY: manifests deploy images lint-images e2e-kind docs
+.PHONY: manifests deploy images lint-images e2e-kind docs chart lint-chart
 
 venv:
 	@bash hack/venv.sh
@@ -61,6 +61,14 @@ crds: venv
 # Render the kustomize base (the CRDs come straight from crds/, no copy) with the pinned kubectl.
 manifests: tools
 	@kubectl kustomize manifests/base
+
+# The Helm chart (charts/rspark-operator, the base's objects; CHART_VALUES=file.yaml adds
+# values) rendered, and linted, with the pinned helm (hack/helm).
+chart: tools
+	@helm template rspark-operator charts/rspark-operator --include-crds $(if $(CHART_VALUES),-f $(CHART_VALUES))
+
+lint-chart: tools
+	@helm lint --strict charts/rspark-operator
 
 # Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context with your own
 # kubectl (KUBECTL=..., else the first on the PATH you called make with); builds nothing.

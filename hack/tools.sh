@@ -48,10 +48,16 @@ build_kube() {
     kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+# helm's own Makefile stamps its version and the Kubernetes version it assumes
+# offline (`helm template`, `helm lint`): client-go v0.N is Kubernetes 1.N.
 build_helm() {
-  local version
+  local version kube minor pkg=helm.sh/helm/v3/pkg
   version="$(module_version helm helm.sh/helm/v3)"
-  build helm "-X helm.sh/helm/v3/internal/version.version=$version" helm=helm.sh/helm/v3/cmd/helm
+  kube="$(module_version helm k8s.io/client-go)" && minor="${kube#v0.}" && minor="${minor%%.*}"
+  build helm "-X helm.sh/helm/v3/internal/version.version=$version \
+-X $pkg/chartutil.k8sVersionMajor=1 -X $pkg/chartutil.k8sVersionMinor=$minor \
+-X $pkg/lint/rules.k8sVersionMajor=1 -X $pkg/lint/rules.k8sVersionMinor=$minor" \
+    helm=helm.sh/helm/v3/cmd/helm
 }
 
 main() {

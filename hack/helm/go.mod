@@ -1,5 +1,6 @@
 // Wrapper module that builds helm (cmd/helm) from its published Go module,
-// pinned here like the other tools (hack/tools.sh builds it into the cache).
+// pinned here like the other tools (hack/tools.sh builds it into the cache,
+// stamped with its version and the Kubernetes version of its client-go).
 // v3.19: the newest helm 3 whose module still builds with Go 1.24.
 module rspark.dev/hack/helm
 

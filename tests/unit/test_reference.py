@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from devtools import reference
@@ -74,3 +75,25 @@ def test_settings_env_lists_every_operator_setting() -> None:
     for name in OperatorSettings.model_fields:
         variable = reference.env_name(name)
         assert f"\n{variable}=" in text or f"\n# {variable}=" in text, variable
+
+
+def test_every_chart_value_is_documented() -> None:
+    text = (reference.ROOT / reference.CHART / "values.yaml").read_text()
+    documented = reference.chart_values(text)
+    assert not [value.path for value in documented if not value.description]
+
+    def leaves(node: object, prefix: str = "") -> set[str]:
+        if isinstance(node, dict) and node:
+            return {leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")}
+        return {prefix.rstrip(".")}
+
+    assert {value.path for value in documented} == leaves(yaml.safe_load(text))
+
+
+def test_chart_values_take_the_comment_just_above_each_leaf() -> None:
+    text = "# header\n\n# Replicas.\nreplicas: 2\nimage:\n  # The tag.\n  tag: '1'\nbare: {}\n"
+    assert reference.chart_values(text) == [
+        reference.Value("replicas", "2", "Replicas."),
+        reference.Value("image.tag", "'1'", "The tag."),
+        reference.Value("bare", "{}", ""),
+    ]
