@@ -390,9 +390,14 @@ def reason_constants(path: Path) -> set[str]:
     return found
 
 
-def advice_rows(advice: Mapping[str, Advice]) -> list[Row]:
+def advice_rows(advice: Mapping[str, Advice], warnings: frozenset[str] = frozenset()) -> list[Row]:
     return [
-        (code(reason), entry.meaning, entry.user or "-", entry.admin or "-")
+        (
+            code(reason) + (" (Warning)" if reason in warnings else ""),
+            entry.meaning,
+            entry.user or "-",
+            entry.admin or "-",
+        )
         for reason, entry in advice.items()
     ]
 
@@ -418,15 +423,15 @@ kubectl describe {SHORT_NAME} NAME
 kubectl get {SHORT_NAME} NAME -o jsonpath='{CONDITIONS_JSONPATH}'
 ```
 
-A reason that needs attention is also a Warning event on the workspace when
-`Ready` turns to it.
+A `Ready` reason marked (Warning) is also a Warning event on the workspace when
+`Ready` turns to it; the others are Normal events.
 
 ## Ready (the operator)
 
 The most specific explanation wins: an invalid spec, then a refused change, then
 the pod, its containers, the restore, its volumes.
 
-{table(header, advice_rows(status.ADVICE))}
+{table(header, advice_rows(status.ADVICE, status.PROBLEMS))}
 ## HomeRestored and SnapshotHealthy (the snapshot agent)
 
 `HomeRestored` tells how the home came to be on its volume at start;
