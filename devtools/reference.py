@@ -277,6 +277,7 @@ CHILD_EFFECTS = {
     "ConfigMap": "spark-defaults.conf (the next Spark connection reads it)",
     "PersistentVolumeClaim": "the home volume (grows in place where the StorageClass allows)",
     "Ingress": "the Ingress (`status.url` follows)",
+    "Secret": "the home Secret's note of where the snapshots are (`kubectl rspark snapshots`)",
 }
 POD_EFFECTS = {
     lifecycle.PodAction.KEEP: "kept",

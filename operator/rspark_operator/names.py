@@ -17,6 +17,9 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKSPACE_LABEL = f"{GROUP}/workspace"
 USER_LABEL = f"{GROUP}/user"
 POD_SPEC_HASH_ANNOTATION = f"{GROUP}/pod-spec-hash"
+# On the home-secrets Secret, which outlives the workspace: where its snapshots are.
+SNAPSHOT_REPOSITORY_ANNOTATION = f"{GROUP}/snapshot-repository"
+SNAPSHOT_CREDENTIALS_ANNOTATION = f"{GROUP}/snapshot-credentials-secret"
 
 RSTUDIO_COMPONENT = "rstudio"
 SPARK_EXECUTOR_COMPONENT = "spark-executor"

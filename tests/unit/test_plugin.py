@@ -58,3 +58,30 @@ def test_tables_align_columns_like_kubectl() -> None:
     ]
     listed = plugin.list_text([FAILING], all_namespaces=True).splitlines()
     assert listed[1].split()[:4] == ["team-a", "alice", "Pending", "(restart"]
+
+
+SNAPSHOTS: list[dict[str, Any]] = [
+    {"id": "bbbb" + "1" * 60, "time": "2026-01-06T10:00:00.123456789+01:00", "tags": ["x"]},
+    {"id": "aaaa" + "2" * 60, "time": "2026-01-05T10:00:00Z"},
+    {"id": "aaab" + "3" * 60, "time": "2026-01-05T09:00:00.5Z"},
+]
+
+
+def test_restic_times_with_nanoseconds_and_offsets_are_read() -> None:
+    assert plugin.snapshot_time(SNAPSHOTS[0]).isoformat() == "2026-01-06T10:00:00.123456+01:00"
+    assert [row["shortId"] for row in plugin.snapshot_rows(SNAPSHOTS)] == [
+        "aaab3333", "aaaa2222", "bbbb1111"]  # fmt: skip
+
+
+def test_a_snapshot_is_chosen_by_unique_id_prefix_or_as_the_newest_before_a_time() -> None:
+    assert plugin.choose_snapshot(SNAPSHOTS, "BBBB", None)["id"] == SNAPSHOTS[0]["id"]
+    before = plugin.snapshot_time({"time": "2026-01-06T09:30:00+01:00"})
+    assert plugin.choose_snapshot(SNAPSHOTS, None, before)["id"] == SNAPSHOTS[1]["id"]
+    for snapshot_id, message in (("aaa", "2 snapshots with id aaa"), ("cc", "no snapshot")):
+        with pytest.raises(plugin.PluginError) as refused:
+            plugin.choose_snapshot(SNAPSHOTS, snapshot_id, None)
+        assert refused.value.code == plugin.EXIT_NOT_NOW and message in str(refused.value)
+    with pytest.raises(plugin.PluginError, match="no snapshot before"):
+        plugin.choose_snapshot(
+            SNAPSHOTS, None, plugin.snapshot_time({"time": "2020-01-01T00:00:00Z"})
+        )
