@@ -422,6 +422,7 @@ Read them with:
 ```sh
 kubectl describe {SHORT_NAME} NAME
 kubectl get {SHORT_NAME} NAME -o jsonpath='{CONDITIONS_JSONPATH}'
+kubectl rspark status NAME      # each condition with the advice below
 ```
 
 A `Ready` reason marked (Warning) is also a Warning event on the workspace when
