@@ -3,10 +3,12 @@
 SHELL := /bin/bash
 VENV := .local/venv
 PY := $(VENV)/bin/python
+# The PATH you called make with: `make deploy` uses your own kubectl.
+USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
-.PHONY: manifests deploy images lint-images e2e-kind
+.PHONY: manifests deploy images lint-images e2e-kind docs chart lint-chart
 
 venv:
 	@bash hack/venv.sh
@@ -41,6 +43,11 @@ lint: venv
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 
+# docs/reference/*.md and manifests/base/settings.env from the code (devtools/reference.py);
+# pure and fast, a unit test fails when one is stale.
+docs: venv
+	@$(PY) -m devtools.reference
+
 # --- install: CRDs, manifests, images (docs/installation.md) ---
 
 # Regenerate the workspace CRD from the pydantic models (a unit test fails when stale).
@@ -55,9 +62,18 @@ crds: venv
 manifests: tools
 	@kubectl kustomize manifests/base
 
-# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context with the pinned kubectl.
-deploy: tools
-	@bash hack/deploy.sh $(KUSTOMIZATION)
+# The Helm chart (charts/rspark-operator, the base's objects; CHART_VALUES=file.yaml adds
+# values) rendered, and linted, with the pinned helm (hack/helm).
+chart: tools
+	@helm template rspark-operator charts/rspark-operator --include-crds $(if $(CHART_VALUES),-f $(CHART_VALUES))
+
+lint-chart: tools
+	@helm lint --strict charts/rspark-operator
+
+# Apply manifests/base (or KUSTOMIZATION=...) to the current kubectl context with your own
+# kubectl (KUBECTL=..., else the first on the PATH you called make with); builds nothing.
+deploy:
+	@PATH="$(USER_PATH)" bash hack/deploy.sh $(KUSTOMIZATION)
 
 # Build the four images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
 images:

@@ -48,15 +48,28 @@ build_kube() {
     kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+# helm's own Makefile stamps its version and the Kubernetes version it assumes
+# offline (`helm template`, `helm lint`): client-go v0.N is Kubernetes 1.N.
+build_helm() {
+  local version kube minor pkg=helm.sh/helm/v3/pkg
+  version="$(module_version helm helm.sh/helm/v3)"
+  kube="$(module_version helm k8s.io/client-go)" && minor="${kube#v0.}" && minor="${minor%%.*}"
+  build helm "-X helm.sh/helm/v3/internal/version.version=$version \
+-X $pkg/chartutil.k8sVersionMajor=1 -X $pkg/chartutil.k8sVersionMinor=$minor \
+-X $pkg/lint/rules.k8sVersionMajor=1 -X $pkg/lint/rules.k8sVersionMinor=$minor" \
+    helm=helm.sh/helm/v3/cmd/helm
+}
+
 main() {
   local tool tools=("$@")
-  ((${#tools[@]})) || tools=(kube etcd kwok restic)
+  ((${#tools[@]})) || tools=(kube etcd kwok restic helm)
   for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
       etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
+      helm) build_helm ;;
       *) log "unknown tool $tool"; exit 2 ;;
     esac
   done

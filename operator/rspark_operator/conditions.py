@@ -7,7 +7,7 @@ lastTransitionTime moves only when the status flips.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -15,6 +15,15 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 READY = "Ready"
 HOME_RESTORED = "HomeRestored"
 SNAPSHOT_HEALTHY = "SnapshotHealthy"
+
+
+class Advice(NamedTuple):
+    """What a condition reason means and what to do about it; each module that sets
+    reasons keeps one per reason beside them (docs/reference/troubleshooting.md)."""
+
+    meaning: str
+    user: str = ""  # what the workspace's user can do; empty: nothing
+    admin: str = ""  # what the platform's administrator can do; empty: nothing
 
 
 def timestamp(now: datetime) -> str:

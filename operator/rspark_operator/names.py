@@ -19,6 +19,9 @@ USER_LABEL = f"{GROUP}/user"
 POD_SPEC_HASH_ANNOTATION = f"{GROUP}/pod-spec-hash"
 # Set by a user on the workspace (an RFC 3339 time) to restart its pod once.
 RESTART_ANNOTATION = f"{GROUP}/restart-requested-at"
+# On the home-secrets Secret, which outlives the workspace: where its snapshots are.
+SNAPSHOT_REPOSITORY_ANNOTATION = f"{GROUP}/snapshot-repository"
+SNAPSHOT_CREDENTIALS_ANNOTATION = f"{GROUP}/snapshot-credentials-secret"
 
 RSTUDIO_COMPONENT = "rstudio"
 SPARK_EXECUTOR_COMPONENT = "spark-executor"

@@ -111,7 +111,8 @@ class OperatorSettings(BaseSettings):
         default=None,
         min_length=1,
         description="restic repository base, e.g. s3:http://s3.example:8333/rspark; "
-        "a workspace's repository is <base>/<namespace>/<name>.",
+        "a workspace's repository is <base>/<namespace>/<name>. Required for snapshots "
+        "unless every workspace sets spec.snapshot.repository.",
     )
     snapshot_credentials_secret: str = Field(
         default="rspark-s3-credentials",

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from rspark_operator.api import Phase
-from rspark_operator.conditions import HOME_RESTORED, READY, condition, find
+from rspark_operator.conditions import HOME_RESTORED, READY, Advice, condition, find
 
 
 class Reason(StrEnum):
@@ -83,6 +83,126 @@ PROBLEMS = frozenset(
         *CONTAINER_PROBLEMS,
     }
 )
+
+# What each Ready reason means and what to do (docs/reference/troubleshooting.md).
+_LOGS = "`kubectl logs NAME -c ide` (or `-c snapshot-agent`; `--previous` after a restart)"
+ADVICE: dict[str, Advice] = {
+    Reason.POD_READY: Advice("The IDE answers; `status.url` is where to open it."),
+    Reason.POD_NOT_READY: Advice(
+        "The pod runs but the IDE does not answer its readiness probe yet.",
+        f"Wait a minute after a start; if it lasts, read {_LOGS}.",
+    ),
+    Reason.POD_MISSING: Advice(
+        "The operator is creating the pod.",
+        "Wait a few seconds.",
+        "If it lasts, check that the operator runs: "
+        "`kubectl -n rspark-system logs deploy/rspark-operator`.",
+    ),
+    Reason.POD_REPLACING: Advice(
+        "The old pod is still shutting down (a spec change, a failure or a lost node); the "
+        "new one starts once it is gone.",
+        "Wait: shutting down takes at most `RSPARK_TERMINATION_GRACE_SECONDS`.",
+        "A pod on a dead node stays Terminating: the operator force-deletes it after "
+        "`RSPARK_NODE_LOST_FORCE_DELETE_SECONDS` (0: never; then delete the Node).",
+    ),
+    Reason.POD_FAILED: Advice(
+        "The pod ended (evicted, out of memory, node shut down); the operator replaces it.",
+        "If the message says OOMKilled, raise `spec.resources.limits.memory`.",
+        "Eviction messages name node pressure: look at the node's conditions.",
+    ),
+    Reason.SUSPENDED: Advice(
+        "`spec.suspended` is true: no pod runs; the home, URL and snapshots are kept.",
+        "Set `spec.suspended: false` to resume.",
+    ),
+    Reason.SUSPENDING: Advice(
+        "The IDE is shutting down (RStudio suspends its R sessions) before a last snapshot.",
+        "Wait; the phase becomes Suspended.",
+    ),
+    Reason.INVALID_SPEC: Advice(
+        "The spec cannot be built; the message names each field. Nothing was created or changed.",
+        "Fix the fields the message names (`kubectl explain rsw.spec` describes each).",
+        "A message about the snapshot repository or the ingress domain means an operator "
+        "setting is missing or disagrees: `RSPARK_SNAPSHOT_REPOSITORY_BASE`, "
+        "`RSPARK_INGRESS_DOMAIN`.",
+    ),
+    Reason.CHILD_REJECTED: Advice(
+        "The API server refused part of a change (Pod Security, a quota, an admission "
+        "webhook, a volume that cannot grow). A new workspace was not created at all; an "
+        "existing one runs as before. The operator tries again at each resync and edit.",
+        "Undo the change, or ask the administrator about the refusal the message quotes.",
+        "Fix the cause (namespace Pod Security level `baseline`, ResourceQuota, a "
+        "StorageClass with `allowVolumeExpansion`); no restart of the operator is needed.",
+    ),
+    Reason.OPERATOR_FORBIDDEN: Advice(
+        "The operator's own identity may not create or change a child (the message names "
+        "the verb, the resource and the namespace): not a problem with the spec.",
+        "Nothing in the spec fixes it: tell the administrator what the message says.",
+        "Grant the operator's ServiceAccount that permission (the ClusterRole in "
+        "manifests/base or the chart); the operator tries again at each resync and edit.",
+    ),
+    Reason.RESTORING: Advice(
+        "The snapshot agent restores the home before the IDE starts.",
+        "Wait: a large home takes a while; `HomeRestored`'s message names the snapshot.",
+    ),
+    Reason.HOME_NOT_RESTORED: Advice(
+        "The snapshot agent could not restore the home; the IDE waits for it.",
+        "The message starts with the `HomeRestored` reason: follow that reason's advice.",
+        "Follow the advice of the `HomeRestored` reason the message starts with.",
+    ),
+    Reason.FAILED_SCHEDULING: Advice(
+        "No node can take the pod (resources, taints, affinity, or its volume's zone); "
+        "the scheduler's words follow.",
+        "Lower `spec.resources.requests` if the message says Insufficient cpu or memory.",
+        "Add capacity, or check quotas, taints and the home volume's node affinity.",
+    ),
+    Reason.PROVISIONING_FAILED: Advice(
+        "The storage provisioner cannot create the home volume.",
+        "Check `spec.home.storageClassName` and `spec.home.size`.",
+        "Check the StorageClass (`RSPARK_STORAGE_CLASS` or the cluster default) and its "
+        "provisioner's logs.",
+    ),
+    Reason.FAILED_ATTACH_VOLUME: Advice(
+        "The home volume cannot be attached to the node (often still attached to a node "
+        "that died: a ReadWriteOnce volume is on one node at a time).",
+        admin="Check the VolumeAttachment objects and the CSI driver; a dead node's "
+        "attachment is released once the Node is deleted or tainted out-of-service.",
+    ),
+    Reason.FAILED_MOUNT: Advice(
+        "The kubelet cannot mount a volume of the pod (the home, or a Secret or ConfigMap).",
+        admin="Read the message: a missing Secret, or the CSI driver's error on that node.",
+    ),
+    "ErrImagePull": Advice(
+        "An image cannot be pulled: a wrong name or tag, or a private registry without a "
+        "pull secret.",
+        "Check `spec.image` if you set it.",
+        "Check `RSPARK_WORKSPACE_IMAGE` and `RSPARK_AGENT_IMAGE` and the registry's access.",
+    ),
+    "ImagePullBackOff": Advice(
+        "An image pull failed and the kubelet waits before trying again.",
+        "As for ErrImagePull.",
+        "As for ErrImagePull.",
+    ),
+    "InvalidImageName": Advice(
+        "An image reference is not valid.",
+        "Fix `spec.image`.",
+        "Fix `RSPARK_WORKSPACE_IMAGE` or `RSPARK_AGENT_IMAGE`.",
+    ),
+    "CrashLoopBackOff": Advice(
+        "A container keeps exiting and the kubelet waits before restarting it.",
+        f"Read {_LOGS}.",
+        "A crashing snapshot-agent prints its configuration error first in its log.",
+    ),
+    "CreateContainerConfigError": Advice(
+        "A container refers to a Secret or ConfigMap key that does not exist.",
+        "Check `spec.env[].valueFrom` and `spec.snapshot.credentialsSecret`.",
+        "Create the S3 credentials Secret (`RSPARK_SNAPSHOT_CREDENTIALS_SECRET`, with "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the workspace's namespace.",
+    ),
+    "CreateContainerError": Advice(
+        "The container runtime could not create a container; its words follow.",
+        admin="Read the message and the node's container runtime log.",
+    ),
+}
 
 OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart")
 

@@ -475,6 +475,15 @@ def test_home_claim_and_secrets() -> None:
     assert claim["spec"]["storageClassName"] == "fast"
     (home_secrets,) = kinds["Secret"]
     assert "data" not in home_secrets  # the agent owns the data
+    # Where the snapshots are, on the Secret that outlives the workspace.
+    assert home_secrets["metadata"]["annotations"] == {
+        "rspark.dev/snapshot-repository": "s3:http://s3.test:8333/rspark/team/demo",
+        "rspark.dev/snapshot-credentials-secret": "rspark-s3-credentials",
+    }
+    (unsnapshotted,) = by_kind(build_children(workspace(snapshot={"enabled": False}), settings()))[
+        "Secret"
+    ]
+    assert "annotations" not in unsnapshotted["metadata"]
 
 
 def test_builders_are_deterministic() -> None:

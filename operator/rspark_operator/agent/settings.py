@@ -37,6 +37,8 @@ def _json_list(value: Any) -> Any:
 
 
 class AgentSettings(BaseSettings):
+    """The snapshot agent's configuration: the pod builder sets the first part from the spec."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     workspace: str | None = Field(
@@ -47,28 +49,67 @@ class AgentSettings(BaseSettings):
     snapshot_host: str | None = Field(
         default=None, description="restic --host; standalone default: the home's basename."
     )
-    snapshot_interval: str = "5m"
-    snapshot_exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    secret_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_SECRET_PATHS)
+    snapshot_interval: str = Field(
+        default="5m", description="Time between snapshots (spec.snapshot.interval)."
     )
-    retention: Annotated[dict[str, int] | None, NoDecode] = None
-    restore_from: str | None = None
-    secrets_name: str | None = None
-    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    snapshot_exclude: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="JSON list of restic --exclude patterns (spec.snapshot.exclude).",
+    )
+    secret_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SECRET_PATHS),
+        description="JSON list of home-relative paths kept in a Secret, never in object "
+        "storage (spec.secretPaths).",
+    )
+    retention: Annotated[dict[str, int] | None, NoDecode] = Field(
+        default=None,
+        description="JSON object of keepLast, keepHourly, keepDaily, keepWeekly "
+        "(spec.snapshot.retention); unset: nothing is forgotten.",
+    )
+    restore_from: str | None = Field(
+        default=None,
+        description="Snapshot id to restore into an empty home instead of the newest "
+        "(spec.snapshot.restoreFrom).",
+    )
+    secrets_name: str | None = Field(
+        default=None, description="Name of the Secret that holds the secret paths."
+    )
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Port of /metrics, /readyz and /status."
+    )
     # Not part of the pod contract; tunables with sensible defaults.
-    snapshot_debounce: str = "10s"  # quiet time after the last change before a snapshot
-    snapshot_max_delay: str = "60s"  # a change waits at most this long, even under churn
-    snapshot_min_spacing: str = "30s"  # at most one change-triggered snapshot per this
-    maintenance_interval: str = "24h"  # forget + prune cadence
-    shutdown_timeout: str = "25s"  # budget for the last snapshot after SIGTERM
-    restic_timeout: str = "10m"  # one restic command; restic retries storage inside it
-    retry_lock: str = "2m"
-    # Data read back by `restic check` before each prune (restic's --read-data-subset):
-    # a random 5% finds rot over time without downloading the repository daily.
-    check_read_data_subset: str = "5%"
-    restic: str = Field(default="restic", description="RSPARK_RESTIC: the restic binary.")
-    cache_dir: str | None = None
+    snapshot_debounce: str = Field(
+        default="10s", description="Quiet time after the last change before a snapshot."
+    )
+    snapshot_max_delay: str = Field(
+        default="60s", description="A change waits at most this long, even under churn."
+    )
+    snapshot_min_spacing: str = Field(
+        default="30s", description="At most one change-triggered snapshot per this time."
+    )
+    maintenance_interval: str = Field(
+        default="24h", description="Time between maintenance runs (check, forget + prune)."
+    )
+    shutdown_timeout: str = Field(
+        default="25s", description="Budget for the last snapshot after SIGTERM."
+    )
+    restic_timeout: str = Field(
+        default="10m",
+        description="Longest run of one restic command; restic retries storage inside it.",
+    )
+    retry_lock: str = Field(
+        default="2m", description="How long restic waits for a repository lock (--retry-lock)."
+    )
+    check_read_data_subset: str = Field(
+        default="5%",
+        description="Data `restic check` reads back before each prune (--read-data-subset): "
+        "a random 5% finds rot over time without downloading the repository daily.",
+    )
+    restic: str = Field(default="restic", description="The restic binary.")
+    cache_dir: str | None = Field(
+        default=None,
+        description="restic's cache directory; unset: .cache/rspark-agent/restic in the home.",
+    )
 
     @field_validator("snapshot_exclude", "secret_paths", mode="before")
     @classmethod

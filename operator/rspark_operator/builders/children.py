@@ -14,7 +14,12 @@ from rspark_operator.builders.network import (
     build_ingress,
     build_spark_driver_service,
 )
-from rspark_operator.builders.pod import IDE_PASSWORD_KEY, RESTIC_PASSWORD_KEY
+from rspark_operator.builders.pod import (
+    IDE_PASSWORD_KEY,
+    RESTIC_PASSWORD_KEY,
+    snapshot_credentials_secret,
+    snapshot_repository,
+)
 from rspark_operator.builders.policy import build_network_policy
 from rspark_operator.builders.spark import build_spark_config_map
 from rspark_operator.quantity import parse_quantity
@@ -95,14 +100,24 @@ def settle_home_claim(desired: Manifest, existing: Mapping[str, Any] | None) -> 
     return claim
 
 
-def build_home_secrets(ws: Workspace) -> Manifest:
+def build_home_secrets(ws: Workspace, settings: OperatorSettings) -> Manifest:
     """Empty at first; the agent fills it with the files under spec.secretPaths.
 
     The operator must apply it without `data`, so that it never owns (and never
     clears) what the agent wrote. Not owned by the workspace: it is the part of the
     home kept out of object storage, and outlives the workspace like the snapshots.
+    Its annotations say where those snapshots are (`kubectl rspark snapshots`).
     """
-    secret = child(ws, "v1", "Secret", names.home_secrets_name(ws.name), owned=False)
+    repository = snapshot_repository(ws, settings) if ws.spec.snapshot.enabled else None
+    annotations = {}
+    if repository is not None:
+        annotations = {
+            names.SNAPSHOT_REPOSITORY_ANNOTATION: repository,
+            names.SNAPSHOT_CREDENTIALS_ANNOTATION: snapshot_credentials_secret(ws, settings),
+        }
+    secret = child(
+        ws, "v1", "Secret", names.home_secrets_name(ws.name), annotations=annotations, owned=False
+    )
     secret["type"] = "Opaque"
     return secret
 
@@ -130,7 +145,7 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         build_role_binding(ws),
         build_spark_config_map(ws, settings),
         build_home_claim(ws, settings),
-        build_home_secrets(ws),
+        build_home_secrets(ws, settings),
         build_ide_service(ws),
         build_spark_driver_service(ws),
         build_ingress(ws, settings),

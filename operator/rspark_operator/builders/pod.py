@@ -50,10 +50,15 @@ def snapshot_repository(ws: Workspace, settings: OperatorSettings) -> str | None
     return None
 
 
+def snapshot_credentials_secret(ws: Workspace, settings: OperatorSettings) -> str:
+    """The Secret holding the repository's S3 credentials, in the workspace's namespace."""
+    return ws.spec.snapshot.credentials_secret or settings.snapshot_credentials_secret
+
+
 def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
     """The contract with `rspark-agent run`: its whole configuration."""
     snapshot = ws.spec.snapshot
-    credentials = snapshot.credentials_secret or settings.snapshot_credentials_secret
+    credentials = snapshot_credentials_secret(ws, settings)
     repository = snapshot_repository(ws, settings)
     if repository is None:
         raise ValueError("no snapshot repository: validate the workspace before building it")

@@ -1,0 +1,184 @@
+"""The Helm chart: what it renders equals the kustomize base, helm lint is clean, and it
+installs, upgrades and uninstalls on the local cluster (helm built from hack/helm)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devtools import localcluster
+from devtools.deploy import OperatorProcess
+from devtools.install import (
+    BASE,
+    build,
+    deploy,
+    service_account_kubeconfig,
+    session_operator_stopped,
+)
+from devtools.localcluster import ROOT, kubectl
+from tests.support.kube import wait_until
+
+CHART = ROOT / "charts" / "rspark-operator"
+Key = tuple[str, str, str, str]
+
+
+@pytest.fixture
+def helm(tmp_path: Path) -> Iterator[Any]:
+    """`helm ARGS...` with the pinned helm, its state in tmp_path, against the local
+    cluster; returns the finished process."""
+    env = {
+        **localcluster.tool_env(),
+        **{
+            f"HELM_{kind}_HOME": str(tmp_path / kind.lower())
+            for kind in ("CACHE", "CONFIG", "DATA")
+        },
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(localcluster.BIN / "helm"), *args],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    yield run
+
+
+def key(manifest: dict[str, Any]) -> Key:
+    metadata = manifest["metadata"]
+    return (
+        manifest["apiVersion"],
+        manifest["kind"],
+        metadata.get("namespace", ""),
+        metadata["name"],
+    )
+
+
+def objects(text: str) -> dict[Key, dict[str, Any]]:
+    return {key(doc): doc for doc in yaml.safe_load_all(text) if doc}
+
+
+def render(helm: Any, *values: str) -> dict[Key, dict[str, Any]]:
+    sets = [arg for value in values for arg in ("--set", value)]
+    return objects(helm("template", "rspark-operator", str(CHART), "--include-crds", *sets).stdout)
+
+
+def kustomize_labels() -> dict[str, str]:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    return {k: v for entry in kustomization["labels"] for k, v in entry["pairs"].items()}
+
+
+def test_the_chart_with_default_values_renders_the_kustomize_base(helm: Any) -> None:
+    base = {key(o): o for o in build(BASE)}
+    # Helm installs crds/ as they are: only kustomize stamps its labels on them.
+    for manifest in base.values():
+        if manifest["kind"] == "CustomResourceDefinition":
+            labels = manifest["metadata"]["labels"]
+            for name in kustomize_labels():
+                del labels[name]
+            if not labels:
+                del manifest["metadata"]["labels"]
+    chart = render(helm)
+    assert sorted(chart) == sorted(base)
+    for object_key, manifest in base.items():
+        assert chart[object_key] == manifest, object_key
+
+
+def test_values_change_only_what_they_name(helm: Any) -> None:
+    default = render(helm)
+    changed = render(
+        helm,
+        "replicas=3",
+        "image.tag=0.2.0",
+        "settings.RSPARK_SNAPSHOT_REPOSITORY_BASE=s3:https://s3.example.com/b",
+        "settings.RSPARK_RESYNC_SECONDS=300",
+    )
+    (config_map,) = [o for o in changed.values() if o["kind"] == "ConfigMap"]
+    (old_config_map,) = [o for o in default.values() if o["kind"] == "ConfigMap"]
+    assert config_map["data"] == {
+        **old_config_map["data"],
+        "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:https://s3.example.com/b",
+        "RSPARK_RESYNC_SECONDS": "300",
+    }
+    assert config_map["metadata"]["name"] != old_config_map["metadata"]["name"]
+    (deployment,) = [o for o in changed.values() if o["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/rspark-dev/operator:0.2.0"
+    assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
+    same = {k for k in default if k[1] not in ("ConfigMap", "Deployment")}
+    assert {k: changed[k] for k in same} == {k: default[k] for k in same}
+
+
+def test_an_unknown_setting_is_refused(helm: Any) -> None:
+    result = helm(
+        "template", "rspark-operator", str(CHART), "--set", "settings.RSPARK_NO_SUCH=1",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "RSPARK_NO_SUCH is not an operator setting" in result.stderr
+
+
+def test_helm_lint_is_clean(helm: Any) -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+    assert not [
+        line for line in result.stdout.splitlines() if "[WARNING]" in line or "[ERROR]" in line
+    ]
+
+
+def test_the_charts_crds_and_base_are_the_repositorys_own() -> None:
+    assert (CHART / "crds").resolve() == ROOT / "crds"
+    assert (CHART / "base").resolve() == BASE
+    assert (CHART / "crds").is_symlink() and (CHART / "base").is_symlink()
+
+
+def exists(manifest: dict[str, Any]) -> bool:
+    metadata = manifest["metadata"]
+    scope = ["-n", metadata["namespace"]] if "namespace" in metadata else []
+    found = kubectl(
+        "get", manifest["kind"], metadata["name"], *scope, "--ignore-not-found", "-o", "name"
+    )
+    return bool(found.strip())
+
+
+def test_install_upgrade_and_uninstall_on_the_local_cluster(
+    helm: Any, operator: OperatorProcess, operator_kubeconfig: Path
+) -> None:
+    installed = [o for o in build(BASE) if o["kind"] != "CustomResourceDefinition"]
+    with session_operator_stopped(operator):
+        try:
+            # The session's install (make deploy) goes first: helm makes its own.
+            kubectl("delete", "--wait", "-f", "-", stdin=yaml.safe_dump_all(installed))
+            helm("install", "rspark-operator", str(CHART), "--wait", "--timeout", "180s")
+            assert all(exists(o) for o in installed)
+            replicas = "{.spec.replicas}"
+            assert kubectl("get", "deploy/rspark-operator", "-n", "rspark-system",
+                           "-o", f"jsonpath={replicas}") == "2"  # fmt: skip
+
+            helm("upgrade", "rspark-operator", str(CHART), "--reuse-values",
+                 "--set", "replicas=1", "--set", "settings.RSPARK_RESYNC_SECONDS=300")  # fmt: skip
+            deployment = yaml.safe_load(
+                kubectl("get", "deploy/rspark-operator", "-n", "rspark-system", "-o", "yaml")
+            )
+            assert deployment["spec"]["replicas"] == 1
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            settings = container["envFrom"][0]["configMapRef"]["name"]
+            data = yaml.safe_load(kubectl("get", "configmap", settings, "-n", "rspark-system",
+                                          "-o", "yaml"))["data"]  # fmt: skip
+            assert data["RSPARK_RESYNC_SECONDS"] == "300"
+
+            helm("uninstall", "rspark-operator", "--wait", "--timeout", "180s")
+            wait_until("every object of the chart gone", lambda: not any(map(exists, installed)))
+            assert kubectl("get", "crd", "rstudioworkspaces.rspark.dev", "-o", "name").strip()
+        finally:
+            deploy()
+            # A new ServiceAccount: the session operator needs a token of it.
+            service_account_kubeconfig(operator_kubeconfig)
