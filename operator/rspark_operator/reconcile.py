@@ -38,6 +38,7 @@ from rspark_operator.lifecycle import (
     spec_current,
     waiting_on_lost_node,
 )
+from rspark_operator.profiles import attach_profile, spark_status
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import (
     CHILD_REJECTED,
@@ -90,9 +91,14 @@ def reconcile(
     previous = body.get("status") or {}
     try:
         ws = parse_workspace(body, settings)
+        ws = attach_profile(kube, settings, ws)
     except InvalidSpecError as error:
         # Nothing is created for a spec that cannot be built; what exists stays.
-        observed = Observed(pod=_get_pod(kube, namespace, name), invalid_spec=str(error))
+        observed = Observed(
+            pod=_get_pod(kube, namespace, name),
+            invalid_spec=str(error),
+            invalid_reason=error.reason,
+        )
         status = compute_status(
             generation=metadata.get("generation", 1),
             suspended=bool((body.get("spec") or {}).get("suspended")),
@@ -157,7 +163,7 @@ def reconcile(
         previous=previous,
         observed=observed,
         now=now,
-    )
+    ) | spark_status(ws)
     return _finish(kube, body, status, events)
 
 

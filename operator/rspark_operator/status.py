@@ -27,6 +27,19 @@ SUSPENDED = "Suspended"
 SUSPENDING = "Suspending"
 INVALID_SPEC = "InvalidSpec"
 CHILD_REJECTED = "ChildRejected"
+# A workspace its SparkProfile refuses (profiles.ProfileRefusal).
+SPARK_LIMIT_EXCEEDED = "SparkLimitExceeded"
+SPARK_PROFILE_NOT_ALLOWED = "SparkProfileNotAllowed"
+SPARK_PROFILE_NOT_FOUND = "SparkProfileNotFound"
+SPARK_PROFILE_INVALID = "SparkProfileInvalid"
+SPARK_PROFILE_PROBLEMS = frozenset(
+    {
+        SPARK_LIMIT_EXCEEDED,
+        SPARK_PROFILE_NOT_ALLOWED,
+        SPARK_PROFILE_NOT_FOUND,
+        SPARK_PROFILE_INVALID,
+    }
+)
 RESTORING = "Restoring"  # also the agent's HomeRestored reason while it restores
 HOME_NOT_RESTORED = "HomeNotRestored"
 FAILED_SCHEDULING = "FailedScheduling"
@@ -51,6 +64,7 @@ STATUS_WARNINGS = frozenset({FAILED_SCHEDULING, *VOLUME_PROBLEMS})
 PROBLEMS = frozenset(
     {
         INVALID_SPEC,
+        *SPARK_PROFILE_PROBLEMS,
         CHILD_REJECTED,
         POD_FAILED,
         FAILED_SCHEDULING,
@@ -60,7 +74,7 @@ PROBLEMS = frozenset(
     }
 )
 
-OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart")
+OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart", "spark")
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,8 @@ class Observed:
     pod_spec_current: bool = True
     # Why the spec cannot be built (see validation.parse_workspace), if it cannot.
     invalid_spec: str | None = None
+    # The Ready reason for it: InvalidSpec, or why its SparkProfile refuses it.
+    invalid_reason: str = INVALID_SPEC
     # Which child the API server refused, and why (nothing of the change was applied).
     rejected: str | None = None
 
@@ -152,7 +168,7 @@ def assess(
 ) -> Verdict:
     """Phase and Ready reason, the most specific explanation first."""
     if observed.invalid_spec is not None:
-        return Verdict("Failed", INVALID_SPEC, observed.invalid_spec)
+        return Verdict("Failed", observed.invalid_reason, observed.invalid_spec)
     verdict = _assess_pod(suspended, observed, previous_conditions)
     if observed.rejected is not None:
         # The workspace runs (or rests) as it was before the refused change.
