@@ -16,9 +16,10 @@ from typing import Any
 
 import kopf
 
-from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
+from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.kube import Kube, KubeError, load_api_client
 from rspark_operator.names import FIELD_MANAGER, MANAGED_BY_LABEL, WORKSPACE_LABEL, workspace_of
+from rspark_operator.profiles import profile_name
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
 from rspark_operator.status import STATUS_WARNINGS, VOLUME_PROBLEMS, restore_report_unseen
@@ -138,11 +139,16 @@ def _run(
 
 
 def _run_from_event(
-    memo: kopf.Memo, namespace: str | None, name: str, warnings: WarningIndex
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    warnings: WarningIndex,
+    *,
+    children: bool = False,
 ) -> None:
     """Event handlers are not retried by kopf; the resync timer catches up."""
     try:
-        _run(memo, namespace, name, warnings, children=False)
+        _run(memo, namespace, name, warnings, children=children)
     except kopf.TemporaryError as error:
         log.warning("%s/%s: %s", namespace, name, error)
 
@@ -194,6 +200,31 @@ def volume_warning(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
     if workspace and involved.get("namespace"):
         _run_from_event(memo, involved["namespace"], workspace, kwargs[WARNINGS])
+
+
+# Workspaces by the SparkProfile they use (their own choice or the default setting), so
+# that a changed profile re-renders exactly those.
+BY_PROFILE = "workspaces_by_profile"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def workspaces_by_profile(
+    body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> dict[str, tuple[str | None, str]]:
+    chosen = ((body.get("spec") or {}).get("spark") or {}).get("profile")
+    profile = profile_name(chosen, memo.settings.default_spark_profile)
+    return {} if profile is None else {profile: (body.metadata.namespace, body.metadata.name)}
+
+
+@kopf.on.event(GROUP, VERSION, PROFILE_PLURAL)
+def profile_changed(name: str, type: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A SparkProfile was created, changed or deleted: re-render its workspaces' Spark
+    configuration (their pods stay). The initial listing (type None) changes nothing."""
+    if type is None:
+        return
+    index: kopf.Index[str, tuple[str | None, str]] = kwargs[BY_PROFILE]
+    for namespace, workspace in index.get(name, ()):
+        _run_from_event(memo, namespace, workspace, kwargs[WARNINGS], children=True)
 
 
 def ensure_namespaced_peerings(kube: Kube, namespaces: list[str]) -> None:

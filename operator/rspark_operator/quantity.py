@@ -92,7 +92,7 @@ def spark_size_bytes(value: str) -> int:
     """The bytes a Spark size means: "4g", "4G", "4gb" and "4Gi" all mean 4 * 2**30."""
     match = _SPARK_SIZE.fullmatch(value)
     if match is None:
-        raise ValueError(f"{value!r} is not a size {SPARK_SIZE_HINT}")
+        raise ValueError(f"{value!r}: must be a size {SPARK_SIZE_HINT}")
     number, unit = Decimal(match.group(1)), match.group(3).lower()
     exact: Decimal = number * 2 ** _SPARK_SIZE_POWERS[unit[0]]
     return math.ceil(exact)
