@@ -593,6 +593,14 @@ class LastSnapshot(ApiModel):
     duration_seconds: float | None = Field(default=None, description="How long it took.")
 
 
+class SparkStatus(ApiModel):
+    """How the workspace's Spark is configured now."""
+
+    profile: str | None = Field(
+        default=None, description="The SparkProfile in use (none: the workspace's own values)."
+    )
+
+
 class WorkspaceStatus(ApiModel):
     """Observed state of the workspace."""
 
@@ -613,6 +621,7 @@ class WorkspaceStatus(ApiModel):
         default=None,
         description="The pod runs an older spec and will be replaced to apply the change.",
     )
+    spark: SparkStatus | None = Field(default=None, description="Spark as configured now.")
 
 
 @dataclass(frozen=True)

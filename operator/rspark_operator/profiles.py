@@ -62,9 +62,10 @@ PROFILE_GOVERNED_SPARK_KEYS = frozenset(
 PROFILE_GOVERNED_PREFIXES = ("spark.kubernetes.node.selector.", "spark.kubernetes.executor.label.")
 
 # Spark Connect's address: sc://host:port, optionally /;param=value;... (no token:
-# that comes from tokenSecret).
+# that comes from tokenSecret). Parameters are printable ASCII but ';' and space
+# ([!-:<-~]): no backslash, so the pattern reads the same in CEL and in Python.
 CONNECT_ENDPOINT_PATTERN = (
-    r"^sc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[0-9]{1,5}(/;[^;\s]+(;[^;\s]+)*)?$"
+    r"^sc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[0-9]{1,5}(/;[!-:<-~]+(;[!-:<-~]+)*)?$"
 )
 CONNECT_ENDPOINT_MESSAGE = (
     "endpoint must be sc://host:port (e.g. sc://spark-connect.spark.svc:15002), "

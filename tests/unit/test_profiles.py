@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from rspark_operator.api import Workspace
+from rspark_operator.api import Workspace, WorkspaceStatus
 from rspark_operator.builders import build_children, build_pod
 from rspark_operator.builders.network import build_spark_driver_service
 from rspark_operator.builders.policy import build_network_policy
@@ -280,7 +280,9 @@ def test_a_refusal_is_the_ready_reason() -> None:
 
 
 def test_status_shows_the_profile_in_use() -> None:
-    assert spark_status(under(workspace(), "small", SMALL)) == {"spark": {"profile": "small"}}
+    status = spark_status(under(workspace(), "small", SMALL))
+    assert status == {"spark": {"profile": "small"}}
+    assert WorkspaceStatus.model_validate(status).wire()["spark"] == status["spark"]  # in the CRD
     assert spark_status(workspace()) == {}
 
 
