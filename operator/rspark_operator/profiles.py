@@ -201,8 +201,8 @@ class KubernetesProfile(ApiModel):
         min_length=1,
         max_length=512,
         pattern=r"^\S+$",
-        description="Image of the executors; else the workspace's spark.executorImage, "
-        "else the operator's setting.",
+        description="Image of the executors, unless the workspace sets spark.executorImage; "
+        "else the operator's setting. Same Spark version as the workspace image.",
     )
     executors: CountRange = Field(
         default_factory=CountRange,

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from devtools.deploy import OperatorProcess
 from devtools.localcluster import kubectl
 from rspark_operator import names
 from rspark_operator.api import GROUP, PROFILE_PLURAL, VERSION
@@ -209,3 +210,19 @@ def test_a_profile_for_other_namespaces_is_refused(
         f"namespace '{workspace_namespace}' may not use profile '{elsewhere}' "
         "(it allows namespaces some-other-team)"
     )
+
+
+def test_workspaces_that_name_no_profile_get_the_default(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    profiles: Profiles,
+    operator_with: Callable[..., OperatorProcess],
+) -> None:
+    default = profiles("small", small(workspace_namespace))
+    operator_with(default_spark_profile=default)
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("dave", spark={}))
+    ws = workspaces.wait_phase("dave", "Running")
+    assert ws["status"]["spark"] == {"profile": default}
+    conf = spark_defaults(kube, workspace_namespace, "dave")
+    assert conf["spark.executor.memory"] == "2048m"  # the profile's default
