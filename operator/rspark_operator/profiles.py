@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 from pydantic.config import JsonDict
@@ -34,7 +34,6 @@ from rspark_operator.api import (
     SparkSize,
     Workspace,
 )
-from rspark_operator.kube import Kube
 from rspark_operator.quantity import spark_size_bytes
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import (
@@ -541,7 +540,15 @@ def spark_status(ws: Workspace) -> dict[str, Any]:
     return {"spark": {"profile": ws.profile.name}} if ws.profile else {}
 
 
-def attach_profile(kube: Kube, settings: OperatorSettings, ws: Workspace) -> Workspace:
+class Reader(Protocol):
+    """What attach_profile needs of the API client (kube.Kube): one read."""
+
+    def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+
+
+def attach_profile(kube: Reader, settings: OperatorSettings, ws: Workspace) -> Workspace:
     """The edge of the reconcile: read the profile (and, for a namespaceSelector, the
     namespace's labels) and attach it; ProfileRefusal when it refuses the workspace."""
 
