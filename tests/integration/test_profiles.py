@@ -101,6 +101,32 @@ def test_invalid_profile_is_refused_by_the_api_server(path: Path, crds: None) ->
     assert case["expect"] in str(refused.value.stderr)
 
 
+@pytest.mark.parametrize(
+    ("default", "maximum", "accepted"),
+    [
+        ("4096m", "4Gi", True),
+        ("4gb", "4G", True),
+        ("1.5g", "1536Mi", True),
+        ("1537m", "1536Mi", False),
+        ("2048k", "2m", True),
+        ("1t", "1023g", False),
+    ],
+)
+def test_the_api_server_compares_sizes_across_notations(
+    profiles: Profiles, default: str, maximum: str, accepted: bool
+) -> None:
+    spec = {
+        "kind": "kubernetes",
+        "kubernetes": {"executorMemory": {"default": default, "max": maximum}},
+    }
+    if accepted:
+        profiles("sizes", spec)
+        return
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        profiles("sizes", spec)
+    assert "default must not exceed max" in str(refused.value.stderr)
+
+
 def test_samples_apply_and_list_kind_limits_and_users(crds: None) -> None:
     samples = list(yaml.safe_load_all(SAMPLES.read_text()))
     try:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rspark_operator.api import Workspace, WorkspaceStatus
 from rspark_operator.builders import build_children, build_pod
 from rspark_operator.builders.network import build_spark_driver_service
+from rspark_operator.builders.pod import pod_spec_hash
 from rspark_operator.builders.policy import build_network_policy
 from rspark_operator.builders.spark import (
     EXECUTOR_POD_TEMPLATE_FILE,
@@ -378,7 +379,9 @@ def test_switching_profile_rewrites_the_spark_configuration_and_keeps_the_pod(
     base = workspace()
     old = under(base, *before) if before else base
     new = under(base, *after) if after else base
-    assert build_pod(old, settings()) == build_pod(new, settings())
+    old_pod, new_pod = build_pod(old, settings()), build_pod(new, settings())
+    assert pod_spec_hash(old_pod) == pod_spec_hash(new_pod)
+    assert old_pod == new_pod
     old_children, new_children = build_children(old, settings()), build_children(new, settings())
     changed = [a["kind"] for a, b in zip(old_children, new_children, strict=True) if a != b]
     assert changed == ["ConfigMap"]
