@@ -50,13 +50,15 @@ docs: venv
 
 # --- install: CRDs, manifests, images (docs/installation.md) ---
 
-# Regenerate the workspace CRD from the pydantic models (a unit test fails when stale).
-# Written to a temporary file first: a failed generation leaves the committed CRD as it was.
-CRD := crds/rspark.dev_rstudioworkspaces.yaml
+# Regenerate the workspace and SparkProfile CRDs from the pydantic models (a unit test
+# fails when stale). Written to a temporary file first: a failed generation leaves the
+# committed CRD as it was.
+CRD_PLURALS := rstudioworkspaces sparkprofiles
 crds: venv
-	@tmp="$$(mktemp $(CRD).XXXXXX)"; \
-	if $(PY) -m rspark_operator.crd > "$$tmp"; then chmod 644 "$$tmp" && mv "$$tmp" $(CRD); \
-	else rm -f "$$tmp"; echo "make crds: generation failed; $(CRD) left as it was" >&2; exit 1; fi
+	@for plural in $(CRD_PLURALS); do crd="crds/rspark.dev_$$plural.yaml"; \
+	tmp="$$(mktemp $$crd.XXXXXX)"; \
+	if $(PY) -m rspark_operator.crd $$plural > "$$tmp"; then chmod 644 "$$tmp" && mv "$$tmp" $$crd; \
+	else rm -f "$$tmp"; echo "make crds: generation failed; $$crd left as it was" >&2; exit 1; fi; done
 
 # Render the kustomize base (the CRDs come straight from crds/, no copy) with the pinned kubectl.
 manifests: tools

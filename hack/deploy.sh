@@ -31,5 +31,6 @@ fi
 
 "$KUBECTL" apply --server-side --force-conflicts -k "$ROOT/crds"
 "$KUBECTL" wait --for=condition=Established --timeout=60s \
-  crd/rstudioworkspaces.rspark.dev crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
+  crd/rstudioworkspaces.rspark.dev crd/sparkprofiles.rspark.dev \
+  crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
 "$KUBECTL" apply --server-side --force-conflicts -k "$KUSTOMIZATION"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,9 +31,15 @@ from rspark_operator.ide import DEFAULT_IDE, IDES, OPERATOR_MANAGED_ENV, IdeName
 from rspark_operator.quantity import (
     DURATION_PATTERN,
     QUANTITY_PATTERN,
+    SPARK_SIZE_HINT,
+    SPARK_SIZE_PATTERN,
     parse_duration,
     parse_quantity,
+    spark_size_bytes,
 )
+
+if TYPE_CHECKING:
+    from rspark_operator.profiles import SparkProfile
 
 GROUP = "rspark.dev"
 VERSION = "v1alpha1"
@@ -43,6 +49,11 @@ PLURAL = "rstudioworkspaces"
 SINGULAR = "rstudioworkspace"
 SHORT_NAME = "rsw"
 CATEGORY = "rspark"
+# SparkProfile (profiles.py): cluster-scoped, in the same group and version.
+PROFILE_KIND = "SparkProfile"
+PROFILE_PLURAL = "sparkprofiles"
+PROFILE_SINGULAR = "sparkprofile"
+PROFILE_SHORT_NAME = "sprof"
 
 Phase = Literal["Pending", "Restoring", "Running", "Suspended", "Failed"]
 
@@ -69,6 +80,10 @@ OPERATOR_MANAGED_SPARK_KEYS = frozenset(
         "spark.kubernetes.namespace",
         "spark.kubernetes.authenticate.driver.serviceAccountName",
         "spark.kubernetes.driver.pod.name",
+        # The driver's and block manager's port ranges (builders.spark) and the
+        # executor pod template the operator writes next to spark-defaults.conf.
+        "spark.port.maxRetries",
+        "spark.kubernetes.executor.podTemplateFile",
     }
 )
 
@@ -101,6 +116,31 @@ Quantity = Annotated[
     ),
 ]
 DnsName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+
+
+def _check_spark_size(value: str) -> str:
+    spark_size_bytes(value)
+    return value
+
+
+# A size where Spark reads one (spark.executor.memory...): "4g" as Spark users write it,
+# or "4Gi" (see quantity.SPARK_SIZE_PATTERN); checked by CEL for a readable message.
+SparkSize = Annotated[
+    str,
+    AfterValidator(_check_spark_size),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 32,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches('{SPARK_SIZE_PATTERN}')",
+                    "message": f"must be a size {SPARK_SIZE_HINT}",
+                }
+            ],
+        }
+    ),
+]
 
 
 class ApiModel(BaseModel):
@@ -389,18 +429,31 @@ class SparkSpec(ApiModel):
         description="Image of the executor pods; defaults to the operator's setting. "
         "It must carry the same Spark version as the workspace image.",
     )
-    max_executors: int = Field(
-        default=4,
+    profile: DnsName | None = Field(
+        default=None,
+        description="SparkProfile (cluster-wide, `kubectl get sparkprofiles`) that bounds and "
+        "completes these values; defaults to the operator's setting. Switching profiles "
+        "rewrites spark-defaults.conf without restarting the pod: the next Spark session "
+        "uses it.",
+    )
+    max_executors: int | None = Field(
+        default=None,
         ge=1,
         description="Upper bound of dynamic allocation (at least 1; for Spark without "
-        "executors, connect with master local[*]).",
+        "executors, connect with master local[*]); defaults to the profile's, else 4.",
     )
     executor_cores: int | None = Field(
         default=None, ge=1, description="Cores of each executor (spark.executor.cores)."
     )
-    executor_memory: Quantity | None = Field(
+    executor_memory: SparkSize | None = Field(
         default=None,
-        description="Memory of each executor, as a quantity (e.g. 2Gi).",
+        description="Memory of each executor (spark.executor.memory), as Spark writes sizes "
+        "(512m, 4g) or as a Kubernetes quantity (4Gi).",
+    )
+    driver_memory: SparkSize | None = Field(
+        default=None,
+        description="Memory of the driver's JVM in the workspace (spark.driver.memory), e.g. 2g; "
+        "it must fit in the workspace's own memory limit.",
     )
     conf: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict,
@@ -543,6 +596,14 @@ class LastSnapshot(ApiModel):
     duration_seconds: float | None = Field(default=None, description="How long it took.")
 
 
+class SparkStatus(ApiModel):
+    """How the workspace's Spark is configured now."""
+
+    profile: str | None = Field(
+        default=None, description="The SparkProfile in use (none: the workspace's own values)."
+    )
+
+
 class WorkspaceStatus(ApiModel):
     """Observed state of the workspace."""
 
@@ -563,6 +624,7 @@ class WorkspaceStatus(ApiModel):
         default=None,
         description="The pod runs an older spec and will be replaced to apply the change.",
     )
+    spark: SparkStatus | None = Field(default=None, description="Spark as configured now.")
 
 
 @dataclass(frozen=True)
@@ -574,3 +636,5 @@ class Workspace:
     uid: str
     generation: int
     spec: WorkspaceSpec
+    # The SparkProfile in use (profiles.attach_profile), None without one.
+    profile: SparkProfile | None = None

@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from rspark_operator import __version__
-from rspark_operator.api import GROUP, PLURAL, VERSION
+from rspark_operator.api import GROUP, PLURAL, PROFILE_KIND, PROFILE_PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError, Manifest, backoff, classify
 from rspark_operator.names import FIELD_MANAGER
 
@@ -49,6 +49,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "RStudioWorkspace"): (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    (f"{GROUP}/{VERSION}", PROFILE_KIND): (f"/apis/{GROUP}/{VERSION}", PROFILE_PLURAL),
+    ("v1", "Namespace"): ("/api/v1", "namespaces"),
     ("kopf.dev/v1", "KopfPeering"): ("/apis/kopf.dev/v1", "kopfpeerings"),
     ("kopf.dev/v1", "ClusterKopfPeering"): ("/apis/kopf.dev/v1", "clusterkopfpeerings"),
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): (

@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 
 from rspark_operator import peering
-from rspark_operator.api import GROUP, KIND, PLURAL, VERSION
+from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
 from rspark_operator.metrics import OperatorMetrics
@@ -36,6 +36,7 @@ from rspark_operator.names import (
     WORKSPACE_LABEL,
     workspace_of,
 )
+from rspark_operator.profiles import profile_name
 from rspark_operator.reconcile import reconcile
 from rspark_operator.resync import Job, Result, ResyncQueue
 from rspark_operator.resync import run as run_resync
@@ -181,6 +182,32 @@ async def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
     if workspace and involved.get("namespace"):
         memo.queue.schedule((involved["namespace"], workspace), children=False)
+
+
+# Workspaces by the SparkProfile they use (their own choice or the default setting), so
+# that a changed profile re-renders exactly those.
+BY_PROFILE = "workspaces_by_profile"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def workspaces_by_profile(
+    body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> dict[str, tuple[str | None, str]]:
+    chosen = ((body.get("spec") or {}).get("spark") or {}).get("profile")
+    profile = profile_name(chosen, memo.settings.default_spark_profile)
+    return {} if profile is None else {profile: (body.metadata.namespace, body.metadata.name)}
+
+
+@kopf.on.event(GROUP, VERSION, PROFILE_PLURAL)
+async def profile_changed(name: str, type: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A SparkProfile was created, changed or deleted: re-render its workspaces' Spark
+    configuration (their pods stay). The initial listing (type None) changes nothing."""
+    if type is None:
+        return
+    index: kopf.Index[str, tuple[str | None, str]] = kwargs[BY_PROFILE]
+    for namespace, workspace in index.get(name, ()):
+        if namespace:
+            memo.queue.schedule((namespace, workspace))
 
 
 def _reconcile(memo: kopf.Memo, job: Job) -> Result:

@@ -6,6 +6,7 @@ to compare sizes (requests against limits) and intervals.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -74,3 +75,29 @@ def parse_duration(value: str) -> timedelta:
         (float(amount) * _DURATION_UNITS[unit] for amount, unit in _DURATION_PART.findall(value)),
         timedelta(),
     )
+
+
+# Sizes where Spark reads them (spark.executor.memory, spark.driver.memory): Spark's own
+# notation ("512m", "4g", "1t", "4gb", any case, powers of 1024, "b" for bytes) or a
+# Kubernetes binary quantity ("4Gi"). A bare number is refused: Spark reads it as
+# mebibytes, Kubernetes as bytes. Fractions ("1.5g") are allowed and rounded up.
+SPARK_SIZE_PATTERN = r"^([0-9]+([.][0-9]+)?)([kKmMgGtTpP][bB]?|[bB]|[KMGTP]i)$"
+SPARK_SIZE_HINT = "as Spark writes it (512m, 4g, 1t) or a Kubernetes quantity (4Gi)"
+_SPARK_SIZE = re.compile(SPARK_SIZE_PATTERN)
+_SPARK_SIZE_POWERS = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
+MEBIBYTE = 2**20
+
+
+def spark_size_bytes(value: str) -> int:
+    """The bytes a Spark size means: "4g", "4G", "4gb" and "4Gi" all mean 4 * 2**30."""
+    match = _SPARK_SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r}: must be a size {SPARK_SIZE_HINT}")
+    number, unit = Decimal(match.group(1)), match.group(3).lower()
+    exact: Decimal = number * 2 ** _SPARK_SIZE_POWERS[unit[0]]
+    return math.ceil(exact)
+
+
+def spark_mebibytes(value: str) -> str:
+    """The size as Spark's memory settings read it everywhere: whole mebibytes ("4096m")."""
+    return f"{math.ceil(spark_size_bytes(value) / MEBIBYTE)}m"

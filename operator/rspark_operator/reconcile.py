@@ -46,6 +46,7 @@ from rspark_operator.lifecycle import (
     spec_current,
     waiting_on_lost_node,
 )
+from rspark_operator.profiles import attach_profile
 from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import (
@@ -133,8 +134,9 @@ def reconcile(
     now = now or datetime.now(UTC)
     try:
         ws = parse_workspace(body, settings)
+        ws = attach_profile(api, settings, ws)
     except InvalidSpecError as error:
-        return _invalid(api, body, str(error), now)
+        return _invalid(api, body, error, now)
     seen = observe(api, settings, ws, body, children=children, now=now)
     plan = make_plan(seen, now, settings)
     return _apply(api, settings, seen, plan, body, warnings_of, rollout, now)
@@ -271,7 +273,7 @@ def _held(
     return roll_out(seen.pod, seen.desired_pod), False
 
 
-def _invalid(api: Api, body: dict[str, Any], why: str, now: datetime) -> Outcome:
+def _invalid(api: Api, body: dict[str, Any], error: InvalidSpecError, now: datetime) -> Outcome:
     """Nothing is created for a spec that cannot be built; what exists stays."""
     metadata = body["metadata"]
     status = compute_status(
@@ -280,7 +282,9 @@ def _invalid(api: Api, body: dict[str, Any], why: str, now: datetime) -> Outcome
         url=None,
         previous=body.get("status") or {},
         observed=Observed(
-            pod=_get_pod(api, metadata["namespace"], metadata["name"]), invalid_spec=why
+            pod=_get_pod(api, metadata["namespace"], metadata["name"]),
+            invalid_spec=str(error),
+            invalid_reason=error.reason,
         ),
         now=now,
     )

@@ -188,6 +188,11 @@ class OperatorSettings(BaseSettings):
         ge=5,
         description="How long a silent operator replica keeps its claim before another acts.",
     )
+    default_spark_profile: OptionalName = Field(
+        default=None,
+        description="SparkProfile of workspaces that name none in spec.spark.profile; when "
+        "it does not exist, they use their own Spark values, as without profiles.",
+    )
     termination_grace_seconds: int = Field(
         default=120,
         ge=10,

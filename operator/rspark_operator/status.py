@@ -35,6 +35,11 @@ class Reason(StrEnum):
     CHILD_REJECTED = "ChildRejected"
     # The operator's identity may not create or change a child: an administrator's problem.
     OPERATOR_FORBIDDEN = "OperatorForbidden"
+    # A workspace its SparkProfile refuses (profiles.ProfileRefusal).
+    SPARK_LIMIT_EXCEEDED = "SparkLimitExceeded"
+    SPARK_PROFILE_NOT_ALLOWED = "SparkProfileNotAllowed"
+    SPARK_PROFILE_NOT_FOUND = "SparkProfileNotFound"
+    SPARK_PROFILE_INVALID = "SparkProfileInvalid"
     RESTORING = "Restoring"  # also the agent's HomeRestored reason while it restores
     HOME_NOT_RESTORED = "HomeNotRestored"
     FAILED_SCHEDULING = "FailedScheduling"
@@ -54,6 +59,14 @@ class Reason(StrEnum):
 
 # Ready reasons that say a child was refused: the next reconcile tries it again.
 REFUSED = frozenset({Reason.CHILD_REJECTED, Reason.OPERATOR_FORBIDDEN})
+SPARK_PROFILE_PROBLEMS = frozenset(
+    {
+        Reason.SPARK_LIMIT_EXCEEDED,
+        Reason.SPARK_PROFILE_NOT_ALLOWED,
+        Reason.SPARK_PROFILE_NOT_FOUND,
+        Reason.SPARK_PROFILE_INVALID,
+    }
+)
 # Container waiting states that need the user's attention, reported as they are.
 CONTAINER_PROBLEMS = frozenset(
     {
@@ -74,6 +87,7 @@ STATUS_WARNINGS = frozenset({Reason.FAILED_SCHEDULING, *VOLUME_PROBLEMS})
 PROBLEMS = frozenset(
     {
         Reason.INVALID_SPEC,
+        *SPARK_PROFILE_PROBLEMS,
         Reason.CHILD_REJECTED,
         Reason.OPERATOR_FORBIDDEN,
         Reason.POD_FAILED,
@@ -124,6 +138,27 @@ ADVICE: dict[str, Advice] = {
         "A message about the snapshot repository or the ingress domain means an operator "
         "setting is missing or disagrees: `RSPARK_SNAPSHOT_REPOSITORY_BASE`, "
         "`RSPARK_INGRESS_DOMAIN`.",
+    ),
+    Reason.SPARK_LIMIT_EXCEEDED: Advice(
+        "A Spark value of the spec is beyond what its SparkProfile allows; the message names "
+        "the value, the limit and the profile. Nothing of the change was applied.",
+        "Lower the value, or choose a larger profile (`kubectl get sparkprofiles`).",
+        "Raise the profile's maximum if the request is fair.",
+    ),
+    Reason.SPARK_PROFILE_NOT_ALLOWED: Advice(
+        "The SparkProfile named in `spec.spark.profile` is not offered to this namespace.",
+        "Choose a profile your namespace may use (`kubectl get sparkprofiles` shows who may).",
+        "Add the namespace to the profile's `namespaces` or label it for its selector.",
+    ),
+    Reason.SPARK_PROFILE_NOT_FOUND: Advice(
+        "No SparkProfile has the name in `spec.spark.profile`.",
+        "Fix the name (`kubectl get sparkprofiles`), or remove it to use the default.",
+        "Create the profile, or fix `RSPARK_DEFAULT_SPARK_PROFILE`.",
+    ),
+    Reason.SPARK_PROFILE_INVALID: Advice(
+        "The workspace's SparkProfile itself is broken (the message names its problems).",
+        "Choose another profile meanwhile.",
+        "Fix the profile; the workspaces that use it are re-rendered at once.",
     ),
     Reason.CHILD_REJECTED: Advice(
         "The API server refused part of a change (Pod Security, a quota, an admission "
@@ -204,7 +239,7 @@ ADVICE: dict[str, Advice] = {
     ),
 }
 
-OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart")
+OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart", "spark")
 
 
 @dataclass(frozen=True)
@@ -230,6 +265,8 @@ class Observed:
     invalid_spec: str | None = None
     # The children the API server refused (a new workspace: nothing was created).
     refusals: Sequence[Refusal] = ()
+    # The Ready reason for it: InvalidSpec, or why its SparkProfile refuses it.
+    invalid_reason: Reason = Reason.INVALID_SPEC
 
 
 class Verdict(NamedTuple):
@@ -305,7 +342,7 @@ def assess(
 ) -> Verdict:
     """Phase and Ready reason, the most specific explanation first."""
     if observed.invalid_spec is not None:
-        return Verdict("Failed", Reason.INVALID_SPEC, observed.invalid_spec)
+        return Verdict("Failed", observed.invalid_reason, observed.invalid_spec)
     verdict = _assess_pod(suspended, observed, previous_conditions)
     if observed.refusals:
         # The workspace runs (or rests) as it was before the refused change.

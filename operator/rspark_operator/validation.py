@@ -24,12 +24,15 @@ from rspark_operator.api import (
 from rspark_operator.builders.pod import snapshot_repository
 from rspark_operator.builders.url import ingress_host, ingress_path
 from rspark_operator.settings import OperatorSettings
+from rspark_operator.status import Reason
 
 _WORKSPACE_NAME = re.compile(WORKSPACE_NAME_PATTERN)
 
 
 class InvalidSpecError(ValueError):
     """The workspace cannot be built; str() is the message for the Ready condition."""
+
+    reason: Reason = Reason.INVALID_SPEC
 
 
 def parse_workspace(body: Mapping[str, Any], settings: OperatorSettings) -> Workspace:

@@ -164,10 +164,15 @@ def test_every_committed_crd_is_in_the_base() -> None:
 
 def test_every_sample_is_a_valid_workspace(kube: client.ApiClient, namespace: str) -> None:
     custom = client.CustomObjectsApi(kube)
-    samples = sorted(SAMPLES.glob("*.yaml"))
+    # SparkProfile samples: tests/integration/test_profiles.py.
+    samples = [
+        manifest
+        for path in sorted(SAMPLES.glob("*.yaml"))
+        for manifest in yaml.safe_load_all(path.read_text())
+        if manifest["kind"] == "RStudioWorkspace"
+    ]
     assert len(samples) >= 4
-    for path in samples:
-        manifest = yaml.safe_load(path.read_text())
+    for manifest in samples:
         created = custom.create_namespaced_custom_object(
             "rspark.dev", "v1alpha1", namespace, "rstudioworkspaces", manifest,
             dry_run="All", field_validation="Strict",

@@ -73,6 +73,8 @@ def test_cluster_role_has_no_wildcards(operator_kubeconfig: Path) -> None:
         ("delete", "networkpolicies.networking.k8s.io", "default"),
         ("delete", "services", "default"),  # Spark in client mode makes none
         ("list", "nodes", None),
+        ("patch", "sparkprofiles.rspark.dev", None),  # written by the platform team only
+        ("delete", "sparkprofiles.rspark.dev", None),
     ],
 )
 def test_permissions_it_does_not_need_are_not_granted(
@@ -90,6 +92,9 @@ def test_permissions_it_needs_are_granted(operator_kubeconfig: Path) -> None:
                            ("patch", "clusterkopfpeerings.kopf.dev")]:  # fmt: skip
         assert can_i(verb, resource, "default"), (verb, resource)
     assert can_i("get", "nodes", None)
+    for verb in ("get", "list", "watch"):
+        assert can_i(verb, "sparkprofiles.rspark.dev", None), verb
+    assert can_i("get", "namespaces", None)  # a profile's namespaceSelector
 
 
 def test_it_cannot_grant_more_than_it_holds(

@@ -170,7 +170,9 @@ def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
             "spark.submit.deployMode": "client",
             "spark.driver.host": "demo-spark-driver.team.svc",
             "spark.driver.port": "7078",
-            "spark.blockManager.port": "7079",
+            "spark.blockManager.port": "7082",
+            "spark.ui.port": "4040",
+            "spark.port.maxRetries": "3",
             "spark.driver.bindAddress": "0.0.0.0",
             "spark.kubernetes.namespace": "team",
             "spark.kubernetes.authenticate.driver.serviceAccountName": "demo",
@@ -193,7 +195,9 @@ def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
             {"executorCores": 2, "executorMemory": "2Gi"},
             {"spark.executor.cores": "2", "spark.executor.memory": "2048m"},
         ),
-        ({"executorMemory": "1500M"}, {"spark.executor.memory": "1431m"}),
+        ({"executorMemory": "1500M"}, {"spark.executor.memory": "1500m"}),
+        ({"executorMemory": "4g"}, {"spark.executor.memory": "4096m"}),
+        ({"driverMemory": "1.5g"}, {"spark.driver.memory": "1536m"}),
         ({"maxExecutors": 1}, {"spark.dynamicAllocation.maxExecutors": "1"}),
         ({"executorImage": "spark:exec"}, {"spark.kubernetes.container.image": "spark:exec"}),
         ({"conf": {"spark.sql.shuffle.partitions": "8"}}, {"spark.sql.shuffle.partitions": "8"}),
@@ -224,7 +228,11 @@ def test_services_select_only_the_workspace_pod() -> None:
     assert [p["port"] for p in rstudio["spec"]["ports"]] == [8787]
     assert driver["spec"]["clusterIP"] == "None"
     assert driver["spec"]["publishNotReadyAddresses"] is True
-    assert [p["port"] for p in driver["spec"]["ports"]] == [7078, 7079, 4040]
+    assert [p["port"] for p in driver["spec"]["ports"]] == [
+        *range(7078, 7082),
+        *range(7082, 7086),
+        *range(4040, 4044),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -573,15 +581,6 @@ def test_no_placement_settings_leave_spark_defaults_as_they_were() -> None:
     data = spark_config_map(settings())
     assert set(data) == {"spark-defaults.conf"}
     assert "spark.kubernetes.node.selector" not in data["spark-defaults.conf"]
-
-
-def test_user_conf_wins_over_the_executor_placement() -> None:
-    conf = {"spark.kubernetes.executor.podTemplateFile": "/home/rstudio/mine.yaml"}
-    data = spark_config_map(placed(), spark={"conf": conf})
-    assert (
-        "spark.kubernetes.executor.podTemplateFile /home/rstudio/mine.yaml"
-        in data["spark-defaults.conf"].splitlines()
-    )
 
 
 def test_placement_changes_replace_the_pod() -> None:

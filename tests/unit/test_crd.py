@@ -14,7 +14,9 @@ from rspark_operator.api import WorkspaceSpec
 
 pytestmark = pytest.mark.unit
 
-COMMITTED = Path(__file__).parents[2] / "crds" / "rspark.dev_rstudioworkspaces.yaml"
+CRDS = Path(__file__).parents[2] / "crds"
+COMMITTED = CRDS / "rspark.dev_rstudioworkspaces.yaml"
+COMMITTED_PROFILES = CRDS / "rspark.dev_sparkprofiles.yaml"
 # What kube-apiserver 1.33 stored for `spec: {user: alice@example.com}`.
 SERVER_DEFAULTED = {
     "user": "alice@example.com",
@@ -28,7 +30,7 @@ SERVER_DEFAULTED = {
         "retention": {"keepLast": 10, "keepHourly": 24, "keepDaily": 7, "keepWeekly": 4},
     },
     "secretPaths": [".ssh"],
-    "spark": {"maxExecutors": 4},
+    "spark": {},
     "ingress": {},
 }
 
@@ -121,3 +123,26 @@ def test_schema_defaults_match_the_api_server_and_the_model() -> None:
 
 def test_committed_crd_parses_as_yaml() -> None:
     assert yaml.safe_load(COMMITTED.read_text()) == crd.custom_resource_definition()
+
+
+def test_committed_profile_crd_is_fresh_and_structural() -> None:
+    assert COMMITTED_PROFILES.read_text() == crd.render("sparkprofiles"), "stale CRD: make crds"
+    definition = crd.profile_custom_resource_definition()
+    assert yaml.safe_load(COMMITTED_PROFILES.read_text()) == definition
+    assert definition["spec"]["scope"] == "Cluster"
+    root = definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    nodes = walk(root)
+    assert not [n for n in nodes if {"$ref", "title", "nullable"} & n.keys()]
+    assert not [n for n in nodes if {"type": "null"} in n.get("anyOf", [])]
+    for node in walk(root["properties"]["spec"]):
+        for name, child in node.get("properties", {}).items():
+            assert child.get("description"), f"SparkProfile spec: {name} has no description"
+
+
+def test_profile_printer_columns_show_kind_limits_and_who_may_use_it() -> None:
+    version = crd.profile_custom_resource_definition()["spec"]["versions"][0]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Kind"] == ".spec.kind"
+    assert columns["Max Memory"] == ".spec.kubernetes.executorMemory.max"
+    assert columns["Namespaces"] == ".spec.namespaces"
+    assert columns["Selector"] == ".spec.namespaceSelector"

@@ -21,10 +21,15 @@ def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def rule_for(policy: dict[str, Any], port: int) -> dict[str, Any]:
-    wanted = {"protocol": "TCP", "port": port}
     rules: list[dict[str, Any]] = policy["spec"]["ingress"]
-    (rule,) = [r for r in rules if wanted in r["ports"]]
+    (rule,) = [r for r in rules if any(allows(p, port) for p in r["ports"])]
     return rule
+
+
+def allows(policy_port: dict[str, Any], port: int) -> bool:
+    first: int = policy_port["port"]
+    last: int = policy_port.get("endPort", first)
+    return policy_port["protocol"] == "TCP" and first <= port <= last
 
 
 def test_selects_the_workspace_pod_and_denies_other_ingress() -> None:
@@ -51,7 +56,7 @@ def test_rstudio_only_from_the_ingress_controller_namespace() -> None:
 def test_spark_ports_only_from_executors_of_the_same_workspace() -> None:
     ws = workspace(name="demo")
     rule = rule_for(build_network_policy(ws, settings()), 7078)
-    assert [p["port"] for p in rule["ports"]] == [7078, 7079]
+    assert [(p["port"], p["endPort"]) for p in rule["ports"]] == [(7078, 7081), (7082, 7085)]
     (peer,) = rule["from"]
     assert set(peer) == {"podSelector"}  # this namespace only
     executor_labels = {

@@ -7,7 +7,7 @@ from typing import Any
 from rspark_operator import names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
-from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT, SPARK_UI_PORT
+from rspark_operator.builders.spark import SPARK_PORT_RANGES
 from rspark_operator.builders.url import ingress_host, ingress_path, tls_secret
 from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
@@ -36,10 +36,11 @@ def build_spark_driver_service(ws: Workspace) -> Manifest:
         # Executors resolve the driver while the pod is not ready yet (SPARK-32975).
         "publishNotReadyAddresses": True,
         "selector": workspace_pod_selector(ws),
+        # Every port of every Spark application the session may run (builders.spark).
         "ports": [
-            _port("spark-driver", DRIVER_PORT),
-            _port("spark-blockmgr", BLOCK_MANAGER_PORT),
-            _port("spark-ui", SPARK_UI_PORT),
+            _port(f"{ports.name}-{port}", port)
+            for ports in SPARK_PORT_RANGES
+            for port in ports.ports
         ],
     }
     return service

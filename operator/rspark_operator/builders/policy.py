@@ -12,7 +12,7 @@ from typing import Any
 from rspark_operator import names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
-from rspark_operator.builders.spark import BLOCK_MANAGER_PORT, DRIVER_PORT
+from rspark_operator.builders.spark import BLOCK_MANAGER_PORTS, DRIVER_PORTS, PortRange
 from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 
@@ -21,6 +21,10 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 def _tcp(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def _tcp_range(ports: PortRange) -> dict[str, Any]:
+    return {"protocol": "TCP", "port": ports.first, "endPort": ports.last}
 
 
 def _namespace(name: str) -> dict[str, Any]:
@@ -45,7 +49,7 @@ def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
             "from": [_namespace(settings.ingress_controller_namespace)],
             "ports": _tcp(IDES[ws.spec.ide].port),
         },
-        {"from": [executors], "ports": _tcp(DRIVER_PORT, BLOCK_MANAGER_PORT)},
+        {"from": [executors], "ports": [_tcp_range(DRIVER_PORTS), _tcp_range(BLOCK_MANAGER_PORTS)]},
     ]
     if settings.metrics_namespace:
         metrics = _tcp(settings.agent_metrics_port)
