@@ -663,24 +663,27 @@ def _processes() -> Iterator[tuple[int, str, str]]:
             yield int(entry.name), cmdline, (entry / "cgroup").read_text()
 
 
-def node_processes(nodes_dir: Path) -> list[int]:
-    """Processes of the nodes: anything started with a node's files (containerd, its
-    shims, the kubelet, kube-proxy) and anything in a node's cgroups (containers)."""
-    roots = [f":/{node.name}/" for node in REAL_NODES] + [f":/{node.name}\n" for node in REAL_NODES]
+def node_processes(nodes_dir: Path, chosen: tuple[RealNode, ...] = REAL_NODES) -> list[int]:
+    """Processes of the chosen nodes: anything started with a node's files (containerd,
+    its shims, the kubelet, kube-proxy) and anything in a node's cgroups (containers)."""
+    files = [f"{nodes_dir / node.name}/" for node in chosen]
+    cgroups = [f":/{node.name}{end}" for node in chosen for end in ("/", "\n")]
     return [
         pid
-        for pid, cmdline, cgroups in _processes()
-        if pid != os.getpid() and (str(nodes_dir) in cmdline or any(r in cgroups for r in roots))
+        for pid, cmdline, groups in _processes()
+        if pid != os.getpid()
+        and (any(f in cmdline for f in files) or any(c in groups for c in cgroups))
     ]
 
 
-def kill_node_processes(nodes_dir: Path) -> list[int]:
-    killed = node_processes(nodes_dir)
+def kill_node_processes(nodes_dir: Path, chosen: tuple[RealNode, ...] = REAL_NODES) -> list[int]:
+    """SIGKILL every process of the chosen nodes (a node that loses power)."""
+    killed = node_processes(nodes_dir, chosen)
     for pid in killed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while node_processes(nodes_dir) and time.monotonic() < deadline:
+    while node_processes(nodes_dir, chosen) and time.monotonic() < deadline:
         time.sleep(0.1)
     return killed
 
