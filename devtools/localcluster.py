@@ -203,7 +203,8 @@ def kwokctl_configuration(
             # the scale benchmark's workspaces (one ClusterIP Service each).
             # The `kubernetes` Service points at the bridge address; real kubelets
             # authenticate as nodes (Node authorizer, NodeRestriction); the API server
-            # checks kubelets' serving certificates against the cluster CA.
+            # reaches kubelets at their node address and checks their serving
+            # certificates against the cluster CA.
             {
                 "name": "kube-apiserver",
                 "extraArgs": [
@@ -212,6 +213,7 @@ def kwokctl_configuration(
                         ("service-cluster-ip-range", SERVICE_RANGE),
                         ("advertise-address", HOST_ADDRESS),
                         ("enable-admission-plugins", "NodeRestriction"),
+                        ("kubelet-preferred-address-types", "InternalIP"),
                         ("kubelet-certificate-authority", str(PKI_DIR / "ca.crt")),
                         ("kubelet-client-certificate", str(PKI_DIR / "admin.crt")),
                         ("kubelet-client-key", str(PKI_DIR / "admin.key")),

@@ -544,12 +544,13 @@ def write_busybox_image(path: Path) -> None:
     path.write_bytes(oci_archive(layer, PAUSE_COMMAND, BUSYBOX_IMAGE))
 
 
-def issue_certificates(setup: NodeSetup) -> None:
-    """Each identity's key and certificate, signed by the cluster CA (openssl)."""
+def issue_certificates(setup: NodeSetup, stems: tuple[str, ...]) -> None:
+    """The named identities' keys and certificates, signed by the cluster CA (openssl).
+    Each component issues its own, so two never write the same files."""
     setup.certs.mkdir(parents=True, exist_ok=True)
     for identity in identities(setup.node):
         key, cert = setup.certs / f"{identity.stem}.key", setup.certs / f"{identity.stem}.crt"
-        if cert.exists():
+        if identity.stem not in stems or cert.exists():
             continue
         csr, extensions = setup.certs / f"{identity.stem}.csr", setup.certs / f"{identity.stem}.ext"
         extensions.write_text(identity.extensions())
@@ -560,14 +561,6 @@ def issue_certificates(setup: NodeSetup) -> None:
            "-days", "365", "-extfile", str(extensions), "-out", str(cert))  # fmt: skip
         csr.unlink()
         extensions.unlink()
-
-
-def wait_for_path(path: Path, what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} ({path}) did not appear within {WAIT_SECONDS}s")
-        time.sleep(0.2)
 
 
 def make_cgroup_root(setup: NodeSetup) -> None:
@@ -614,20 +607,23 @@ def run_containerd(setup: NodeSetup) -> None:
 
 
 def run_kubelet(setup: NodeSetup) -> None:
-    wait_for_path(setup.pki / "ca.key", "the cluster CA")
-    issue_certificates(setup)
+    issue_certificates(setup, ("kubelet", "kubelet-serving"))
     write_yaml(setup.root / "kubelet.kubeconfig", kubeconfig(setup, "kubelet"))
     write_yaml(setup.root / "kubelet.yaml", kubelet_config(setup))
     make_cgroup_root(setup)
-    wait_for_path(setup.containerd_socket, "the node's containerd socket")
-    sh("ctr", "--address", str(setup.containerd_socket), "--namespace", "k8s.io",
-       "images", "import", str(setup.image_archive))  # fmt: skip
+    ctr = ("ctr", "--address", str(setup.containerd_socket), "--namespace", "k8s.io")
+    # The socket of a killed containerd stays until the next one listens again.
+    deadline = time.monotonic() + WAIT_SECONDS
+    while sh(*ctr, "version", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"containerd at {setup.containerd_socket} did not answer")
+        time.sleep(0.2)
+    sh(*ctr, "images", "import", str(setup.image_archive))
     exec_in_node(setup, str(setup.bin_dir / "kubelet"), kubelet_args(setup))
 
 
 def run_kube_proxy(setup: NodeSetup) -> None:
-    wait_for_path(setup.pki / "ca.key", "the cluster CA")
-    issue_certificates(setup)
+    issue_certificates(setup, ("kube-proxy",))
     write_yaml(setup.root / "kube-proxy.kubeconfig", kubeconfig(setup, "kube-proxy"))
     write_yaml(setup.root / "kube-proxy.yaml", kube_proxy_config(setup))
     exec_in_node(setup, str(setup.bin_dir / "kube-proxy"),
