@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import time
@@ -57,10 +58,14 @@ BUSYBOX_BINARY = Path("/bin/busybox")
 # What the pause container runs: wait for SIGTERM, reap nothing else.
 PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 CNI_BIN_DIR = "/usr/lib/cni"
-# libcni caches each attachment's result here, named <network>-<container>-<interface>.
+# libcni caches each attachment's result here (the pod's namespace path inside).
 CNI_CACHE_DIR = Path("/var/lib/cni/results")
 # The kubelet links every container's log here (the links point into our pod logs dir).
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
+# Paths the kubelet and containerd use whatever their configuration says: the device
+# plugin socket, and the shims' sockets.
+KUBELET_DEVICE_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+SHIM_SOCKETS = Path("/run/containerd/s")
 CGROUP_FS = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
 KUBELET_PORT = 10250
@@ -732,14 +737,43 @@ def teardown(nodes_dir: Path, owner: str) -> list[str]:
         sh("ip", "link", "delete", BRIDGE)
         found.append(f"bridge {BRIDGE}")
     remove_cgroups()
-    for node in REAL_NODES:
-        for cached in CNI_CACHE_DIR.glob(f"{node.name}-*"):
-            cached.unlink()
+    for cached in cni_cache_entries(nodes_dir):
+        cached.unlink()
     if CONTAINER_LOG_LINKS.is_dir():
         for link in CONTAINER_LOG_LINKS.iterdir():
             if link.is_symlink() and str(link.readlink()).startswith(str(nodes_dir)):
                 link.unlink()
+    KUBELET_DEVICE_SOCKET.unlink(missing_ok=True)
+    for socket_path in stale_sockets(SHIM_SOCKETS):  # the killed shims'
+        socket_path.unlink()
+    # The directories they made, when nothing else is in them.
+    for directory in (CNI_CACHE_DIR, CNI_CACHE_DIR.parent, CONTAINER_LOG_LINKS,
+                      KUBELET_DEVICE_SOCKET.parent, KUBELET_DEVICE_SOCKET.parent.parent,
+                      SHIM_SOCKETS, SHIM_SOCKETS.parent, NETNS_DIR):  # fmt: skip
+        with contextlib.suppress(FileNotFoundError, OSError):
+            directory.rmdir()
     return found
+
+
+def stale_sockets(directory: Path) -> list[Path]:
+    """Unix sockets in `directory` that nobody listens on any more."""
+    stale = []
+    for path in directory.glob("*") if directory.is_dir() else []:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                stale.append(path)
+            except OSError:
+                continue
+    return stale
+
+
+def cni_cache_entries(nodes_dir: Path) -> list[Path]:
+    """libcni's cached results for the nodes' pods (their namespaces are in nodes_dir)."""
+    if not CNI_CACHE_DIR.is_dir():
+        return []
+    return [entry for entry in CNI_CACHE_DIR.iterdir() if str(nodes_dir) in entry.read_text()]
 
 
 def main() -> None:

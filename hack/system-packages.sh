@@ -3,7 +3,8 @@
 # what listens; R (r-base-core) to test the workspace image's Renviron.site with a
 # real R; and for the real nodes: containerd and runc (the container runtime),
 # containernetworking-plugins (CNI bridge + host-local), iptables (kube-proxy and
-# the kubelet write their rules with it), conntrack, busybox-static (the pause and
+# the kubelet write their rules with it; nft lets the cluster-down test read the
+# nftables rule set), conntrack, busybox-static (the pause and
 # test image), openssl (node certificates), nsenter (util-linux).
 set -euo pipefail
 
@@ -15,6 +16,7 @@ need containerd containerd ""
 need runc runc ""
 need bridge containernetworking-plugins /usr/lib/cni/bridge
 need iptables iptables ""
+need nft nftables ""
 need conntrack conntrack ""
 # The image needs a static busybox (the busybox package's is dynamic).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||

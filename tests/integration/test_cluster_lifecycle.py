@@ -18,7 +18,14 @@ from kubernetes import client
 from devtools import localcluster
 from devtools.deploy import OperatorProcess
 from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES
-from devtools.nodes import CGROUP_FS, CNI_CACHE_DIR, CONTAINER_LOG_LINKS, veth_name
+from devtools.nodes import (
+    CGROUP_FS,
+    CONTAINER_LOG_LINKS,
+    KUBELET_DEVICE_SOCKET,
+    SHIM_SOCKETS,
+    cni_cache_entries,
+    veth_name,
+)
 from tests.support.nodes import run_probes
 
 # kwokctl supervises: etcd, apiserver, controller-manager, scheduler, kwok, S3,
@@ -176,8 +183,10 @@ def real_node_leftovers(node_dirs: list[Path]) -> list[str]:
         left += [f"network namespace {node.name}"] * (node.name in namespaces)
         left += [f"veth {veth_name(node)}"] * (f" {veth_name(node)}@" in links)
         left += [f"cgroup {h}" for h in CGROUP_FS.glob(f"*/{node.name}")]
-        left += [f"CNI cache {c}" for c in CNI_CACHE_DIR.glob(f"{node.name}-*")]
     left += [f"bridge {BRIDGE}"] * (f" {BRIDGE}:" in links)
+    left += [f"CNI cache {c}" for c in cni_cache_entries(localcluster.NODES_DIR)]
+    left += [f"kubelet socket {KUBELET_DEVICE_SOCKET}"] * KUBELET_DEVICE_SOCKET.exists()
+    left += [f"shim socket {s}" for s in SHIM_SOCKETS.glob("*")]
     for dump in (("iptables-save",), ("ip6tables-save",), ("nft", "list", "ruleset")):
         left += [f"{dump[0]}: {line}" for line in command_output(*dump).splitlines()
                  if "KUBE-" in line or "CNI-" in line]  # fmt: skip
