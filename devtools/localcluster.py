@@ -372,6 +372,7 @@ def up() -> None:
         log("found the real nodes' network of a stopped cluster: removing it first")
         nodes.teardown(NODES_DIR, owner=str(ROOT))
     log(f"network: bridge, {len(REAL_NODES)} node namespaces, busybox image")
+    nodes.save_host_sysctls(NODES_DIR)
     nodes.network_up(owner=str(ROOT))
     nodes.write_busybox_image(NODES_DIR / "busybox.oci.tar")
     ports = S3Ports()

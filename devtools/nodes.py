@@ -66,6 +66,9 @@ CONTAINER_LOG_LINKS = Path("/var/log/containers")
 # plugin socket, and the shims' sockets.
 KUBELET_DEVICE_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 SHIM_SOCKETS = Path("/run/containerd/s")
+# Host-wide kernel settings the kubelet sets on start (protectKernelDefaults: false);
+# saved before the nodes start and put back when they are gone.
+KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 CGROUP_FS = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
 KUBELET_PORT = 10250
@@ -542,6 +545,24 @@ def network_up(owner: str) -> None:
             sh("nsenter", f"--net={NETNS_DIR / node.name}", "sysctl", "-q", "-w", f"{key}={value}")
 
 
+def sysctls_file(nodes_dir: Path) -> Path:
+    return nodes_dir / "host-sysctls.json"
+
+
+def save_host_sysctls(nodes_dir: Path) -> None:
+    values = {key: sh("sysctl", "-n", key).stdout.strip() for key in KUBELET_SYSCTLS}
+    nodes_dir.mkdir(parents=True, exist_ok=True)
+    sysctls_file(nodes_dir).write_text(json.dumps(values))
+
+
+def restore_host_sysctls(nodes_dir: Path) -> None:
+    saved = sysctls_file(nodes_dir)
+    if saved.exists():
+        for key, value in json.loads(saved.read_text()).items():
+            sh("sysctl", "-q", "-w", f"{key}={value}")
+        saved.unlink()
+
+
 def write_busybox_image(path: Path) -> None:
     applets = sh(str(BUSYBOX_BINARY), "--list").stdout.split()
     layer = busybox_layer(BUSYBOX_BINARY.read_bytes(), applets)
@@ -737,6 +758,7 @@ def teardown(nodes_dir: Path, owner: str) -> list[str]:
         sh("ip", "link", "delete", BRIDGE)
         found.append(f"bridge {BRIDGE}")
     remove_cgroups()
+    restore_host_sysctls(nodes_dir)
     for cached in cni_cache_entries(nodes_dir):
         cached.unlink()
     if CONTAINER_LOG_LINKS.is_dir():

@@ -5,6 +5,7 @@ nftables rule, CNI state or pod log link behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ from devtools.nodes import (
     KUBELET_DEVICE_SOCKET,
     SHIM_SOCKETS,
     cni_cache_entries,
+    sysctls_file,
     veth_name,
 )
 from tests.support.nodes import run_probes
@@ -123,6 +125,7 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
     node_dirs = [localcluster.NODES_DIR / node.name for node in REAL_NODES]
     assert mounts_under(node_dirs)
     assert any(f":/{REAL_NODES[0].name}/" in cgroups for _, _, cgroups in processes_now())
+    host_sysctls = json.loads(sysctls_file(localcluster.NODES_DIR).read_text())
     for operator in list(OperatorProcess.running):  # they talk to the cluster that goes
         operator.stop()
     try:
@@ -140,6 +143,7 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
         assert left == []
         assert not localcluster.KUBECONFIG.exists() and not localcluster.S3_ENV.exists()
         assert real_node_leftovers(node_dirs) == []
+        assert {key: sysctl(key) for key in host_sysctls} == host_sysctls
     finally:
         localcluster.up()
     assert localcluster.api_is_up()
@@ -194,3 +198,7 @@ def real_node_leftovers(node_dirs: list[Path]) -> list[str]:
         left += [f"log link {link}" for link in CONTAINER_LOG_LINKS.iterdir()
                  if any(str(link.readlink()).startswith(str(d)) for d in node_dirs)]  # fmt: skip
     return left
+
+
+def sysctl(key: str) -> str:
+    return command_output("sysctl", "-n", key).strip()
