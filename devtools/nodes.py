@@ -532,6 +532,8 @@ def bridge_owner() -> str | None:
 
 def network_up(owner: str) -> None:
     """Make the bridge and the nodes' namespaces (before kwokctl binds to the bridge)."""
+    if os.geteuid() != 0:
+        raise RuntimeError("the real nodes need root: network namespaces, mounts, cgroups")
     found = bridge_owner()
     if found is not None:
         raise RuntimeError(
@@ -771,9 +773,14 @@ def teardown(nodes_dir: Path, owner: str) -> list[str]:
     # The directories they made, when nothing else is in them.
     for directory in (CNI_CACHE_DIR, CNI_CACHE_DIR.parent, CONTAINER_LOG_LINKS,
                       KUBELET_DEVICE_SOCKET.parent, KUBELET_DEVICE_SOCKET.parent.parent,
-                      SHIM_SOCKETS, SHIM_SOCKETS.parent, NETNS_DIR):  # fmt: skip
+                      SHIM_SOCKETS, SHIM_SOCKETS.parent):  # fmt: skip
         with contextlib.suppress(FileNotFoundError, OSError):
             directory.rmdir()
+    # `ip netns add` made /run/netns a mount point of its own: undo it when empty.
+    if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
+        sh("umount", str(NETNS_DIR), check=False)
+        with contextlib.suppress(OSError):
+            NETNS_DIR.rmdir()
     return found
 
 

@@ -4,6 +4,7 @@ logs and exec, node credentials; kwok's pods stay on kwok's nodes."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from kubernetes import client
 
 from devtools import localcluster
 from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealNode
+from devtools.s3 import S3Credentials
 from tests.support.kube import node_is_ready, wait_until
 from tests.support.nodes import probe_pod, run_probes, start_real_node, stop_real_node
 
@@ -55,9 +57,11 @@ def test_real_nodes_are_ready_tainted_labelled_and_run_containerd(kube: client.A
         assert ("InternalIP", node.address) in addresses
 
 
-def test_pods_get_addresses_from_their_node_and_reach_each_other_and_the_api(
-    probes: dict[str, Any], namespace: str
+def test_pods_get_addresses_from_their_node_and_reach_each_other_the_api_and_s3(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str, cluster_s3: S3Credentials
 ) -> None:
+    server_version = client.VersionApi(kube).get_code().git_version
+    s3_endpoint = cluster_s3.endpoint
     for node in REAL_NODES:
         pod = probes[node.name]
         assert pod.spec.node_name == node.name
@@ -75,9 +79,13 @@ def test_pods_get_addresses_from_their_node_and_reach_each_other_and_the_api(
         version = exec_in(
             namespace,
             f"probe-{node.name}",
-            "nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo open",
+            "wget -q -O- --no-check-certificate "
+            "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version",
         )
-        assert version.strip() == "open"
+        assert json.loads(version)["gitVersion"] == server_version
+        # S3 on the bridge: the gateway answers (403 without credentials).
+        s3 = exec_in(namespace, f"probe-{node.name}", f"wget -S -O- {s3_endpoint}/ 2>&1; true")
+        assert "HTTP/1.1 403" in s3, s3
 
 
 def test_logs_and_exec_go_through_the_kubelet(probes: dict[str, Any], namespace: str) -> None:
