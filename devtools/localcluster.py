@@ -3,8 +3,10 @@
 kwokctl (`--runtime binary`) runs and supervises every process: etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler, the kwok controller
 (simulated nodes and kubelets), the S3 server and the volume provisioner, all
-bound to 127.0.0.1. The binaries come from hack/tools.sh (built once per
-version, cached under ~/.cache/rspark-operator).
+bound to 127.0.0.1; a relay that exposes the API server and S3 on the cluster
+bridge (devtools.forward), and the real nodes' containerd, kubelet and kube-proxy
+(devtools.nodes), each in its node's network namespace. The binaries come from
+hack/tools.sh (built once per version, cached under ~/.cache/rspark-operator).
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from typing import Any
 
 import yaml
 
+from devtools import nodes
+from devtools.forward import Forward
+from devtools.network import HOST_ADDRESS, REAL_NODES, SERVICE_RANGE
 from devtools.s3 import (
+    HOST,
     S3Credentials,
     S3Ports,
+    free_port_pair,
     wait_for_s3,
     weed_binary,
     weed_command,
@@ -41,6 +48,9 @@ KWOK_WORKDIR = LOCAL / "kwok"
 CLUSTER_NAME = "rspark"
 CLUSTER_DIR = KWOK_WORKDIR / "clusters" / CLUSTER_NAME
 STATE_DIR = LOCAL / "state"
+NODES_DIR = STATE_DIR / "nodes"
+PKI_DIR = CLUSTER_DIR / "pki"
+FORWARD_BINARY = BIN / "rspark-bridge-forward"
 NODE_NAMES = ("kwok-node-a", "kwok-node-b")
 BUCKET = "rspark"
 STORAGE_CLASS = "standard"
@@ -56,7 +66,6 @@ KWOK_STAGES = (
 )
 # Nodes with this label have a (simulated) kubelet: kwok manages them.
 KUBELET_LABEL = "rspark.dev/simulated-kubelet"
-SERVICE_RANGE = "10.96.0.0/16"
 # The simulated kubelet does not finish deleting a pod with this annotation.
 SHUTTING_DOWN_ANNOTATION = "rspark.dev/test-shutting-down"
 
@@ -130,12 +139,38 @@ def s3_credentials() -> S3Credentials:
     )
 
 
-def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str, Any]]:
+def node_setups(api_port: int) -> list[nodes.NodeSetup]:
+    return [nodes.NodeSetup(node, NODES_DIR, PKI_DIR, BIN, api_port) for node in REAL_NODES]
+
+
+def bridge_forwards(api_port: int, s3_ports: S3Ports) -> list[Forward]:
+    """The API server and S3, reachable from pods at the same ports on HOST_ADDRESS."""
+    return [Forward(HOST_ADDRESS, port, HOST, port) for port in (api_port, s3_ports.s3)]
+
+
+def node_components(api_port: int) -> list[dict[str, Any]]:
+    """containerd, kubelet and kube-proxy of each real node, as kwokctl components."""
+    return [
+        {
+            "name": f"{setup.node.name}-{component}",
+            "binary": str(nodes.component_wrapper(BIN, ROOT, sys.executable, setup, component)),
+            "args": [],
+            "workDir": str(CLUSTER_DIR),
+        }
+        for setup in node_setups(api_port)
+        for component in nodes.COMPONENTS
+    ]
+
+
+def kwokctl_configuration(
+    s3: S3Credentials, s3_ports: S3Ports, api_port: int
+) -> list[dict[str, Any]]:
     """The KwokctlConfiguration plus the kwok Stages, as YAML documents."""
     identities = STATE_DIR / "s3-identities.json"
     write_identities(identities, s3.access_key, s3.secret_key)
     (STATE_DIR / "s3").mkdir(parents=True, exist_ok=True)
     write_provisioner_wrapper()
+    write_module_wrapper(FORWARD_BINARY, "devtools.forward")
     config: dict[str, Any] = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
@@ -151,6 +186,9 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
             "kubeAuthorization": True,
             "kubeAdmission": True,
             "securePort": True,
+            "kubeApiserverPort": api_port,
+            # Pods and kubelets reach the API server on the bridge (devtools.forward).
+            "kubeApiserverCertSANs": [HOST_ADDRESS],
             # kwokctl multiplies every heartbeat setting by this factor (default 5).
             "heartbeatFactor": 1,
             # A node whose simulated kubelet stops is noticed within 20 s, not 40 s or more.
@@ -163,9 +201,24 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
         "componentsPatches": [
             # kube-apiserver's default Service range is a /24: 254 Services, fewer than
             # the scale benchmark's workspaces (one ClusterIP Service each).
+            # The `kubernetes` Service points at the bridge address; real kubelets
+            # authenticate as nodes (Node authorizer, NodeRestriction); the API server
+            # reaches kubelets at their node address and checks their serving
+            # certificates against the cluster CA.
             {
                 "name": "kube-apiserver",
-                "extraArgs": [{"key": "service-cluster-ip-range", "value": SERVICE_RANGE}],
+                "extraArgs": [
+                    {"key": key, "value": value}
+                    for key, value in (
+                        ("service-cluster-ip-range", SERVICE_RANGE),
+                        ("advertise-address", HOST_ADDRESS),
+                        ("enable-admission-plugins", "NodeRestriction"),
+                        ("kubelet-preferred-address-types", "InternalIP"),
+                        ("kubelet-certificate-authority", str(PKI_DIR / "ca.crt")),
+                        ("kubelet-client-certificate", str(PKI_DIR / "admin.crt")),
+                        ("kubelet-client-key", str(PKI_DIR / "admin.key")),
+                    )
+                ],
             },
             {
                 "name": "kwok-controller",
@@ -193,6 +246,13 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
                 ],
                 "workDir": str(CLUSTER_DIR),
             },
+            {
+                "name": "bridge-forward",
+                "binary": str(FORWARD_BINARY),
+                "args": [str(f) for f in bridge_forwards(api_port, s3_ports)],
+                "workDir": str(CLUSTER_DIR),
+            },
+            *node_components(api_port),
         ],
     }
     stages_dir = kwok_module_dir() / "kustomize" / "stage"
@@ -210,11 +270,13 @@ def kwokctl_configuration(s3: S3Credentials, s3_ports: S3Ports) -> list[dict[str
 
 
 def write_provisioner_wrapper() -> None:
+    write_module_wrapper(PROVISIONER_BINARY, "devtools.provisioner")
+
+
+def write_module_wrapper(path: Path, module: str) -> None:
     """kwokctl names a component's pid file after its binary, so give it its own."""
-    PROVISIONER_BINARY.write_text(
-        f'#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m devtools.provisioner "$@"\n'
-    )
-    PROVISIONER_BINARY.chmod(0o755)
+    path.write_text(f'#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m {module} "$@"\n')
+    path.chmod(0o755)
 
 
 def node(name: str) -> dict[str, Any]:
@@ -292,7 +354,7 @@ def nodes_ready() -> bool:
             for c in n.get("status", {}).get("conditions", [])
         )
     ]
-    return all(name in ready for name in NODE_NAMES)
+    return all(name in ready for name in (*NODE_NAMES, *(n.name for n in REAL_NODES)))
 
 
 def up() -> None:
@@ -306,15 +368,23 @@ def up() -> None:
     for path in (KWOK_WORKDIR, STATE_DIR):
         shutil.rmtree(path, ignore_errors=True)
     STATE_DIR.mkdir(parents=True)
+    if nodes.bridge_owner() == str(ROOT):
+        log("found the real nodes' network of a stopped cluster: removing it first")
+        nodes.teardown(NODES_DIR, owner=str(ROOT))
+    log(f"network: bridge, {len(REAL_NODES)} node namespaces, busybox image")
+    nodes.save_host_sysctls(NODES_DIR)
+    nodes.network_up(owner=str(ROOT))
+    nodes.write_busybox_image(NODES_DIR / "busybox.oci.tar")
     ports = S3Ports()
+    api_port = free_port_pair()
     s3 = S3Credentials(
         access_key="rspark" + secrets.token_hex(4),
         secret_key=secrets.token_hex(20),
-        endpoint=f"http://127.0.0.1:{ports.s3}",
+        endpoint=f"http://{HOST_ADDRESS}:{ports.s3}",
         bucket=BUCKET,
     )
     config_path = STATE_DIR / "kwokctl.yaml"
-    config_path.write_text(yaml.safe_dump_all(kwokctl_configuration(s3, ports)))
+    config_path.write_text(yaml.safe_dump_all(kwokctl_configuration(s3, ports, api_port)))
     log("creating the cluster with kwokctl (runtime binary)")
     result = run(
         str(BIN / "kwokctl"), "create", "cluster", "--name", CLUSTER_NAME,
@@ -324,12 +394,13 @@ def up() -> None:
     if result.returncode != 0:
         raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([*map(node, NODE_NAMES), storage_class()]))
-    wait_for("nodes Ready", nodes_ready)
+    wait_for("nodes Ready", nodes_ready, timeout=300)
     wait_for_s3(s3.endpoint)
     create_bucket(s3, ports)
     S3_ENV.write_text("".join(f"{k}={v}\n" for k, v in s3.env().items()))
     log(f"up in {time.monotonic() - started:.1f}s: kube-apiserver, etcd, kube-controller-manager,")
     log(f"  kube-scheduler, kwok ({len(NODE_NAMES)} nodes), S3 at {s3.endpoint} bucket {BUCKET},")
+    log(f"  real nodes {', '.join(n.name for n in REAL_NODES)} (containerd, kubelet, kube-proxy)")
     log(f"  StorageClass {STORAGE_CLASS} with a local provisioner, restic in .local/bin")
     log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
 
@@ -388,6 +459,9 @@ def down() -> None:
         killed = stop_stragglers(processes)
         if killed:
             log(f"killed {len(killed)} process(es) kwokctl left running: {sorted(killed)}")
+        removed = nodes.teardown(NODES_DIR, owner=str(ROOT))
+        if removed:
+            log(f"removed what the real nodes left: {', '.join(removed)}")
         for path in (KUBECONFIG, S3_ENV):
             path.unlink(missing_ok=True)
         shutil.rmtree(STATE_DIR, ignore_errors=True)

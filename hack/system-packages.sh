@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# The Debian packages the tests need: ss (iproute2) to check what listens, and R
-# (r-base-core) to test the workspace image's Renviron.site with a real R.
+# The Debian packages the tests and the local cluster need: ss (iproute2) to check
+# what listens; R (r-base-core) to test the workspace image's Renviron.site with a
+# real R; and for the real nodes: containerd and runc (the container runtime),
+# containernetworking-plugins (CNI bridge + host-local), iptables (kube-proxy and
+# the kubelet write their rules with it; nft lets the cluster-down test read the
+# nftables rule set), conntrack, busybox-static (the pause and
+# test image), openssl (node certificates), nsenter (util-linux).
 set -euo pipefail
 
 missing=()
-command -v ss >/dev/null || missing+=(iproute2)
-command -v Rscript >/dev/null || missing+=(r-base-core)
+need() { command -v "$1" >/dev/null || [[ -x "$3" ]] || missing+=("$2"); }
+need ss iproute2 ""
+need Rscript r-base-core ""
+need containerd containerd ""
+need runc runc ""
+need bridge containernetworking-plugins /usr/lib/cni/bridge
+need iptables iptables ""
+need nft nftables ""
+need conntrack conntrack ""
+# The image needs a static busybox (the busybox package's is dynamic).
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
+  missing+=(busybox-static)
+need openssl openssl ""
+need nsenter util-linux ""
 ((${#missing[@]})) || exit 0
 
 sudo=()

@@ -1,8 +1,11 @@
-"""cluster-up is a no-op on a running cluster; every cluster process listens on loopback;
-cluster-down leaves no process and no listening port behind."""
+"""cluster-up is a no-op on a running cluster; every cluster process listens on loopback
+(or, for the relay pods use, on the cluster's own bridge); cluster-down leaves no
+process, listening port, mount, network namespace, veth, bridge, cgroup, iptables or
+nftables rule, CNI state or pod log link behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,12 +14,27 @@ import time
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from devtools import localcluster
 from devtools.deploy import OperatorProcess
+from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES
+from devtools.nodes import (
+    CGROUP_FS,
+    CONTAINER_LOG_LINKS,
+    KUBELET_DEVICE_SOCKET,
+    SHIM_SOCKETS,
+    cni_cache_entries,
+    sysctls_file,
+    veth_name,
+)
+from tests.support.nodes import run_probes
 
-# kwokctl supervises: etcd, apiserver, controller-manager, scheduler, kwok, S3, provisioner.
-CLUSTER_PROCESSES = 7
+# kwokctl supervises: etcd, apiserver, controller-manager, scheduler, kwok, S3,
+# provisioner, the bridge relay, and containerd, kubelet, kube-proxy per real node.
+CLUSTER_PROCESSES = 8 + 3 * len(REAL_NODES)
+# Of those, these listen on the host's network (the nodes listen in their namespaces).
+HOST_LISTENERS = 7
 
 
 def listeners() -> list[tuple[int, set[int]]]:
@@ -57,7 +75,8 @@ def test_every_cluster_process_listens_on_loopback_only(local_cluster: Path) -> 
         if owners & pids:
             ours.append(line.split()[3])
     assert ours, "no listening socket found for the cluster processes"
-    assert all(address.startswith("127.0.0.1:") for address in ours), ours
+    allowed = ("127.0.0.1:", f"{HOST_ADDRESS}:")
+    assert all(address.startswith(allowed) for address in ours), ours
 
 
 def test_stragglers_are_killed_after_a_bounded_wait() -> None:
@@ -91,14 +110,22 @@ def test_stragglers_leave_processes_that_reused_a_pid_alone() -> None:
 
 @pytest.mark.restarts_cluster
 def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
-    local_cluster: Path,
+    local_cluster: Path, kube: client.ApiClient
 ) -> None:
     """Runs last in a session (tests/integration/conftest.py): after it the cluster is a
     new one, and session fixtures made for the old one (clients, credentials) are stale."""
     processes = localcluster.cluster_processes()
     assert len(processes) == CLUSTER_PROCESSES
     ports = {port for port, owners in listeners() if owners & set(processes)}
-    assert len(ports) >= CLUSTER_PROCESSES - 1  # the provisioner listens on nothing
+    assert len(ports) >= HOST_LISTENERS
+    # Real containers running on both nodes: what they mount and start must go too.
+    core = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": "t-cluster-down"}})  # goes with the cluster
+    run_probes(core, "t-cluster-down")
+    node_dirs = [localcluster.NODES_DIR / node.name for node in REAL_NODES]
+    assert mounts_under(node_dirs)
+    assert any(f":/{REAL_NODES[0].name}/" in cgroups for _, _, cgroups in processes_now())
+    host_sysctls = json.loads(sysctls_file(localcluster.NODES_DIR).read_text())
     for operator in list(OperatorProcess.running):  # they talk to the cluster that goes
         operator.stop()
     try:
@@ -115,8 +142,63 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
         ]
         assert left == []
         assert not localcluster.KUBECONFIG.exists() and not localcluster.S3_ENV.exists()
+        assert real_node_leftovers(node_dirs) == []
+        assert {key: sysctl(key) for key in host_sysctls} == host_sysctls
     finally:
         localcluster.up()
     assert localcluster.api_is_up()
     assert len(localcluster.cluster_processes()) == CLUSTER_PROCESSES
     assert not set(localcluster.cluster_processes()) & set(processes)
+
+
+def mounts_under(directories: list[Path]) -> list[str]:
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if any(p.startswith(f"{d}/") or p == str(d) for d in directories)]
+
+
+def processes_now() -> list[tuple[int, str, str]]:
+    """(pid, command line, cgroups) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append((int(entry.name), cmdline, (entry / "cgroup").read_text()))
+            except OSError:
+                continue
+    return found
+
+
+def command_output(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def real_node_leftovers(node_dirs: list[Path]) -> list[str]:
+    """Whatever the real nodes left on the host, described; [] when nothing."""
+    left = [f"mount {point}" for point in mounts_under(node_dirs)]
+    for pid, cmdline, cgroups in processes_now():
+        if any(f":/{node.name}/" in cgroups for node in REAL_NODES) or any(
+            str(d) in cmdline for d in node_dirs
+        ):
+            left.append(f"process {pid}: {cmdline}")
+    namespaces = command_output("ip", "netns", "list")
+    links = command_output("ip", "-o", "link", "show")
+    for node in REAL_NODES:
+        left += [f"network namespace {node.name}"] * (node.name in namespaces)
+        left += [f"veth {veth_name(node)}"] * (f" {veth_name(node)}@" in links)
+        left += [f"cgroup {h}" for h in CGROUP_FS.glob(f"*/{node.name}")]
+    left += [f"bridge {BRIDGE}"] * (f" {BRIDGE}:" in links)
+    left += [f"CNI cache {c}" for c in cni_cache_entries(localcluster.NODES_DIR)]
+    left += [f"kubelet socket {KUBELET_DEVICE_SOCKET}"] * KUBELET_DEVICE_SOCKET.exists()
+    left += [f"shim socket {s}" for s in SHIM_SOCKETS.glob("*")]
+    for dump in (("iptables-save",), ("ip6tables-save",), ("nft", "list", "ruleset")):
+        left += [f"{dump[0]}: {line}" for line in command_output(*dump).splitlines()
+                 if "KUBE-" in line or "CNI-" in line]  # fmt: skip
+    if CONTAINER_LOG_LINKS.is_dir():
+        left += [f"log link {link}" for link in CONTAINER_LOG_LINKS.iterdir()
+                 if any(str(link.readlink()).startswith(str(d)) for d in node_dirs)]  # fmt: skip
+    return left
+
+
+def sysctl(key: str) -> str:
+    return command_output("sysctl", "-n", key).strip()

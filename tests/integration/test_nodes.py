@@ -1,0 +1,185 @@
+"""The real nodes run real containers: containerd, the CNI bridge, kube-proxy, kubelet
+logs and exec, node credentials; kwok's pods stay on kwok's nodes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devtools import localcluster
+from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealNode
+from devtools.s3 import S3Credentials
+from tests.support.kube import node_is_ready, wait_until
+from tests.support.nodes import probe_pod, run_probes, start_real_node, stop_real_node
+
+
+def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(localcluster.BIN / "kubectl"), "--kubeconfig", str(localcluster.KUBECONFIG), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def exec_in(namespace: str, pod: str, script: str) -> str:
+    result = kubectl("exec", "-n", namespace, pod, "--", "/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def probes(kube: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """One running probe pod per real node, by node name."""
+    return run_probes(client.CoreV1Api(kube), namespace)
+
+
+def test_real_nodes_are_ready_tainted_labelled_and_run_containerd(kube: client.ApiClient) -> None:
+    core = client.CoreV1Api(kube)
+    version = client.VersionApi(kube).get_code().git_version
+    for node in REAL_NODES:
+        found = core.read_node(node.name)
+        assert node_is_ready(found)
+        info = found.status.node_info
+        assert info.container_runtime_version.startswith("containerd://")
+        assert info.kubelet_version == version  # kube-proxy: from the same build (hack/kube)
+        assert found.metadata.labels[REAL_NODE_LABEL] == REAL_NODE_VALUE
+        taints = [(t.key, t.value, t.effect) for t in found.spec.taints or []]
+        assert (REAL_NODE_LABEL, REAL_NODE_VALUE, "NoSchedule") in taints
+        addresses = {(a.type, a.address) for a in found.status.addresses}
+        assert ("InternalIP", node.address) in addresses
+
+
+def test_pods_get_addresses_from_their_node_and_reach_each_other_the_api_and_s3(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str, cluster_s3: S3Credentials
+) -> None:
+    server_version = client.VersionApi(kube).get_code().git_version
+    s3_endpoint = cluster_s3.endpoint
+    for node in REAL_NODES:
+        pod = probes[node.name]
+        assert pod.spec.node_name == node.name
+        assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(node.pod_cidr)
+    for node, other in zip(REAL_NODES, reversed(REAL_NODES), strict=True):
+        # Across nodes: the node namespaces route each other's pod ranges.
+        answer = exec_in(
+            namespace,
+            f"probe-{node.name}",
+            f"wget -q -O- http://{probes[other.name].status.pod_ip}:8080/",
+        )
+        assert answer.strip() == other.name
+        # The `kubernetes` Service: kube-proxy's rules in the node send its ClusterIP to
+        # the API server on the bridge; the API server answers with its version.
+        version = exec_in(
+            namespace,
+            f"probe-{node.name}",
+            "wget -q -O- --no-check-certificate "
+            "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version",
+        )
+        assert json.loads(version)["gitVersion"] == server_version
+        # S3 on the bridge: the gateway answers (403 without credentials).
+        s3 = exec_in(namespace, f"probe-{node.name}", f"wget -S -O- {s3_endpoint}/ 2>&1; true")
+        assert "HTTP/1.1 403" in s3, s3
+
+
+def test_logs_and_exec_go_through_the_kubelet(probes: dict[str, Any], namespace: str) -> None:
+    for node in REAL_NODES:
+        logs = kubectl("logs", "-n", namespace, f"probe-{node.name}")
+        assert logs.returncode == 0, logs.stderr
+        assert logs.stdout.strip() == f"serving on {node.name}"
+        assert exec_in(namespace, f"probe-{node.name}", "cat /tmp/index.html").strip() == node.name
+
+
+def test_a_node_may_not_change_another_node(kube: client.ApiClient) -> None:
+    """NodeRestriction: the kubelet's own credentials label its node, not the other."""
+    own, other = REAL_NODES
+    kubeconfig = localcluster.NODES_DIR / own.name / "kubelet.kubeconfig"
+
+    def label(node: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(localcluster.BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
+             "label", "--overwrite", "node", node, "rspark.dev/probe=yes"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    refused = label(other.name)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused
+    allowed = label(own.name)
+    assert allowed.returncode == 0, allowed.stderr
+    client.CoreV1Api(kube).patch_node(
+        own.name, {"metadata": {"labels": {"rspark.dev/probe": None}}}
+    )
+
+
+def test_pods_without_the_toleration_land_on_kwok_nodes(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    names = [f"kwok-{i}" for i in range(4)]
+    for name in names:
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "main", "image": "example.invalid/probe:1"}]},
+        })  # fmt: skip
+
+    def placed() -> list[str] | None:
+        nodes = [core.read_namespaced_pod(name, namespace).spec.node_name for name in names]
+        return nodes if all(nodes) else None
+
+    assert set(wait_until("pods scheduled", placed)) <= set(localcluster.NODE_NAMES)
+
+
+def node_namespace_has_kube_chains(node: RealNode) -> bool:
+    rules = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{node.name}", "iptables-save"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return "KUBE-SERVICES" in rules and "KUBE-FIREWALL" in rules
+
+
+def test_kubelet_and_kube_proxy_rules_live_in_the_node_namespaces(local_cluster: Path) -> None:
+    assert all(node_namespace_has_kube_chains(node) for node in REAL_NODES)
+
+
+def test_a_pod_moves_off_a_real_node_that_loses_power(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    labels = {"app": "mover"}
+    template = probe_pod(REAL_NODES[0])["spec"]
+    template["nodeSelector"] = {REAL_NODE_LABEL: REAL_NODE_VALUE}  # either real node
+    template["tolerations"] += [
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}
+        for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+    ]
+    client.AppsV1Api(kube).create_namespaced_deployment(namespace, {
+        "metadata": {"name": "mover"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": template}},
+    })  # fmt: skip
+
+    def running() -> list[Any]:
+        pods = core.list_namespaced_pod(namespace, label_selector="app=mover").items
+        return [
+            p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+        ]
+
+    first = wait_until("the pod Running", running, timeout=180)[0]
+    lost = next(node for node in REAL_NODES if node.name == first.spec.node_name)
+    assert stop_real_node(lost)
+    try:
+        moved = wait_until(
+            "a replacement Running on the other node",
+            lambda: [p for p in running() if p.spec.node_name != lost.name],
+            timeout=240,
+        )
+        other = next(n for n in REAL_NODES if n != lost)
+        assert ipaddress.ip_address(moved[0].status.pod_ip) in ipaddress.ip_network(other.pod_cidr)
+    finally:
+        start_real_node(core, lost)

@@ -1,0 +1,75 @@
+"""Real nodes in tests: busybox pods that tolerate their taint, and node power loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from devtools import localcluster
+from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealNode
+from devtools.nodes import BUSYBOX_IMAGE, kill_node_processes
+from tests.support.kube import node_is_ready, wait_until
+
+# Each probe pod serves its node's name over HTTP and stays up.
+SERVE = 'echo "$NODE" > /tmp/index.html && echo "serving on $NODE" && exec httpd -f -p 8080 -h /tmp'
+REAL_NODE_TOLERATION = {
+    "key": REAL_NODE_LABEL,
+    "operator": "Equal",
+    "value": REAL_NODE_VALUE,
+    "effect": "NoSchedule",
+}
+
+
+def probe_pod(node: RealNode) -> dict[str, Any]:
+    """A pod pinned to `node` that serves the node's name on port 8080."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"probe-{node.name}", "labels": {"app": "probe"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node.name},
+            "tolerations": [REAL_NODE_TOLERATION],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", SERVE],
+                    "env": [
+                        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def run_probes(core: client.CoreV1Api, namespace: str) -> dict[str, Any]:
+    """Start a probe pod on each real node; return them, Running, by node name."""
+    for node in REAL_NODES:
+        core.create_namespaced_pod(namespace, probe_pod(node))
+
+    def running() -> dict[str, Any] | None:
+        pods = {
+            node.name: core.read_namespaced_pod(f"probe-{node.name}", namespace)
+            for node in REAL_NODES
+        }
+        return pods if all(p.status.phase == "Running" for p in pods.values()) else None
+
+    return wait_until("a running probe pod on each real node", running, timeout=180)
+
+
+def stop_real_node(node: RealNode) -> list[int]:
+    """A real node loses power: its containerd, shims, containers, kubelet and
+    kube-proxy are killed (SIGKILL). Returns the pids killed."""
+    return kill_node_processes(localcluster.NODES_DIR, (node,))
+
+
+def start_real_node(core: client.CoreV1Api, node: RealNode) -> None:
+    """The node boots again: kwokctl starts every component that is not running."""
+    localcluster.run(
+        str(localcluster.BIN / "kwokctl"), "start", "cluster", "--name", localcluster.CLUSTER_NAME
+    )
+    wait_until(f"node {node.name} Ready", lambda: node_is_ready(core.read_node(node.name)))
