@@ -8,6 +8,13 @@ from typing import Any
 
 from rspark_operator import names
 from rspark_operator.api import Workspace
+from rspark_operator.builders.identity import (
+    AGENT_TOKEN_VOLUME,
+    IDE_TOKEN_VOLUME,
+    agent_token_volume,
+    ide_token_volume,
+    token_mount,
+)
 from rspark_operator.builders.metadata import Manifest, child, rstudio_pod_selector
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
@@ -64,7 +71,6 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
         {"name": "RSPARK_SNAPSHOT_EXCLUDE", "value": json.dumps(snapshot.exclude)},
         {"name": "RSPARK_SECRET_PATHS", "value": json.dumps(ws.spec.secret_paths)},
         {"name": "RSPARK_RETENTION", "value": json.dumps(snapshot.retention.wire())},
-        {"name": "RSPARK_SECRETS_NAME", "value": names.home_secrets_name(ws.name)},
         {"name": "RSPARK_METRICS_PORT", "value": str(settings.agent_metrics_port)},
     ]
     if snapshot.restore_from:
@@ -96,7 +102,7 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
             "failureThreshold": AGENT_STARTUP_FAILURE_THRESHOLD,
         },
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "volumeMounts": [_home_mount()],
+        "volumeMounts": [_home_mount(), token_mount(AGENT_TOKEN_VOLUME)],
     }
 
 
@@ -133,6 +139,7 @@ def _rstudio_container(ws: Workspace, settings: OperatorSettings) -> dict[str, A
         "volumeMounts": [
             _home_mount(),
             {"name": SPARK_CONF_VOLUME, "mountPath": SPARK_CONF_DIR, "readOnly": True},
+            token_mount(IDE_TOKEN_VOLUME),
         ],
     }
 
@@ -142,6 +149,8 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
     spark_service = names.spark_driver_service_name(ws.name)
     spec: dict[str, Any] = {
         "serviceAccountName": names.service_account_name(ws.name),
+        # Each container mounts its own identity's token (builders/identity.py).
+        "automountServiceAccountToken": False,
         # Containers restart in place; the operator replaces a pod that is gone or failed.
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
@@ -172,8 +181,10 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
             },
         ],
     }
+    spec["volumes"].append(ide_token_volume())
     if ws.spec.snapshot.enabled:
         spec["initContainers"] = [_agent_container(ws, settings)]
+        spec["volumes"].append(agent_token_volume(ws))
     pod = child(ws, "v1", "Pod", names.pod_name(ws.name), extra_labels=rstudio_pod_selector(ws))
     pod["spec"] = spec
     pod["metadata"]["annotations"] = {names.POD_SPEC_HASH_ANNOTATION: pod_spec_hash(pod)}
