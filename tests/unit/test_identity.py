@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rspark_operator import names
 from rspark_operator.builders import build_children, build_pod
@@ -85,3 +87,24 @@ def test_ide_identity_has_no_secrets_exec_or_workspace_rights() -> None:
     ]
     resources = {resource for rule in role["rules"] for resource in rule["resources"]}
     assert resources == {"pods", "configmaps"}
+
+
+ADMISSION = Path(__file__).parents[2] / "manifests" / "base" / "admission.yaml"
+
+
+def test_the_admission_policy_knows_the_identities_by_their_names() -> None:
+    """The policy's CEL spells the names.py contract: a renamed account or label must
+    change both (the integration tests prove the policy itself)."""
+    policy, binding = yaml.safe_load_all(ADMISSION.read_text())
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f"endsWith('{names.IDE_IDENTITY_SUFFIX}')" in condition["expression"]
+    text = ADMISSION.read_text()
+    for spelled in (
+        f"'{names.EXECUTOR_IDENTITY_SUFFIX}'",
+        f"'{names.WORKSPACE_LABEL}'",
+        f"'{names.COMPONENT_LABEL}'",
+        f"'{names.SPARK_EXECUTOR_COMPONENT}'",
+    ):
+        assert spelled in text, spelled
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
