@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 DRY_RUN = "All"
 S3_SECRET = "rspark-s3-credentials"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 REFUSAL = "may only create, change or delete its own Spark executors"
 
 
@@ -326,3 +327,43 @@ def test_only_the_agent_identity_reports_the_workspace_status(
     refused(lambda: core.read_namespaced_secret("bob-passwords", namespace))
     refused(lambda: core.read_namespaced_secret(S3_SECRET, namespace))
     refused(lambda: core.list_namespaced_pod(namespace))
+
+
+def impersonating(admin: client.ApiClient, user: str) -> client.ApiClient:
+    """The admin's client acting as `user` (Kubernetes impersonation), with no groups
+    but system:authenticated: only what RBAC grants `user` in the tests."""
+    api = client.ApiClient(admin.configuration)
+    api.set_default_header("Impersonate-User", user)
+    return api
+
+
+def test_namespace_roles_reach_workspaces_and_their_url_without_secrets(
+    kube: client.ApiClient, workspace_namespace: str
+) -> None:
+    namespace = workspace_namespace
+    rbac = client.RbacAuthorizationV1Api(kube)
+    for user, role in (("carol", "edit"), ("dave", "view")):
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": f"{user}-{role}"},
+                "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
+            },
+        )
+    editor, viewer = impersonating(kube, "carol"), impersonating(kube, "dave")
+
+    # Namespace `edit` (rspark-editor aggregated into it): create, change, read.
+    Workspaces(editor, namespace).create(sample("carol"))
+    Workspaces(editor, namespace).patch("carol", {"suspended": True})
+    # Namespace `view` (rspark-viewer): the workspace and its URL, not its Secrets.
+    readers = Workspaces(viewer, namespace)
+    url = wait_until(
+        "the URL in the status",
+        lambda: ((readers.get("carol") or {}).get("status") or {}).get("url"),
+    )
+    assert "carol" in url
+    refused(lambda: readers.patch("carol", {"suspended": False}))
+    core = client.CoreV1Api(viewer)
+    refused(lambda: core.read_namespaced_secret(names.passwords_secret_name("carol"), namespace))
+    refused(lambda: core.list_namespaced_secret(namespace))
