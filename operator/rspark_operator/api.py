@@ -70,10 +70,21 @@ OPERATOR_MANAGED_SPARK_KEYS = frozenset(
         "spark.kubernetes.driver.pod.name",
     }
 )
-# Environment variables of the RStudio container that the operator sets (see
-# builders.pod.rstudio_env); DISABLE_AUTH because authentication stays on.
+# Environment variables a workspace may not set: those the operator sets (see
+# builders.pod.rstudio_env), and those the IDE images treat as switches (Rocker's
+# init: DISABLE_AUTH turns the login off, ROOT grants sudo, USERID and GROUPID
+# change the user's ids and so who owns the home).
 OPERATOR_MANAGED_ENV = frozenset(
-    {"USER", "PASSWORD", "DISABLE_AUTH", "SPARK_CONF_DIR", "RSPARK_WWW_ROOT_PATH"}
+    {
+        "USER",
+        "PASSWORD",
+        "DISABLE_AUTH",
+        "ROOT",
+        "USERID",
+        "GROUPID",
+        "SPARK_CONF_DIR",
+        "RSPARK_WWW_ROOT_PATH",
+    }
 )
 
 

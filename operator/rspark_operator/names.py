@@ -105,6 +105,10 @@ def network_policy_name(workspace: str) -> str:
     return workspace
 
 
+def egress_policy_name(workspace: str) -> str:
+    return f"{workspace}-egress"
+
+
 def ingress_name(workspace: str) -> str:
     return workspace
 

@@ -78,6 +78,7 @@ def test_children_come_in_apply_order() -> None:
         "Service",
         "Ingress",
         "NetworkPolicy",
+        "NetworkPolicy",
     ]
 
 
@@ -150,6 +151,7 @@ def test_children_names_derive_from_the_workspace_name() -> None:
         ("Service", "demo-spark-driver"),
         ("Ingress", "demo"),
         ("NetworkPolicy", "demo"),
+        ("NetworkPolicy", "demo-egress"),
         ("Pod", "demo"),
     }
 

@@ -16,7 +16,7 @@ from rspark_operator.builders.network import (
     build_spark_driver_service,
 )
 from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY, RSTUDIO_PASSWORD_KEY
-from rspark_operator.builders.policy import build_network_policy
+from rspark_operator.builders.policy import build_egress_policy, build_network_policy
 from rspark_operator.builders.spark import build_spark_config_map
 from rspark_operator.quantity import parse_quantity
 from rspark_operator.settings import OperatorSettings
@@ -91,4 +91,5 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         build_spark_driver_service(ws),
         build_ingress(ws, settings),
         build_network_policy(ws, settings),
+        build_egress_policy(ws, settings),
     ]
