@@ -57,6 +57,8 @@ main() {
       etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
+      # Not for the cluster: make lint (hack/lint-manifests.sh).
+      kube-score) build kube-score "" kube-score=github.com/zegl/kube-score/cmd/kube-score ;;
       *) log "unknown tool $tool"; exit 2 ;;
     esac
   done

@@ -17,6 +17,10 @@ from rspark_operator.validation import parse_workspace
 from tests.support.kube import wait_until
 
 SAMPLES = ROOT / "manifests" / "samples"
+# path-prefix.yaml chooses its host, in a domain the platform allows.
+SAMPLE_SETTINGS = OperatorSettings(
+    snapshot_repository_base="s3:http://s3/b", allowed_ingress_domains=["example.com"]
+)
 BASE_KINDS = {
     "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
     "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "ClusterKopfPeering",
@@ -172,7 +176,7 @@ def test_every_sample_is_a_valid_workspace(kube: client.ApiClient, namespace: st
             dry_run="All", field_validation="Strict",
         )  # fmt: skip
         created["metadata"].setdefault("uid", "dry-run")
-        parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
+        parse_workspace(created, SAMPLE_SETTINGS)
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:

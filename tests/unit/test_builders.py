@@ -316,6 +316,7 @@ def test_pod_runs_the_agent_as_a_native_sidecar_gating_rstudio() -> None:
             "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
             "readOnly": True,
         },
+        {"name": "agent-tmp", "mountPath": "/tmp"},
     ]
 
 

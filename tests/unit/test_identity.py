@@ -108,3 +108,21 @@ def test_the_admission_policy_knows_the_identities_by_their_names() -> None:
         assert spelled in text, spelled
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_the_agent_meets_pod_security_restricted_and_the_ide_baseline() -> None:
+    pod = build_pod(workspace(), settings())
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    containers = _containers(pod)
+    agent = containers["snapshot-agent"]["securityContext"]
+    assert agent["runAsNonRoot"] is True and agent["readOnlyRootFilesystem"] is True
+    assert agent["allowPrivilegeEscalation"] is False
+    assert agent["capabilities"] == {"drop": ["ALL"]}
+    assert "memory" in containers["snapshot-agent"]["resources"]["limits"]
+    ide = containers["rstudio"]["securityContext"]
+    assert ide["allowPrivilegeEscalation"] is False
+    assert ide["capabilities"]["drop"] == ["ALL"]
+    # Within Pod Security baseline's allowed capabilities (NET_RAW is not among them).
+    baseline = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD"}
+    baseline |= {"NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+    assert set(ide["capabilities"]["add"]) <= baseline

@@ -8,6 +8,14 @@ from typing import Any
 
 from rspark_operator import names
 from rspark_operator.api import Workspace
+from rspark_operator.builders.hardening import (
+    AGENT_RESOURCES,
+    agent_security_context,
+    agent_tmp_mount,
+    agent_tmp_volume,
+    ide_security_context,
+    pod_security_context,
+)
 from rspark_operator.builders.identity import (
     AGENT_TOKEN_VOLUME,
     IDE_TOKEN_VOLUME,
@@ -101,8 +109,9 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
             "periodSeconds": AGENT_STARTUP_PERIOD_SECONDS,
             "failureThreshold": AGENT_STARTUP_FAILURE_THRESHOLD,
         },
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "volumeMounts": [_home_mount(), token_mount(AGENT_TOKEN_VOLUME)],
+        "resources": AGENT_RESOURCES,
+        "securityContext": agent_security_context(),
+        "volumeMounts": [_home_mount(), token_mount(AGENT_TOKEN_VOLUME), agent_tmp_mount()],
     }
 
 
@@ -136,6 +145,7 @@ def _rstudio_container(ws: Workspace, settings: OperatorSettings) -> dict[str, A
         "resources": spec.resources.with_defaults(),
         "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
         "lifecycle": {"preStop": {"exec": {"command": PRESTOP_COMMAND}}},
+        "securityContext": ide_security_context(),
         "volumeMounts": [
             _home_mount(),
             {"name": SPARK_CONF_VOLUME, "mountPath": SPARK_CONF_DIR, "readOnly": True},
@@ -158,7 +168,11 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
         "subdomain": spark_service,
         # Service links would flood the R session with variables of every Service.
         "enableServiceLinks": False,
-        "securityContext": {"fsGroup": RSTUDIO_GID, "fsGroupChangePolicy": "OnRootMismatch"},
+        "securityContext": {
+            "fsGroup": RSTUDIO_GID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            **pod_security_context(),
+        },
         # Leave a failed node sooner than Kubernetes' default 300 s.
         "tolerations": [
             {
@@ -184,7 +198,7 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
     spec["volumes"].append(ide_token_volume())
     if ws.spec.snapshot.enabled:
         spec["initContainers"] = [_agent_container(ws, settings)]
-        spec["volumes"].append(agent_token_volume(ws))
+        spec["volumes"] += [agent_token_volume(ws), agent_tmp_volume()]
     pod = child(ws, "v1", "Pod", names.pod_name(ws.name), extra_labels=rstudio_pod_selector(ws))
     pod["spec"] = spec
     pod["metadata"]["annotations"] = {names.POD_SPEC_HASH_ANNOTATION: pod_spec_hash(pod)}
