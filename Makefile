@@ -40,6 +40,7 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+	@bash hack/lint-manifests.sh
 
 # --- install: CRDs, manifests, images (docs/installation.md) ---
 
