@@ -55,7 +55,8 @@ BC_SKIP_MAPPING=TRUE "$TOOLS/bin/checkov" --quiet --compact --skip-download \
 ignores=()
 for test in "${KUBE_SCORE_SKIPS[@]}"; do ignores+=(--ignore-test "$test"); done
 # CPU limits: as CKV_K8S_11.
-"$ROOT/.local/bin/kube-score" score --output-format ci --ignore-container-cpu-limit "${ignores[@]}" \
+"$ROOT/.local/bin/kube-score" score --output-format ci --ignore-container-cpu-limit \
+  --enable-optional-test container-seccomp-profile "${ignores[@]}" \
   "$out"/base/*.yaml "$out"/workspaces/*.yaml | { grep -v '^\[OK\]' || true; }
 
 echo "lint-manifests: checkov $CHECKOV_VERSION and kube-score clean on the base and" \
