@@ -24,7 +24,10 @@ SAMPLE_SETTINGS = OperatorSettings(
 BASE_KINDS = {
     "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
     "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "ClusterKopfPeering",
+    "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 }  # fmt: skip
+# What the admission policy reads from its copy of the settings (admission.yaml).
+ADMISSION_KEYS = ("RSPARK_SPARK_EXECUTOR_IMAGE", "RSPARK_ALLOWED_IMAGE_PREFIXES")
 
 
 def apply(manifest: dict[str, Any], *, dry_run: bool) -> str:
@@ -34,10 +37,17 @@ def apply(manifest: dict[str, Any], *, dry_run: bool) -> str:
     )
 
 
+def config_map(objects: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    (found,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(prefix)
+    ]
+    return dict(found["data"])
+
+
 def settings_of(objects: list[dict[str, Any]]) -> OperatorSettings:
-    (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    data = config_map(objects, "rspark-operator-settings")
     fields = {key.removeprefix("RSPARK_").lower(): value
-              for key, value in config_map["data"].items()}  # fmt: skip
+              for key, value in data.items()}  # fmt: skip
     return OperatorSettings(**fields)
 
 
@@ -195,3 +205,12 @@ def test_make_crds_leaves_the_committed_crd_alone_when_generation_fails() -> Non
     regenerated = make("crds")
     assert regenerated.returncode == 0, regenerated.stderr
     assert crd.read_bytes() == before  # the committed CRD is the generated one
+
+
+@pytest.mark.parametrize("kustomization", [BASE, OVERLAYS / "dev", OVERLAYS / "production-example"])
+def test_the_admission_policy_reads_the_operators_image_settings(kustomization: Path) -> None:
+    objects = build(kustomization)
+    operator = config_map(objects, "rspark-operator-settings")
+    admission = config_map(objects, "rspark-admission-settings")
+    for key in ADMISSION_KEYS:
+        assert operator.get(key) == admission.get(key), key
