@@ -21,7 +21,10 @@ from kubernetes import client
 
 from rspark_operator import names
 from rspark_operator.api import GROUP, PLURAL, VERSION
+from rspark_operator.builders import build_pod
 from rspark_operator.builders.spark import DRIVER_PORT, SPARK_CONF_DIR, SPARK_DEFAULTS_FILE
+from rspark_operator.settings import OperatorSettings
+from rspark_operator.validation import parse_workspace
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
 
@@ -367,3 +370,41 @@ def test_namespace_roles_reach_workspaces_and_their_url_without_secrets(
     core = client.CoreV1Api(viewer)
     refused(lambda: core.read_namespaced_secret(names.passwords_secret_name("carol"), namespace))
     refused(lambda: core.list_namespaced_secret(namespace))
+
+
+def test_the_agent_meets_restricted_and_the_workspace_pod_baseline(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    """Pod Security admission of the API server judges the pod the operator builds."""
+    core = client.CoreV1Api(kube)
+    body = sample("alice")
+    body["metadata"] |= {"namespace": namespace, "uid": "00000000-0000-0000-0000-000000000001"}
+    settings = OperatorSettings(snapshot_repository_base="s3:http://s3.test:8333/rspark")
+    pod = build_pod(parse_workspace(body, settings), settings)
+    pod["metadata"].pop("ownerReferences")
+    pod["metadata"].pop("namespace")
+    # The agent alone: its container (a plain one here) and the volumes it mounts.
+    agent = copy.deepcopy(pod)
+    (container,) = agent["spec"].pop("initContainers")
+    container.pop("restartPolicy")
+    agent["spec"]["containers"] = [container]
+    mounted = {m["name"] for m in container["volumeMounts"]}
+    agent["spec"]["volumes"] = [v for v in agent["spec"]["volumes"] if v["name"] in mounted]
+    levels = {}
+    for level in ("baseline", "restricted"):
+        levels[level] = f"{namespace}-{level}"[:63]
+        labels = {"pod-security.kubernetes.io/enforce": level}
+        core.create_namespace({"metadata": {"name": levels[level], "labels": labels}})
+        account = {"metadata": {"name": pod["spec"]["serviceAccountName"]}}
+        core.create_namespaced_service_account(levels[level], account)
+    try:
+        core.create_namespaced_pod(levels["baseline"], pod, dry_run=DRY_RUN)
+        core.create_namespaced_pod(levels["restricted"], agent, dry_run=DRY_RUN)
+        # The whole pod is not `restricted`: the IDE's init starts as root.
+        message = refused(
+            lambda: core.create_namespaced_pod(levels["restricted"], pod, dry_run=DRY_RUN)
+        )
+        assert 'violates PodSecurity \\"restricted:latest\\"' in message
+    finally:
+        for name in levels.values():
+            core.delete_namespace(name)
