@@ -59,5 +59,6 @@ for test in "${KUBE_SCORE_SKIPS[@]}"; do ignores+=(--ignore-test "$test"); done
   --enable-optional-test container-seccomp-profile "${ignores[@]}" \
   "$out"/base/*.yaml "$out"/workspaces/*.yaml | { grep -v '^\[OK\]' || true; }
 
+rendered=("$out"/workspaces/*.yaml)
 echo "lint-manifests: checkov $CHECKOV_VERSION and kube-score clean on the base and" \
-  "$(ls "$out/workspaces" | wc -l) rendered workspaces"
+  "${#rendered[@]} rendered workspaces"
