@@ -42,6 +42,7 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+	@bash hack/lint-manifests.sh
 
 # docs/reference/*.md and manifests/base/settings.env from the code (devtools/reference.py);
 # pure and fast, a unit test fails when one is stale.

@@ -140,7 +140,9 @@ def dev() -> None:
         flush=True,
     )
     script = Path(sys.executable).parent / "rspark-operator"
-    os.execve(script, [str(script)], operator_environment(s3))
+    # path-prefix.yaml chooses its host in example.com.
+    environment = operator_environment(s3, allowed_ingress_domains="example.com")
+    os.execve(script, [str(script)], environment)
 
 
 if __name__ == "__main__":

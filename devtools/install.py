@@ -54,6 +54,11 @@ def service_account_kubeconfig(
     """A kubeconfig for the local cluster that authenticates as a ServiceAccount (by
     default the operator's), with a token from the TokenRequest API."""
     token = kubectl("create", "token", account, "-n", namespace, "--duration=2h").strip()
+    return token_kubeconfig(path, account, token)
+
+
+def token_kubeconfig(path: Path, account: str, token: str) -> Path:
+    """A kubeconfig for the local cluster that authenticates with `token` only."""
     admin = yaml.safe_load(localcluster.KUBECONFIG.read_text())
     cluster = admin["clusters"][0]["cluster"]
     config = {

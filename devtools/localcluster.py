@@ -52,6 +52,7 @@ NODES_DIR = STATE_DIR / "nodes"
 PKI_DIR = CLUSTER_DIR / "pki"
 FORWARD_BINARY = BIN / "rspark-bridge-forward"
 NODE_NAMES = ("kwok-node-a", "kwok-node-b")
+NODE_RESOURCES = {"cpu": "64", "memory": "512Gi", "pods": "2000", "ephemeral-storage": "1Ti"}
 BUCKET = "rspark"
 STORAGE_CLASS = "standard"
 PROVISIONER_BINARY = BIN / "rspark-local-provisioner"
@@ -294,10 +295,8 @@ def node(name: str) -> dict[str, Any]:
                 KUBELET_LABEL: "running",
             },
         },
-        "status": {
-            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "2000"},
-            "capacity": {"cpu": "64", "memory": "512Gi", "pods": "2000"},
-        },
+        # As a kubelet reports them, ephemeral storage included (pods request it).
+        "status": {"allocatable": NODE_RESOURCES, "capacity": NODE_RESOURCES},
     }
 
 

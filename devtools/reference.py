@@ -273,7 +273,10 @@ VARIANTS: dict[str, Any] = {
     "ingress.tlsSecretName": "alice-tls",
 }
 SAMPLE_SETTINGS = OperatorSettings(
-    snapshot_repository_base="s3:https://s3.example.com/rspark", ingress_domain="example.com"
+    snapshot_repository_base="s3:https://s3.example.com/rspark",
+    ingress_domain="example.com",
+    allowed_image_prefixes=["registry.example.com/"],
+    allowed_ingress_domains=["example.com", "example.org"],
 )
 # What a change of each kind of child does to a running workspace.
 CHILD_EFFECTS = {

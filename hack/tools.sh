@@ -72,6 +72,8 @@ main() {
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
       helm) build_helm ;;
+      # Not for the cluster: make lint (hack/lint-manifests.sh).
+      kube-score) build kube-score "" kube-score=github.com/zegl/kube-score/cmd/kube-score ;;
       *) log "unknown tool $tool"; exit 2 ;;
     esac
   done

@@ -22,10 +22,10 @@ SNAPSHOT_INTERVAL: Final = f"{ENV_PREFIX}SNAPSHOT_INTERVAL"
 SNAPSHOT_EXCLUDE: Final = f"{ENV_PREFIX}SNAPSHOT_EXCLUDE"
 SECRET_PATHS: Final = f"{ENV_PREFIX}SECRET_PATHS"
 RETENTION: Final = f"{ENV_PREFIX}RETENTION"
-SECRETS_NAME: Final = f"{ENV_PREFIX}SECRETS_NAME"
 METRICS_PORT: Final = f"{ENV_PREFIX}METRICS_PORT"
 RESTORE_FROM: Final = f"{ENV_PREFIX}RESTORE_FROM"
-# Every agent variable the pod builder may set.
+# Every agent variable the pod builder may set (RSPARK_SECRETS_NAME is not one: with
+# RSPARK_WORKSPACE the agent derives its home-secrets Secret from the workspace).
 AGENT_VARIABLES: Final = (
     WORKSPACE,
     SNAPSHOT_HOST,
@@ -33,7 +33,6 @@ AGENT_VARIABLES: Final = (
     SNAPSHOT_EXCLUDE,
     SECRET_PATHS,
     RETENTION,
-    SECRETS_NAME,
     METRICS_PORT,
     RESTORE_FROM,
 )

@@ -65,8 +65,9 @@ IDES: Mapping[IdeName, Ide] = {
         serves_under_prefix=False,
         # Open-source RStudio Server has no health endpoint; "/" redirects to sign-in.
         readiness_path="",
-        # rocker's switch that starts RStudio without a login.
-        reserved_env=frozenset({"DISABLE_AUTH"}),
+        # Rocker's init switches: DISABLE_AUTH turns the login off, ROOT grants sudo,
+        # USERID and GROUPID change the user's ids and so who owns the home.
+        reserved_env=frozenset({"DISABLE_AUTH", "ROOT", "USERID", "GROUPID"}),
     ),
     "jupyterlab": Ide(
         name="jupyterlab",

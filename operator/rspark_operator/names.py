@@ -35,16 +35,48 @@ def pod_name(workspace: str) -> str:
     return workspace
 
 
+# The workspace's three identities (see docs/security.md). The suffixes are the
+# contract with the admission policy (manifests/base/admission.yaml), which knows a
+# workspace's IDE identity by its username, system:serviceaccount:<ns>:<ws>-rspark-ide.
+IDE_IDENTITY_SUFFIX = "-rspark-ide"
+AGENT_IDENTITY_SUFFIX = "-rspark-agent"
+EXECUTOR_IDENTITY_SUFFIX = "-rspark-executor"
+
+
 def service_account_name(workspace: str) -> str:
-    return workspace
+    """The pod's own account: the IDE container, where Spark's driver runs, holds its token."""
+    return f"{workspace}{IDE_IDENTITY_SUFFIX}"
 
 
 def role_name(workspace: str) -> str:
-    return workspace
+    return service_account_name(workspace)
 
 
 def role_binding_name(workspace: str) -> str:
-    return workspace
+    return service_account_name(workspace)
+
+
+def agent_service_account_name(workspace: str) -> str:
+    """The snapshot agent's account; its token reaches the agent container only."""
+    return f"{workspace}{AGENT_IDENTITY_SUFFIX}"
+
+
+def agent_role_name(workspace: str) -> str:
+    return agent_service_account_name(workspace)
+
+
+def agent_role_binding_name(workspace: str) -> str:
+    return agent_service_account_name(workspace)
+
+
+def agent_token_secret_name(workspace: str) -> str:
+    """The agent account's token, filled in by Kubernetes (type service-account-token)."""
+    return f"{agent_service_account_name(workspace)}-token"
+
+
+def executor_service_account_name(workspace: str) -> str:
+    """Spark's executors run under it: no rights, no token mounted."""
+    return f"{workspace}{EXECUTOR_IDENTITY_SUFFIX}"
 
 
 HOME_CLAIM_SUFFIX = "-home"
@@ -76,6 +108,10 @@ def home_secrets_name(workspace: str) -> str:
 
 def network_policy_name(workspace: str) -> str:
     return workspace
+
+
+def egress_policy_name(workspace: str) -> str:
+    return f"{workspace}-egress"
 
 
 def ingress_name(workspace: str) -> str:

@@ -120,6 +120,23 @@ class OperatorSettings(BaseSettings):
         description="Secret (in the workspace namespace) with AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY.",
     )
+    allowed_image_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated prefixes (e.g. registry.example.com/rspark/) that "
+        "spec.image and spec.spark.executorImage must start with; empty: only the configured "
+        "images. The admission policy (manifests/base/admission.yaml) reads the same setting "
+        "for executor pods.",
+    )
+    allowed_ingress_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated domains that spec.ingress.host must be in (the domain "
+        "itself or below it); empty: workspaces may not choose their host.",
+    )
+    block_metadata_egress: bool = Field(
+        default=True,
+        description="Workspace pods may not reach the cloud metadata address "
+        "(169.254.169.254), which hands out the node's cloud credentials.",
+    )
     storage_class: OptionalName = Field(default=None, description="Storage class of homes.")
     watch_namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -229,7 +246,9 @@ class OperatorSettings(BaseSettings):
             raise ValueError(f"not node labels: {', '.join(bad)}")
         return selector
 
-    @field_validator("watch_namespaces", mode="before")
+    @field_validator(
+        "watch_namespaces", "allowed_image_prefixes", "allowed_ingress_domains", mode="before"
+    )
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         if isinstance(value, str):
@@ -243,6 +262,20 @@ class OperatorSettings(BaseSettings):
         if bad:
             raise ValueError(f"not namespace names: {', '.join(bad)}")
         return namespaces
+
+    @field_validator("allowed_ingress_domains")
+    @classmethod
+    def _domains_are_names(cls, domains: list[str]) -> list[str]:
+        bad = [domain for domain in domains if not _DNS_NAME.fullmatch(domain)]
+        if bad:
+            raise ValueError(f"not DNS names: {', '.join(bad)}")
+        return domains
+
+    def image_allowed(self, image: str, configured: str) -> bool:
+        """Under an allowed prefix; without any, only the configured image itself."""
+        if self.allowed_image_prefixes:
+            return image.startswith(tuple(self.allowed_image_prefixes))
+        return image == configured
 
     @field_validator("snapshot_repository_base")
     @classmethod

@@ -75,6 +75,7 @@ def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
             "spec.snapshot.repository is required: the operator has no default "
             "repository base (RSPARK_SNAPSHOT_REPOSITORY_BASE)"
         )
+    problems.extend(_policy_problems(ws, settings))
     assigned = replace(ws, spec=ws.spec.model_copy(update={"ingress": IngressSpec()}))
     host, assigned_host = ingress_host(ws, settings), ingress_host(assigned, settings)
     shared_paths = settings.ingress_mode == "path" and host == assigned_host
@@ -86,6 +87,33 @@ def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
             f"spec.ingress: {host}{ingress_path(ws, settings)} is inside the operator's domain "
             f"{settings.ingress_domain}, where URLs are assigned by workspace name; remove "
             f"spec.ingress.host and spec.ingress.path or use a host outside that domain"
+        )
+    return problems
+
+
+def _policy_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
+    """What the platform allows its tenants to choose: images and hosts."""
+    problems = []
+    allowed = (
+        f"under {', '.join(settings.allowed_image_prefixes)}"
+        if settings.allowed_image_prefixes
+        else "the operator's own"
+    )
+    for field, image, configured in (
+        ("spec.image", ws.spec.image, settings.workspace_image),
+        ("spec.spark.executorImage", ws.spec.spark.executor_image, settings.spark_executor_image),
+    ):
+        if image and not settings.image_allowed(image, configured):
+            problems.append(
+                f"{field}: {image} is not an allowed image ({allowed}; "
+                "RSPARK_ALLOWED_IMAGE_PREFIXES)"
+            )
+    host = ws.spec.ingress.host
+    if host and not any(_in_domain(host, d) for d in settings.allowed_ingress_domains):
+        domains = ", ".join(settings.allowed_ingress_domains) or "none"
+        problems.append(
+            f"spec.ingress.host: {host} is not in an allowed domain ({domains}; "
+            "RSPARK_ALLOWED_INGRESS_DOMAINS)"
         )
     return problems
 

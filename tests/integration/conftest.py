@@ -99,6 +99,8 @@ OPERATOR_SETTINGS = {
     "node_failure_toleration_seconds": "5",
     "termination_grace_seconds": "10",
     "node_lost_force_delete_seconds": "5",
+    # Workspaces of test_workspace change their image to example.org/rspark:2.
+    "allowed_image_prefixes": "ghcr.io/rspark-dev/,example.org/",
 }
 
 

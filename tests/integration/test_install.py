@@ -17,10 +17,17 @@ from rspark_operator.validation import parse_workspace
 from tests.support.kube import wait_until
 
 SAMPLES = ROOT / "manifests" / "samples"
+# path-prefix.yaml chooses its host, in a domain the platform allows.
+SAMPLE_SETTINGS = OperatorSettings(
+    snapshot_repository_base="s3:http://s3/b", allowed_ingress_domains=["example.com"]
+)
 BASE_KINDS = {
     "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
     "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "ClusterKopfPeering",
+    "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 }  # fmt: skip
+# What the admission policy reads from its copy of the settings (admission.yaml).
+ADMISSION_KEYS = ("RSPARK_SPARK_EXECUTOR_IMAGE", "RSPARK_ALLOWED_IMAGE_PREFIXES")
 
 
 def apply(manifest: dict[str, Any], *, dry_run: bool) -> str:
@@ -30,10 +37,17 @@ def apply(manifest: dict[str, Any], *, dry_run: bool) -> str:
     )
 
 
+def config_map(objects: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    (found,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(prefix)
+    ]
+    return dict(found["data"])
+
+
 def settings_of(objects: list[dict[str, Any]]) -> OperatorSettings:
-    (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    data = config_map(objects, "rspark-operator-settings")
     fields = {key.removeprefix("RSPARK_").lower(): value
-              for key, value in config_map["data"].items()}  # fmt: skip
+              for key, value in data.items()}  # fmt: skip
     return OperatorSettings(**fields)
 
 
@@ -178,7 +192,7 @@ def test_every_sample_is_a_valid_workspace(kube: client.ApiClient, namespace: st
             dry_run="All", field_validation="Strict",
         )  # fmt: skip
         created["metadata"].setdefault("uid", "dry-run")
-        parse_workspace(created, OperatorSettings(snapshot_repository_base="s3:http://s3/b"))
+        parse_workspace(created, SAMPLE_SETTINGS)
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -197,3 +211,12 @@ def test_make_crds_leaves_the_committed_crd_alone_when_generation_fails() -> Non
     regenerated = make("crds")
     assert regenerated.returncode == 0, regenerated.stderr
     assert crd.read_bytes() == before  # the committed CRD is the generated one
+
+
+@pytest.mark.parametrize("kustomization", [BASE, OVERLAYS / "dev", OVERLAYS / "production-example"])
+def test_the_admission_policy_reads_the_operators_image_settings(kustomization: Path) -> None:
+    objects = build(kustomization)
+    operator = config_map(objects, "rspark-operator-settings")
+    admission = config_map(objects, "rspark-admission-settings")
+    for key in ADMISSION_KEYS:
+        assert operator.get(key) == admission.get(key), key

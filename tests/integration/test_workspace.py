@@ -84,7 +84,8 @@ def test_create_makes_every_child_and_runs(
             owner = obj.metadata.owner_references[0]
             assert (owner.kind, owner.uid, owner.controller) == (
                 "RStudioWorkspace", created["metadata"]["uid"], True)  # fmt: skip
-    assert {s.metadata.name for s in found["Secret"]} == KEPT_SECRETS
+    # And the agent's token, owned by the workspace (builders/identity.py).
+    assert {s.metadata.name for s in found["Secret"]} == {*KEPT_SECRETS, "alice-rspark-agent-token"}
     driver = next(s for s in found["Service"] if s.spec.cluster_ip == "None")
     assert driver.spec.publish_not_ready_addresses is True
     pod = found["Pod"][0]

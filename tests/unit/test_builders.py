@@ -65,14 +65,20 @@ def test_children_come_in_apply_order() -> None:
     kinds = [child["kind"] for child in build_children(workspace(), settings())]
     assert kinds == [
         "ServiceAccount",
+        "ServiceAccount",
+        "ServiceAccount",
         "Role",
         "RoleBinding",
+        "Role",
+        "RoleBinding",
+        "Secret",
         "ConfigMap",
         "PersistentVolumeClaim",
         "Secret",
         "Service",
         "Service",
         "Ingress",
+        "NetworkPolicy",
         "NetworkPolicy",
     ]
 
@@ -130,9 +136,14 @@ def test_label_safe_keeps_distinct_users_distinct() -> None:
 def test_children_names_derive_from_the_workspace_name() -> None:
     names = {(c["kind"], c["metadata"]["name"]) for c in every_child()}
     assert names == {
-        ("ServiceAccount", "demo"),
-        ("Role", "demo"),
-        ("RoleBinding", "demo"),
+        ("ServiceAccount", "demo-rspark-ide"),
+        ("ServiceAccount", "demo-rspark-agent"),
+        ("ServiceAccount", "demo-rspark-executor"),
+        ("Role", "demo-rspark-ide"),
+        ("RoleBinding", "demo-rspark-ide"),
+        ("Role", "demo-rspark-agent"),
+        ("RoleBinding", "demo-rspark-agent"),
+        ("Secret", "demo-rspark-agent-token"),
         ("ConfigMap", "demo-spark"),
         ("PersistentVolumeClaim", "demo-home"),
         ("Secret", "demo-home-secrets"),
@@ -141,20 +152,25 @@ def test_children_names_derive_from_the_workspace_name() -> None:
         ("Service", "demo-spark-driver"),
         ("Ingress", "demo"),
         ("NetworkPolicy", "demo"),
+        ("NetworkPolicy", "demo-egress"),
         ("Pod", "demo"),
     }
 
 
-def test_role_limits_the_agent_to_its_own_objects() -> None:
-    (role,) = by_kind(build_children(workspace(), settings()))["Role"]
-    named = {
-        (rule["apiGroups"][0], resource): rule.get("resourceNames")
-        for rule in role["rules"]
-        for resource in rule["resources"]
+def test_roles_split_spark_from_the_agent_limited_to_its_own_objects() -> None:
+    roles = {
+        r["metadata"]["name"]: r for r in by_kind(build_children(workspace(), settings()))["Role"]
     }
-    assert named == {
-        ("", "pods"): None,
-        ("", "configmaps"): None,
+
+    def named(role: Manifest) -> dict[tuple[str, str], list[str] | None]:
+        return {
+            (rule["apiGroups"][0], resource): rule.get("resourceNames")
+            for rule in role["rules"]
+            for resource in rule["resources"]
+        }
+
+    assert named(roles["demo-rspark-ide"]) == {("", "pods"): None, ("", "configmaps"): None}
+    assert named(roles["demo-rspark-agent"]) == {
         ("rspark.dev", "rstudioworkspaces"): ["demo"],
         ("rspark.dev", "rstudioworkspaces/status"): ["demo"],
         ("", "secrets"): ["demo-home-secrets"],
@@ -175,7 +191,8 @@ def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
             "spark.port.maxRetries": "3",
             "spark.driver.bindAddress": "0.0.0.0",
             "spark.kubernetes.namespace": "team",
-            "spark.kubernetes.authenticate.driver.serviceAccountName": "demo",
+            "spark.kubernetes.authenticate.driver.serviceAccountName": "demo-rspark-ide",
+            "spark.kubernetes.authenticate.executor.serviceAccountName": "demo-rspark-executor",
             "spark.kubernetes.driver.pod.name": "demo",
             "spark.kubernetes.executor.podNamePrefix": "demo",
             "spark.kubernetes.container.image": settings().spark_executor_image,
@@ -301,14 +318,22 @@ def test_pod_runs_the_agent_as_a_native_sidecar_gating_rstudio() -> None:
     assert agent["command"] == ["rspark-agent", "run", "--home", "/home/rstudio"]
     assert agent["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert agent["ports"] == [{"name": "metrics", "containerPort": 9090}]
-    assert agent["volumeMounts"] == [{"name": "home", "mountPath": "/home/rstudio"}]
+    assert agent["volumeMounts"] == [
+        {"name": "home", "mountPath": "/home/rstudio"},
+        {
+            "name": "agent-token",
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            "readOnly": True,
+        },
+        {"name": "agent-tmp", "mountPath": "/tmp"},
+    ]
 
 
 def test_pod_ide_container() -> None:
     pod = build_pod(workspace(env=[{"name": "TZ", "value": "UTC"}]), settings())
     rstudio = container(pod, "ide")
     assert pod["spec"]["restartPolicy"] == "Always"
-    assert pod["spec"]["serviceAccountName"] == "demo"
+    assert pod["spec"]["serviceAccountName"] == "demo-rspark-ide"
     assert pod["spec"]["hostname"] == "demo"
     assert pod["spec"]["subdomain"] == "demo-spark-driver"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 120
@@ -321,7 +346,11 @@ def test_pod_ide_container() -> None:
         "PASSWORD": {"secretKeyRef": {"name": "demo-passwords", "key": "rstudio-password"}},
         "SPARK_CONF_DIR": "/opt/spark/conf",
     }
-    assert {m["mountPath"] for m in rstudio["volumeMounts"]} == {"/home/rstudio", "/opt/spark/conf"}
+    assert {m["mountPath"] for m in rstudio["volumeMounts"]} == {
+        "/home/rstudio",
+        "/opt/spark/conf",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+    }
     assert rstudio["resources"] == {
         "requests": {"cpu": "500m", "memory": "2Gi"},
         "limits": {"memory": "4Gi"},
@@ -360,7 +389,6 @@ def test_agent_environment_contract() -> None:
             {"keepLast": 3, "keepHourly": 24, "keepDaily": 7, "keepWeekly": 4}
         ),
         "RSPARK_RESTORE_FROM": "0123abcd",
-        "RSPARK_SECRETS_NAME": "demo-home-secrets",
         "RSPARK_METRICS_PORT": "9090",
     }
 
@@ -481,15 +509,18 @@ def test_home_claim_and_secrets() -> None:
     (claim,) = kinds["PersistentVolumeClaim"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert claim["spec"]["storageClassName"] == "fast"
-    (home_secrets,) = kinds["Secret"]
+    (home_secrets,) = [s for s in kinds["Secret"] if s["metadata"]["name"] == "demo-home-secrets"]
     assert "data" not in home_secrets  # the agent owns the data
     # Where the snapshots are, on the Secret that outlives the workspace.
     assert home_secrets["metadata"]["annotations"] == {
         "rspark.dev/snapshot-repository": "s3:http://s3.test:8333/rspark/team/demo",
         "rspark.dev/snapshot-credentials-secret": "rspark-s3-credentials",
     }
-    (unsnapshotted,) = by_kind(build_children(workspace(snapshot={"enabled": False}), settings()))[
-        "Secret"
+    unsnapshotted_kinds = by_kind(
+        build_children(workspace(snapshot={"enabled": False}), settings())
+    )
+    (unsnapshotted,) = [
+        s for s in unsnapshotted_kinds["Secret"] if s["metadata"]["name"] == "demo-home-secrets"
     ]
     assert "annotations" not in unsnapshotted["metadata"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from rspark_operator.builders import build_pod
-from rspark_operator.builders.policy import build_network_policy
+from rspark_operator.builders.policy import build_egress_policy, build_network_policy
 from rspark_operator.builders.spark import spark_properties
 from tests.unit.workspaces import settings, workspace
 
@@ -78,3 +78,32 @@ def test_agent_metrics_open_only_when_a_metrics_namespace_is_given() -> None:
     assert rule_for(opened, 9090)["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+
+
+def _ip_blocks(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [peer["ipBlock"] for rule in policy["spec"]["egress"] for peer in rule.get("to", [])
+            if "ipBlock" in peer]  # fmt: skip
+
+
+def test_workspace_pods_may_not_reach_the_cloud_metadata_address() -> None:
+    ws = workspace()
+    policy = build_egress_policy(ws, settings())
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    pod = build_pod(ws, settings())
+    executor = {
+        key.removeprefix(EXECUTOR_LABEL_PREFIX): value
+        for key, value in spark_properties(ws, settings()).items()
+        if key.startswith(EXECUTOR_LABEL_PREFIX)
+    }
+    assert matches(policy["spec"]["podSelector"], pod["metadata"]["labels"])
+    assert matches(policy["spec"]["podSelector"], executor)
+    blocks = _ip_blocks(policy)
+    assert {b["cidr"] for b in blocks} == {"0.0.0.0/0", "::/0"}
+    assert "169.254.169.254/32" in blocks[0]["except"]
+    # Pods of the cluster (DNS, the executors, the API) stay reachable.
+    assert {"to": [{"namespaceSelector": {}}]} in policy["spec"]["egress"]
+
+
+def test_metadata_blocking_can_be_turned_off_without_leaving_the_policy_behind() -> None:
+    policy = build_egress_policy(workspace(), settings(block_metadata_egress=False))
+    assert policy["spec"]["egress"] == [{}]

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.unit
 NAMESPACE = "team"
 NAME = "demo"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-SETTINGS = settings()
+# Workspaces here may name their own images (spec.image).
+SETTINGS = settings(allowed_image_prefixes=["rstudio:"])
 WORKSPACE = (KIND, NAMESPACE, NAME)
 POD = ("Pod", NAMESPACE, NAME)
 ROLLOUT = Rollout(max_pods=1)
@@ -216,7 +217,7 @@ def test_an_unchanged_status_is_not_written() -> None:
 def test_a_change_of_the_operator_waits_for_the_rollout_or_a_restart() -> None:
     fake = FakeApi()
     running(fake)
-    upgraded = settings(workspace_image="rstudio:upgraded")
+    upgraded = settings(workspace_image="rstudio:upgraded", allowed_image_prefixes=["rstudio:"])
     body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
     assert body is not None
     busy = Rollout(max_pods=1)
@@ -265,7 +266,7 @@ def test_never_more_pods_replaced_at_once_than_the_rollout_allows() -> None:
     for name in names:
         fake.objects[("Pod", NAMESPACE, name)]["status"] = {
             "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
-    upgraded = settings(workspace_image="rstudio:upgraded")
+    upgraded = settings(workspace_image="rstudio:upgraded", allowed_image_prefixes=["rstudio:"])
     for _ in range(10):
         reconcile_all(upgraded)
         pods = [fake.objects.get(("Pod", NAMESPACE, name)) for name in names]

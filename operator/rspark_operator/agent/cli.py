@@ -83,10 +83,9 @@ def build_agent(settings: AgentSettings, home: Path, *, cache_in_home: bool = Tr
         namespace, name = target
         api = api_client()
         status.sinks.append(KubeStatusSink(api, namespace, name))
+        # Never None with a workspace: its own home-secrets Secret by default.
         if settings.secrets_name:
             store = KubeSecretStore(api, namespace, settings.secrets_name, SECRET_KEY)
-        else:
-            log.warning("RSPARK_SECRETS_NAME unset: secret paths are not kept")
     return Agent(settings, home, status=status, secret_store=store, cache_in_home=cache_in_home)
 
 

@@ -39,6 +39,11 @@ RESTIC_CACHE = AGENT_DIR / "restic"
 RESTORED_FROM_TAG = "rspark-restored-from"
 # Unreadable paths named in a condition message; the log has them all.
 UNREADABLE_NAMED = 5
+# Said at start when no Secret keeps the secret paths (standalone: no workspace, no Secret).
+NOT_KEPT_MESSAGE = (
+    "no Secret keeps the secret paths %s (standalone: RSPARK_WORKSPACE unset): "
+    "they are left out of snapshots and will not be restored"
+)
 
 
 class AgentError(Exception):
@@ -123,10 +128,8 @@ class Agent:
             on_storage_retry=self._storage_retry,
         )
         self.secret_store = secret_store if settings.workspace else None
-        keep_secrets = self.secret_store is not None
-        self.excludes = build_excludes(
-            settings.snapshot_exclude, settings.secret_paths if keep_secrets else ()
-        )
+        # Secret paths never go to object storage: kept in a Secret, or not at all.
+        self.excludes = build_excludes(settings.snapshot_exclude, settings.secret_paths)
         self._excludes_dir = Path(tempfile.mkdtemp(prefix="rspark-agent-"))
         self.excludes_file = self._excludes_dir / "excludes"
         self.excludes_file.write_text("\n".join(restic_patterns(self.excludes, self.home)) + "\n")
@@ -137,17 +140,14 @@ class Agent:
         self._retry_reported = False
         # Set by any report of a damaged repository, cleared only by a passing check.
         self.corrupt: str | None = None
-        if keep_secrets:
+        if self.secret_store is not None:
             log.info(
                 "secret paths %s are kept in Secret %s, not in restic",
                 settings.secret_paths,
                 settings.secrets_name,
             )
         else:
-            log.info(
-                "standalone: secret paths %s are backed up by restic like any file",
-                settings.secret_paths,
-            )
+            log.warning(NOT_KEPT_MESSAGE, settings.secret_paths)
 
     def close(self) -> None:
         shutil.rmtree(self._excludes_dir, ignore_errors=True)

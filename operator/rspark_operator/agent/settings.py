@@ -11,9 +11,10 @@ import json
 from pathlib import Path, PurePath
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rspark_operator import names
 from rspark_operator.contract import ENV_PREFIX, RETENTION_KEYS
 from rspark_operator.quantity import parse_duration
 
@@ -72,7 +73,10 @@ class AgentSettings(BaseSettings):
         "(spec.snapshot.restoreFrom).",
     )
     secrets_name: str | None = Field(
-        default=None, description="Name of the Secret that holds the secret paths."
+        default=None,
+        validate_default=True,
+        description="The Secret that keeps the secret paths; with a workspace, its own "
+        "home-secrets Secret by default. Without one, secret paths are not kept at all.",
     )
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of /metrics, /readyz and /status."
@@ -126,6 +130,14 @@ class AgentSettings(BaseSettings):
                 raise ValueError(f"secret path {item!r} must be a path inside the home")
             cleaned.append(path)
         return cleaned
+
+    @field_validator("secrets_name")
+    @classmethod
+    def _workspace_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        workspace = info.data.get("workspace")
+        if value or not workspace:
+            return value
+        return names.home_secrets_name(workspace.split("/", 1)[1])
 
     @field_validator("retention", mode="before")
     @classmethod

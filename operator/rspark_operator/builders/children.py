@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rspark_operator import names
-from rspark_operator.api import GROUP, PLURAL, Workspace
+from rspark_operator.api import Workspace
+from rspark_operator.builders.identity import build_identities
 from rspark_operator.builders.metadata import Manifest, child
 from rspark_operator.builders.network import (
     build_ide_service,
@@ -20,53 +21,10 @@ from rspark_operator.builders.pod import (
     snapshot_credentials_secret,
     snapshot_repository,
 )
-from rspark_operator.builders.policy import build_network_policy
+from rspark_operator.builders.policy import build_egress_policy, build_network_policy
 from rspark_operator.builders.spark import build_spark_config_map
 from rspark_operator.quantity import parse_quantity
 from rspark_operator.settings import OperatorSettings
-
-RBAC = "rbac.authorization.k8s.io"
-READ_WRITE = ["create", "get", "list", "watch", "delete"]
-
-
-def _rule(
-    api_group: str, resources: list[str], verbs: list[str], resource_names: list[str] | None = None
-) -> dict[str, Any]:
-    rule: dict[str, Any] = {"apiGroups": [api_group], "resources": resources, "verbs": verbs}
-    if resource_names:
-        rule["resourceNames"] = resource_names
-    return rule
-
-
-def build_service_account(ws: Workspace) -> Manifest:
-    return child(ws, "v1", "ServiceAccount", names.service_account_name(ws.name))
-
-
-def build_role(ws: Workspace) -> Manifest:
-    """Spark's driver manages executor pods and their configuration maps (client mode
-    makes no Service); the agent touches this workspace and its Secret only."""
-    role = child(ws, f"{RBAC}/v1", "Role", names.role_name(ws.name))
-    role["rules"] = [
-        _rule("", ["pods"], [*READ_WRITE, "deletecollection", "patch"]),
-        _rule("", ["configmaps"], READ_WRITE),
-        _rule(GROUP, [PLURAL], ["get"], [ws.name]),
-        _rule(GROUP, [f"{PLURAL}/status"], ["get", "patch", "update"], [ws.name]),
-        _rule("", ["secrets"], ["get", "update", "patch"], [names.home_secrets_name(ws.name)]),
-    ]
-    return role
-
-
-def build_role_binding(ws: Workspace) -> Manifest:
-    binding = child(ws, f"{RBAC}/v1", "RoleBinding", names.role_binding_name(ws.name))
-    binding["roleRef"] = {"apiGroup": RBAC, "kind": "Role", "name": names.role_name(ws.name)}
-    binding["subjects"] = [
-        {
-            "kind": "ServiceAccount",
-            "name": names.service_account_name(ws.name),
-            "namespace": ws.namespace,
-        }
-    ]
-    return binding
 
 
 def build_home_claim(ws: Workspace, settings: OperatorSettings) -> Manifest:
@@ -140,9 +98,7 @@ def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password
 def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
     """Every child but the pod and the passwords Secret; RBAC first, network last."""
     return [
-        build_service_account(ws),
-        build_role(ws),
-        build_role_binding(ws),
+        *build_identities(ws),
         build_spark_config_map(ws, settings),
         build_home_claim(ws, settings),
         build_home_secrets(ws, settings),
@@ -150,4 +106,5 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         build_spark_driver_service(ws),
         build_ingress(ws, settings),
         build_network_policy(ws, settings),
+        build_egress_policy(ws, settings),
     ]

@@ -8,6 +8,21 @@ from typing import Any
 
 from rspark_operator import contract, names
 from rspark_operator.api import Workspace
+from rspark_operator.builders.hardening import (
+    AGENT_RESOURCES,
+    agent_security_context,
+    agent_tmp_mount,
+    agent_tmp_volume,
+    ide_security_context,
+    pod_security_context,
+)
+from rspark_operator.builders.identity import (
+    AGENT_TOKEN_VOLUME,
+    IDE_TOKEN_VOLUME,
+    agent_token_volume,
+    ide_token_volume,
+    token_mount,
+)
 from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
@@ -74,7 +89,6 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
         {"name": contract.SNAPSHOT_EXCLUDE, "value": json.dumps(snapshot.exclude)},
         {"name": contract.SECRET_PATHS, "value": json.dumps(ws.spec.secret_paths)},
         {"name": contract.RETENTION, "value": json.dumps(snapshot.retention.wire())},
-        {"name": contract.SECRETS_NAME, "value": names.home_secrets_name(ws.name)},
         {"name": contract.METRICS_PORT, "value": str(settings.agent_metrics_port)},
     ]
     if snapshot.restore_from:
@@ -105,8 +119,9 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
             "periodSeconds": AGENT_STARTUP_PERIOD_SECONDS,
             "failureThreshold": AGENT_STARTUP_FAILURE_THRESHOLD,
         },
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "volumeMounts": [_home_mount()],
+        "resources": AGENT_RESOURCES,
+        "securityContext": agent_security_context(),
+        "volumeMounts": [_home_mount(), token_mount(AGENT_TOKEN_VOLUME), agent_tmp_mount()],
     }
 
 
@@ -141,9 +156,11 @@ def _ide_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
         "resources": spec.resources.with_defaults(),
         "readinessProbe": {"httpGet": {"path": probe_path, "port": "http"}, "periodSeconds": 5},
         "lifecycle": {"preStop": {"exec": {"command": list(PRESTOP_COMMAND)}}},
+        "securityContext": ide_security_context(),
         "volumeMounts": [
             _home_mount(),
             {"name": SPARK_CONF_VOLUME, "mountPath": SPARK_CONF_DIR, "readOnly": True},
+            token_mount(IDE_TOKEN_VOLUME),
         ],
     }
 
@@ -153,6 +170,8 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
     spark_service = names.spark_driver_service_name(ws.name)
     spec: dict[str, Any] = {
         "serviceAccountName": names.service_account_name(ws.name),
+        # Each container mounts its own identity's token (builders/identity.py).
+        "automountServiceAccountToken": False,
         # Containers restart in place; the operator replaces a pod that is gone or failed.
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
@@ -160,7 +179,11 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
         "subdomain": spark_service,
         # Service links would flood the R session with variables of every Service.
         "enableServiceLinks": False,
-        "securityContext": {"fsGroup": IDE_GID, "fsGroupChangePolicy": "OnRootMismatch"},
+        "securityContext": {
+            "fsGroup": IDE_GID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            **pod_security_context(),
+        },
         "tolerations": [
             # Leave a failed node sooner than Kubernetes' default 300 s.
             *(
@@ -188,8 +211,10 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
     }
     if settings.workspace_node_selector:
         spec["nodeSelector"] = dict(settings.workspace_node_selector)
+    spec["volumes"].append(ide_token_volume())
     if ws.spec.snapshot.enabled:
         spec["initContainers"] = [_agent_container(ws, settings)]
+        spec["volumes"] += [agent_token_volume(ws), agent_tmp_volume()]
     pod = child(ws, "v1", "Pod", names.pod_name(ws.name), extra_labels=workspace_pod_selector(ws))
     pod["spec"] = spec
     pod["metadata"]["annotations"] = {names.POD_SPEC_HASH_ANNOTATION: pod_spec_hash(pod)}

@@ -17,6 +17,9 @@ from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# The cloud metadata service (AWS, GCP, Azure, OpenStack; AWS's IPv6 address too):
+# it hands out the node's cloud credentials to whoever asks from the node.
+METADATA_ADDRESSES = ("169.254.169.254/32", "fd00:ec2::254/128")
 
 
 def _tcp(*ports: int) -> list[dict[str, Any]]:
@@ -59,5 +62,27 @@ def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
         "podSelector": {"matchLabels": workspace_pod_selector(ws)},
         "policyTypes": ["Ingress"],
         "ingress": rules,
+    }
+    return policy
+
+
+def build_egress_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
+    """Every pod of the workspace (RStudio and its executors, where user code runs) may
+    reach every pod of the cluster and every address outside it but the cloud metadata
+    address (`block_metadata_egress`; when off, everything: the policy stays, so turning
+    the setting off changes it instead of leaving an old one behind)."""
+    policy = child(ws, "networking.k8s.io/v1", "NetworkPolicy", names.egress_policy_name(ws.name))
+    outside: list[dict[str, Any]] = [
+        {"ipBlock": {"cidr": cidr, "except": [address]}}
+        for cidr, address in zip(("0.0.0.0/0", "::/0"), METADATA_ADDRESSES, strict=True)
+    ]
+    policy["spec"] = {
+        "podSelector": {"matchLabels": {names.WORKSPACE_LABEL: ws.name}},
+        "policyTypes": ["Egress"],
+        "egress": (
+            [{"to": [{"namespaceSelector": {}}]}, {"to": outside}]
+            if settings.block_metadata_egress
+            else [{}]
+        ),
     }
     return policy

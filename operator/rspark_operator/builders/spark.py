@@ -125,6 +125,10 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         "spark.kubernetes.authenticate.driver.serviceAccountName": names.service_account_name(
             ws.name
         ),
+        # Executors hold no rights and no token (builders/identity.py).
+        "spark.kubernetes.authenticate.executor.serviceAccountName": (
+            names.executor_service_account_name(ws.name)
+        ),
         # Executors get an owner reference to the driver pod and die with it.
         "spark.kubernetes.driver.pod.name": names.pod_name(ws.name),
         "spark.kubernetes.container.image": executor_image,

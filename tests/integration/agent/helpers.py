@@ -239,9 +239,13 @@ def manifest(root: Path, skip: tuple[str, ...] = (".cache",)) -> dict[str, tuple
     return out
 
 
-def contents(root: Path) -> dict[str, tuple[Any, ...]]:
+# Left out of snapshots, and kept nowhere when the agent runs standalone.
+STANDALONE_SKIP = (".cache", ".ssh")
+
+
+def contents(root: Path, skip: tuple[str, ...] = (".cache",)) -> dict[str, tuple[Any, ...]]:
     """Like manifest, without directory mtimes (restic sets them; the test's writes move them)."""
-    return {k: (v if v[0] != "dir" else v[:2]) for k, v in manifest(root).items()}
+    return {k: (v if v[0] != "dir" else v[:2]) for k, v in manifest(root, skip).items()}
 
 
 # The agent as a sidecar process ------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_agent_reports_into_the_workspace_and_brings_a_lost_home_back(
         "KUBECONFIG": str(local_cluster),
         "RSPARK_WORKSPACE": f"{namespace}/{name}",
         "RSPARK_SNAPSHOT_HOST": names.snapshot_host(namespace, name),
-        "RSPARK_SECRETS_NAME": secret_name,
+        # No RSPARK_SECRETS_NAME: the workspace's own home-secrets Secret by default.
     }
     home = tmp_path / "home"
     home.mkdir()

@@ -368,13 +368,16 @@ def test_secret_paths_live_in_the_secret_not_in_the_bucket(repo: Repo, tmp_path:
     assert contents(restored) == contents(home)
 
 
-def test_standalone_key_is_only_stored_encrypted(repo: Repo, tmp_path: Path) -> None:
+def test_standalone_leaves_secret_paths_out_and_says_so(repo: Repo, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     write_tree(home)
     result = repo.agent("snapshot", "--home", str(home), check=True)
-    assert "backed up by restic like any file" in result.stderr
-    assert ".ssh/id_ed25519" in repo.restic("ls", "latest").stdout
+    assert "no Secret keeps the secret paths ['.ssh']" in result.stderr
+    assert "left out of snapshots" in result.stderr
+    listed = repo.restic("ls", "latest").stdout
+    assert "/projects/analysis/model.R" in listed  # the rest of the home is there
+    assert ".ssh" not in listed
     for key in repo.objects():
         assert KEY_MARKER not in repo.server.get_object(repo.bucket, key), key
 

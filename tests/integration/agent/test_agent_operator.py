@@ -2,7 +2,7 @@
 
 kwok runs no containers, so the agent runs as a plain process on a local
 directory, with exactly what the operator's pod gives its sidecar: the pod's
-environment (Secrets resolved) and the workspace ServiceAccount's own token.
+environment (Secrets resolved) and the token mounted into the agent container.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devtools.install import service_account_kubeconfig
+from devtools.install import token_kubeconfig
 from rspark_operator.agent import reasons
+from rspark_operator.builders.identity import SERVICE_ACCOUNT_DIR
 from rspark_operator.conditions import HOME_RESTORED, find
 from tests.integration.agent.helpers import (
     LOCAL_BIN,
@@ -47,8 +48,19 @@ def sidecar_environment(
         ref = var.value_from.secret_key_ref
         data = core.read_namespaced_secret(ref.name, namespace).data
         env[var.name] = base64.b64decode(data[ref.key]).decode()
-    kubeconfig = service_account_kubeconfig(
-        workdir / f"kubeconfig-{pod.metadata.uid}", namespace, pod.spec.service_account_name
+    # The token the agent container mounts (builders/identity.py), not the pod's own.
+    (token_mount,) = [m for m in sidecar.volume_mounts if m.mount_path == SERVICE_ACCOUNT_DIR]
+    (volume,) = [v for v in pod.spec.volumes if v.name == token_mount.name]
+    token = wait_until(
+        "the agent's token Secret filled in",
+        lambda: (core.read_namespaced_secret(volume.secret.secret_name, namespace).data or {}).get(
+            "token"
+        ),
+    )
+    kubeconfig = token_kubeconfig(
+        workdir / f"kubeconfig-{pod.metadata.uid}",
+        volume.secret.secret_name,
+        base64.b64decode(token).decode(),
     )
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RSPARK_", "RESTIC_"))}
     return {

@@ -17,6 +17,7 @@ from rspark_operator.agent import reasons
 from rspark_operator.agent.core import RESTIC_CACHE, RESTORE_MARKER, restored_from_tag
 from tests.integration.agent.helpers import (
     AGENT,
+    STANDALONE_SKIP,
     AgentProcess,
     Repo,
     clear,
@@ -44,11 +45,12 @@ def test_restore_reproduces_the_tree_exactly(repo: Repo, tmp_path: Path) -> None
 
     repo.agent("restore", "--home", str(target), "--host", "alice", check=True)
 
-    before, after = manifest(home), manifest(target)
+    before, after = manifest(home, STANDALONE_SKIP), manifest(target)
     assert after == before  # contents, modes, symlinks (dangling too), mtimes, empty dirs
     assert after["empty/nested"][0] == "dir"
     assert after["projects/analysis/model.R"][2] == 1_600_000_000_123_456_789
-    assert after[".ssh/id_ed25519"][1] & 0o777 == 0o600
+    assert after["private/notes.txt"][1] & 0o777 == 0o640
+    assert not (target / ".ssh").exists()  # secret paths never go to the bucket
     assert not (target / ".cache" / "pip").exists()  # caches are not snapshotted
 
 
@@ -121,7 +123,7 @@ def test_lost_volume_is_restored_not_overwritten(
     assert first.terminate() == 0
     saved = repo.snapshots()
     assert len(saved) == 1
-    expected = contents(home)
+    expected = contents(home, STANDALONE_SKIP)  # standalone: secret paths are kept nowhere
 
     clear(home)  # the volume is gone; the pod comes back on an empty one
     second = spawn(agents, repo, home)

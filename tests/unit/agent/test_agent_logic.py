@@ -76,6 +76,19 @@ def test_secret_path_outside_home_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         load()
 
 
+def test_a_workspace_keeps_its_secret_paths_in_its_own_secret_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RSPARK_WORKSPACE", "team-a/alice")
+    assert load().secrets_name == "alice-home-secrets"
+    monkeypatch.setenv("RSPARK_SECRETS_NAME", "elsewhere")
+    assert load().secrets_name == "elsewhere"
+
+
+def test_standalone_has_no_secret_for_its_secret_paths() -> None:
+    assert load().secrets_name is None
+
+
 def test_standalone_host_is_the_home_basename_not_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     from pathlib import PurePosixPath
 
