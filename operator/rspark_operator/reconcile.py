@@ -46,7 +46,7 @@ from rspark_operator.lifecycle import (
     spec_current,
     waiting_on_lost_node,
 )
-from rspark_operator.profiles import attach_profile
+from rspark_operator.profiles import attach_profile, spark_status
 from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.status import (
@@ -247,7 +247,7 @@ def _apply(
         previous=seen.previous,
         observed=observed,
         now=now,
-    )
+    ) | spark_status(ws)
     if ws.spec.suspended or (
         pod is not None and _healthy(pod) and spec_current(pod, seen.desired_pod)
     ):

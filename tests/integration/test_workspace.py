@@ -13,6 +13,7 @@ from kubernetes import client, watch
 from devtools.deploy import OperatorProcess
 from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
 from rspark_operator import names
+from rspark_operator.builders.pod import IDE_CONTAINER
 from rspark_operator.settings import OperatorSettings
 from tests.support.kube import fail_node, recover_node, wait_until
 from tests.support.workspaces import Workspaces, sample
@@ -519,4 +520,4 @@ def _serving(pod: Any) -> bool:
 
 
 def _image(pod: Any) -> str:
-    return str(next(c.image for c in pod.spec.containers if c.name == "rstudio"))
+    return str(next(c.image for c in pod.spec.containers if c.name == IDE_CONTAINER))
