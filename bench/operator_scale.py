@@ -144,7 +144,6 @@ def operator_run(api_client: client.ApiClient, n: int) -> Run:
         seconds = time.monotonic() - started
         requests = apiserver_requests(api_client) - before
         peak = process.peak_rss_mb()
-        # kopf's finalizers need the operator while the workspaces go.
         delete_namespace(api_client, namespace)
     finally:
         process.stop()

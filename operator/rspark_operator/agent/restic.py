@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rspark_operator.agent import reasons
+from rspark_operator.contract import RETENTION_KEYS
 
 log = logging.getLogger("rspark.agent.restic")
 
@@ -183,12 +184,8 @@ def backup_args(
 
 def forget_args(host: str, retention: dict[str, int]) -> list[str]:
     args = ["forget", "--json", "--host", host, "--group-by", "host", "--prune"]
-    for key, flag in (
-        ("keepLast", "--keep-last"),
-        ("keepHourly", "--keep-hourly"),
-        ("keepDaily", "--keep-daily"),
-        ("keepWeekly", "--keep-weekly"),
-    ):
+    for key in RETENTION_KEYS:
+        flag = "--keep-" + key.removeprefix("keep").lower()
         if retention.get(key):
             args += [flag, str(retention[key])]
     return args

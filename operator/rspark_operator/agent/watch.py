@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from inotify_simple import INotify, flags
+
 from rspark_operator.agent.excludes import is_excluded
 
 log = logging.getLogger("rspark.agent.watch")
@@ -30,11 +32,6 @@ class Watcher:
         self._paths: dict[int, str] = {}  # watch descriptor -> path relative to home
 
     def start(self) -> bool:
-        try:
-            from inotify_simple import INotify, flags
-        except ImportError:  # pragma: no cover - declared dependency
-            log.warning("inotify_simple missing: snapshots on the interval only")
-            return False
         try:
             self.inotify = INotify()
         except OSError as exc:
