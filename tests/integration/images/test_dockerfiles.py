@@ -29,7 +29,7 @@ def test_hadolint_and_shellcheck_pass() -> None:
 
 
 def test_every_base_image_is_pinned() -> None:
-    assert NAMES == ["agent", "operator", "rspark", "spark"]
+    assert NAMES == ["agent", "jupyterlab", "operator", "rspark", "spark", "spark-debian"]
     for name in NAMES:
         text = dockerfile(name)
         images = [*ARG_IMAGE.findall(text), *FROM.findall(text)]
