@@ -52,7 +52,8 @@ BUILDAH_STORAGE = (
     "--storage-driver=overlay",
 )
 # Part of every Dockerfile image's hash: changing how images are built rebuilds them.
-BUILD_FLAGS = ("--isolation=chroot", "--pull=never", "--layers", "--format=oci")
+# Docker's format: OCI's has no SHELL and HEALTHCHECK, which the Dockerfiles use.
+BUILD_FLAGS = ("--isolation=chroot", "--pull=never", "--layers", "--format=docker")
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
