@@ -185,7 +185,10 @@ def tree(directory: Path) -> Iterator[Path]:
             yield path
 
 
+@functools.cache
 def tag(image: Image) -> str:
+    """The hash of the image's inputs, read once per run: an edit during a build
+    cannot give the image a tag of inputs it was not built from."""
     digest = hashlib.sha256(type(image).__name__.encode())
     for chunk in image.inputs():
         digest.update(hashlib.sha256(chunk).digest())
