@@ -8,6 +8,7 @@ a storage of its own; each image's main command runs in a container of the image
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -152,36 +153,40 @@ def test_jupyterlab_has_jupyterlab_irkernel_reticulate_and_pyspark() -> None:
     assert home.split() == ["/home/rstudio", "/home/rstudio/R/library"]
 
 
-def child_of(pid: int) -> int:
-    """The one child of a process, once it has started it."""
+def pid_1_of(pid: int, command: list[str]) -> int:
+    """The one child of `unshare` (PID 1 in its namespace), once it runs COMMAND."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     deadline = time.monotonic() + REGISTRY_START_SECONDS
-    while not children.read_text().split():
-        assert time.monotonic() < deadline, f"process {pid} started no child"
+    while True:
+        for child in children.read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")[:-1]
+                if cmdline == command:
+                    return int(child)
+        assert time.monotonic() < deadline, f"process {pid} did not start {command}"
         time.sleep(0.1)
-    (child,) = children.read_text().split()
-    return int(child)
 
 
 @pytest.mark.usefixtures("refs")
-def test_pause_sleeps_as_pid_1_until_sigterm(tmp_path: Path) -> None:
+def test_pause_sleeps_as_pid_1_until_sigterm() -> None:
     ref = images.ensure_local(images.PAUSE)
     config = json.loads(images.buildah("inspect", "--type=image", ref, capture=True))
     entrypoint = config["OCIv1"]["config"]["Entrypoint"]
     container = images.buildah("from", "--quiet", "--pull=never", ref, capture=True)
+    rootfs = images.buildah("mount", container, capture=True)
+    # PID and mount namespaces of its own: the entrypoint is PID 1 and sees a /dev,
+    # as in the pod's sandbox.
+    chroot = 'mkdir -p "$0/dev" && mount --bind /dev "$0/dev" && exec chroot "$0" "$@"'
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--mount", "--fork", "--kill-child", "sh", "-c", chroot, rootfs,
+         *entrypoint]
+    )  # fmt: skip
     try:
-        rootfs = images.buildah("mount", container, capture=True)
-        # A PID namespace of its own: the entrypoint is PID 1, as in the pod's sandbox.
-        process = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--kill-child", "chroot", rootfs, *entrypoint]
-        )
-        pid_1 = child_of(process.pid)
-        assert Path(f"/proc/{pid_1}/cmdline").read_bytes().split(b"\0")[:2] == [
-            b"/bin/busybox",
-            b"sh",
-        ]
-        os.kill(pid_1, signal.SIGTERM)
+        os.kill(pid_1_of(process.pid, entrypoint), signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        images.buildah("umount", container)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        images.buildah("umount", container, capture=True)
         images.buildah("rm", container, capture=True)
