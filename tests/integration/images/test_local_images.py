@@ -144,10 +144,18 @@ def test_jupyterlab_has_jupyterlab_irkernel_reticulate_and_pyspark() -> None:
     assert "3.5.3" in run_in(
         "jupyterlab", "python", "-c", "import pyspark; print(pyspark.__version__)"
     )
-    # R drives pyspark through reticulate, with the environment's Python.
-    assert "3.5.3" in run_in(
-        "jupyterlab", "Rscript", "-e", "cat(reticulate::import('pyspark')$`__version__`)"
+    # The R kernel runs a cell.
+    cell = "printf '%s\\n' 'cat(6 * 7)' > /tmp/cell.R && jupyter run --kernel=ir /tmp/cell.R"
+    assert "42" in run_in("jupyterlab", "sh", "-c", cell).split()
+    # R drives Spark through reticulate and pyspark: a local job on the image's Java.
+    job = (
+        'spark <- reticulate::import("pyspark.sql")$SparkSession$builder$master("local[1]")'
+        "$getOrCreate(); "
+        'cat("sum", spark$range(101L)$selectExpr("sum(id) AS s")$collect()[[1]]$s, "\\n"); '
+        "spark$stop()"
     )
+    output = run_in("jupyterlab", "env", "SPARK_LOCAL_IP=127.0.0.1", "Rscript", "-e", job)
+    assert "sum 5050" in output
     assert "uid=1000(rstudio) gid=1000(rstudio)" in run_in("jupyterlab", "id")
     home = run_in("jupyterlab", "Rscript", "-e", "cat(Sys.getenv(c('HOME', 'R_LIBS_USER')))")
     assert home.split() == ["/home/rstudio", "/home/rstudio/R/library"]
