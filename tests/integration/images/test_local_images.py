@@ -25,6 +25,7 @@ import requests
 from devtools import images
 
 REGISTRY_START_SECONDS = 30
+EXECUTOR_SECONDS = 180
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +132,43 @@ def test_spark_executor_has_java_17_spark_3_5_3_and_r() -> None:
     assert "spark-kubernetes_2.12-3.5.3.jar" in jars
     assert "R version 4." in run_in("spark", "Rscript", "-e", "cat(R.version.string)")
     assert "uid=185" in run_in("spark", "id")
+
+
+@pytest.mark.usefixtures("refs")
+def test_spark_executor_entrypoint_calls_the_driver_back() -> None:
+    """`executor` with Spark's environment starts KubernetesExecutorBackend, which dials
+    the driver URL: here a port where nothing listens, so it fails at once."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    spark = {
+        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{port}",
+        "SPARK_EXECUTOR_ID": "1",
+        "SPARK_EXECUTOR_CORES": "1",
+        "SPARK_EXECUTOR_MEMORY": "512m",
+        "SPARK_APPLICATION_ID": "spark-application-1",
+        "SPARK_EXECUTOR_POD_IP": "127.0.0.1",
+        "SPARK_EXECUTOR_POD_NAME": "alice-exec-1",
+        "SPARK_RESOURCE_PROFILE_ID": "0",
+        "SPARK_JAVA_OPT_0": f"-Dspark.driver.port={port}",
+        # A build container's host name does not resolve (a pod's does).
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    ref = images.ensure_local(images.SPARK)
+    container = images.buildah("from", "--quiet", "--pull=never", ref, capture=True)
+    try:
+        executor = subprocess.run(
+            ["buildah", *images.BUILDAH_STORAGE, "run", "--isolation=chroot",
+             *(f"--env={key}={value}" for key, value in spark.items()), container,
+             "--", "/usr/local/bin/rspark-executor", "executor"],
+            capture_output=True, text=True, timeout=EXECUTOR_SECONDS, check=False,
+        )  # fmt: skip
+    finally:
+        images.buildah("rm", container, capture=True)
+    output = executor.stdout + executor.stderr
+    assert executor.returncode != 0
+    assert "KubernetesExecutorBackend: Started daemon" in output
+    assert f"Failed to connect to /127.0.0.1:{port}" in output
 
 
 @pytest.mark.usefixtures("refs")
