@@ -45,6 +45,8 @@ MIRRORS = (
 # This machine's own certificate authorities (a TLS proxy stands between it and
 # PyPI): the bases trust them too, so that pip inside a build reaches PyPI.
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
+# Part of every base's hash, with the suite, mirrors, packages and hooks.
+MMDEBSTRAP_FLAGS = ("--variant=minbase", "--mode=root", "--format=tar")
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUILDAH_STORAGE = (
     f"--root={CACHE / 'storage'}",
@@ -70,7 +72,8 @@ class Debian:
     customize: tuple[str, ...] = ()
 
     def inputs(self) -> Iterator[bytes]:
-        yield from (line.encode() for line in (SUITE, *MIRRORS, *self.packages, *self.customize))
+        lines = (*MMDEBSTRAP_FLAGS, SUITE, *MIRRORS, *self.packages, *self.customize)
+        yield from (line.encode() for line in lines)
         for ca in local_cas():
             yield ca.read_bytes()
 
@@ -269,7 +272,7 @@ def build_debian(image: Debian, ref: str) -> None:
         hooks.append("copy-in " + " ".join(map(str, cas)) + f" {LOCAL_CA_DIR}/")
         hooks.append('chroot "$1" update-ca-certificates')
     command = [
-        "mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", "--quiet",
+        "mmdebstrap", *MMDEBSTRAP_FLAGS, "--quiet",
         "--include=" + ",".join(image.packages),
         *(f"--customize-hook={hook}" for hook in hooks),
         SUITE, str(rootfs), *MIRRORS,
