@@ -13,6 +13,7 @@ Images are pushed as REGISTRY/rspark/<name>:<tag> (plain HTTP, skopeo).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -264,6 +265,17 @@ def build(image: Image) -> str:
     return ref
 
 
+@contextlib.contextmanager
+def scratch_container() -> Iterator[str]:
+    """An empty working container: `buildah commit --rm` removes it, or this on a failure."""
+    container = buildah("from", "--quiet", "scratch", capture=True)
+    try:
+        yield container
+    except BaseException:
+        buildah("rm", container, capture=True)
+        raise
+
+
 def build_debian(image: Debian, ref: str) -> None:
     rootfs = CACHE / f"{image.name}-{tag(image)}.rootfs.tar"
     hooks = list(image.customize)
@@ -280,28 +292,41 @@ def build_debian(image: Debian, ref: str) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     try:
         subprocess.run(command, check=True)
-        container = buildah("from", "--quiet", "scratch", capture=True)
-        buildah("add", "--quiet", container, str(rootfs), "/")
-        buildah(
-            "config", f"--env=PATH={BASE_PATH}", "--env=LANG=C.UTF-8", "--cmd=/bin/bash", container
-        )
-        buildah("commit", "--quiet", "--rm", container, ref)
+        with scratch_container() as container:
+            buildah("add", "--quiet", container, str(rootfs), "/")
+            buildah(
+                "config",
+                f"--env=PATH={BASE_PATH}",
+                "--env=LANG=C.UTF-8",
+                "--cmd=/bin/bash",
+                container,
+            )
+            buildah("commit", "--quiet", "--rm", container, ref)
     finally:
         rootfs.unlink(missing_ok=True)
 
 
 def build_files(image: Files, ref: str) -> None:
-    container = buildah("from", "--quiet", "scratch", capture=True)
-    for source, target in image.files():
-        buildah("copy", "--quiet", "--chmod=0755", container, str(source), target)
-    if image.config:
-        buildah("config", *image.config, container)
-    buildah("commit", "--quiet", "--rm", container, ref)
+    with scratch_container() as container:
+        for source, target in image.files():
+            buildah("copy", "--quiet", "--chmod=0755", container, str(source), target)
+        if image.config:
+            buildah("config", *image.config, container)
+        buildah("commit", "--quiet", "--rm", container, ref)
 
 
 def build_dockerfile(image: Dockerfile, ref: str) -> None:
     build_args = [f"--build-arg={arg}={ensure_local(base)}" for arg, base in image.args]
-    buildah("bud", *BUILD_FLAGS, *build_args, f"--file={image.path}", f"--tag={ref}", str(ROOT))
+    # --force-rm: a failed build leaves no working container behind (not part of the hash).
+    buildah(
+        "bud",
+        *BUILD_FLAGS,
+        "--force-rm",
+        *build_args,
+        f"--file={image.path}",
+        f"--tag={ref}",
+        str(ROOT),
+    )
 
 
 def in_registry(image: Image, registry: str) -> bool:
