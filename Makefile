@@ -8,7 +8,7 @@ USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
-.PHONY: manifests deploy images lint-images e2e-kind docs chart lint-chart
+.PHONY: manifests deploy images images-local lint-images e2e-kind docs chart lint-chart
 
 venv:
 	@bash hack/venv.sh
@@ -81,6 +81,12 @@ deploy:
 # Build the four images with Docker (IMAGE_REGISTRY, IMAGE_TAG); fails clearly without Docker.
 images:
 	@bash hack/images.sh
+
+# The images the local cluster runs, without Docker (Debian base by mmdebstrap, buildah),
+# cached by a hash of their inputs, pushed to REGISTRY (default: the local cluster's).
+images-local: venv
+	@bash hack/system-packages.sh
+	@$(PY) -m devtools.images $(if $(REGISTRY),--registry $(REGISTRY))
 
 # hadolint and shellcheck, pinned from PyPI; no Docker needed.
 lint-images:

@@ -6,6 +6,9 @@
 # the kubelet write their rules with it; nft lets the cluster-down test read the
 # nftables rule set), conntrack, busybox-static (the pause and
 # test image), openssl (node certificates), nsenter (util-linux).
+# `make images-local` (devtools/images.py): mmdebstrap (the Debian bases), buildah
+# (builds the Dockerfiles without a daemon), skopeo (pushes), and docker-registry
+# (the registry its tests push to).
 set -euo pipefail
 
 missing=()
@@ -23,6 +26,10 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
   missing+=(busybox-static)
 need openssl openssl ""
 need nsenter util-linux ""
+need mmdebstrap mmdebstrap ""
+need buildah buildah ""
+need skopeo skopeo ""
+need docker-registry docker-registry ""
 ((${#missing[@]})) || exit 0
 
 sudo=()

@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from rspark_operator.builders.pod import HOME
+from rspark_operator.builders.spark import SPARK_CONF_DIR
 from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 from tests.integration.images.conftest import IMAGES
@@ -29,7 +31,7 @@ def test_hadolint_and_shellcheck_pass() -> None:
 
 
 def test_every_base_image_is_pinned() -> None:
-    assert NAMES == ["agent", "operator", "rspark", "spark"]
+    assert NAMES == ["agent", "jupyterlab", "operator", "rspark", "spark", "spark-debian"]
     for name in NAMES:
         text = dockerfile(name)
         images = [*ARG_IMAGE.findall(text), *FROM.findall(text)]
@@ -100,3 +102,18 @@ def test_build_context_excludes_local_state() -> None:
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ".local" in ignored and ".git" in ignored
     assert Path(ROOT / "operator").is_dir()
+
+
+def test_jupyterlab_keeps_the_workspace_contract() -> None:
+    """The RStudio image's user, home and R environment; the pod's preStop and Spark's conf."""
+    jupyterlab, executor = dockerfile("jupyterlab"), dockerfile("spark-debian")
+    assert "useradd --uid 1000 --gid 1000 --home-dir /home/rstudio" in jupyterlab
+    assert f"HOME={HOME}" in jupyterlab and "USER 1000:1000" in jupyterlab
+    assert "COPY images/rspark/Renviron.site " in jupyterlab  # the same file, not a copy
+    (scripts,) = [line for line in COPY_LINE.findall(jupyterlab) if "rspark-prestop" in line]
+    assert scripts.endswith(" /usr/local/bin/")  # the pod's preStop: /usr/local/bin/rspark-prestop
+    assert "EXPOSE 8888 " in jupyterlab and 'CMD ["/usr/local/bin/rspark-jupyterlab"]' in jupyterlab
+    assert f"SPARK_CONF_DIR={SPARK_CONF_DIR}" in executor
+    # The workspace's Spark is its executors' Spark: the JupyterLab image is built on them.
+    assert re.search(r"^FROM \$\{SPARK_IMAGE\}$", jupyterlab, re.MULTILINE)
+    assert "pyspark==3.5.3" in executor

@@ -1,0 +1,206 @@
+"""The JupyterLab image's scripts as plain processes, with the image's pinned JupyterLab.
+
+The pinned requirements (images/jupyterlab/requirements.txt) are installed once into
+a cached virtual environment; the real server is started through the image's start
+script with a URL prefix and a password, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.images.conftest import IMAGES, run
+
+JUPYTERLAB = IMAGES / "jupyterlab"
+START = str(JUPYTERLAB / "rspark-jupyterlab")
+PRESTOP = str(JUPYTERLAB / "rspark-prestop")
+HEALTHCHECK = str(JUPYTERLAB / "rspark-healthcheck")
+REQUIREMENTS = JUPYTERLAB / "requirements.txt"
+CACHE = Path(os.environ.get("RSPARK_CACHE", Path.home() / ".cache" / "rspark-operator"))
+UV = CACHE / "uv-0.13.8" / "bin" / "uv"
+ROOT_PATH = "/team-a/alice/"
+PASSWORD = "correct horse battery"
+START_TIMEOUT_SECONDS = 120
+
+
+@pytest.fixture(scope="session")
+def jupyter_venv() -> Path:
+    """JupyterLab as the image pins it, in a virtual environment cached per requirements."""
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    venv = CACHE / f"jupyterlab-test-{digest}"
+    if not (venv / ".complete").exists():
+        assert UV.exists(), "uv is installed by hack/venv.sh (make venv)"
+        env = {**os.environ, "UV_CACHE_DIR": str(CACHE / "uv")}
+        subprocess.run(
+            [str(UV), "venv", "--quiet", "--allow-existing", "--python", "python3", str(venv)],
+            check=True,
+            env=env,
+        )
+        subprocess.run(
+            [
+                str(UV),
+                "pip",
+                "install",
+                "--quiet",
+                "--require-hashes",
+                "--python",
+                str(venv / "bin" / "python"),
+                "-r",
+                str(REQUIREMENTS),
+            ],
+            check=True,
+            env=env,
+        )
+        (venv / ".complete").touch()
+    return venv
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def script_env(tmp_path: Path, venv: Path, **extra: str) -> dict[str, str]:
+    """The image's environment, moved under tmp_path; nothing from this machine's Jupyter."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTER")}
+    return env | {
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "HOME": str(home),
+        "RSPARK_HOME": str(home),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "run" / "jupyter"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "RSPARK_JUPYTER_IP": "127.0.0.1",
+        **extra,
+    }
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    url: str
+    env: dict[str, str]
+    runtime: Path
+
+
+@pytest.fixture
+def server(tmp_path: Path, jupyter_venv: Path) -> Iterator[Server]:
+    port = free_port()
+    env = script_env(
+        tmp_path,
+        jupyter_venv,
+        PASSWORD=PASSWORD,
+        RSPARK_WWW_ROOT_PATH=ROOT_PATH.rstrip("/"),
+        RSPARK_JUPYTER_PORT=str(port),
+    )
+    log = (tmp_path / "server.log").open("w")
+    # As root here (the image runs it as rstudio): jupyter refuses root unless told.
+    process = subprocess.Popen(
+        ["bash", START, "--allow-root"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    server = Server(
+        process, f"http://127.0.0.1:{port}{ROOT_PATH}", env, Path(env["JUPYTER_RUNTIME_DIR"])
+    )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while run([HEALTHCHECK], env).returncode != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'server.log').read_text()}")
+        time.sleep(0.5)
+    yield server
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log.close()
+
+
+def login(server: Server, password: str) -> requests.Session:
+    session = requests.Session()
+    session.get(server.url + "login", timeout=10).raise_for_status()
+    session.post(
+        server.url + "login",
+        allow_redirects=False,
+        timeout=10,
+        data={"_xsrf": session.cookies["_xsrf"], "password": password},
+    )
+    return session
+
+
+def test_refuses_to_start_without_a_password(tmp_path: Path) -> None:
+    env = script_env(tmp_path, tmp_path / "no-venv")
+    env.pop("PASSWORD", None)
+    result = run(["bash", START], env)
+    assert result.returncode == 1
+    assert "PASSWORD is not set" in result.stderr
+
+
+def test_refuses_a_prefix_that_is_not_a_url_path(tmp_path: Path) -> None:
+    env = script_env(
+        tmp_path,
+        tmp_path / "no-venv",
+        PASSWORD=PASSWORD,
+        RSPARK_WWW_ROOT_PATH="/alice/\nServerApp.ip=0.0.0.0",
+    )
+    result = run(["bash", START], env)
+    assert result.returncode == 1
+    assert "is not a URL path" in result.stderr
+
+
+def test_serves_under_the_prefix_and_requires_a_login(server: Server) -> None:
+    # The readiness probe's path answers without a login; nothing is served outside the prefix.
+    assert requests.get(server.url + "api", timeout=10).status_code == 200
+    root = server.url.removesuffix(ROOT_PATH) + "/api"
+    assert requests.get(root, timeout=10).status_code == 404
+    lab = requests.get(server.url + "lab", allow_redirects=False, timeout=10)
+    assert lab.status_code == 302
+    assert lab.headers["Location"].startswith(ROOT_PATH + "login")
+    assert requests.get(server.url + "api/kernels", timeout=10).status_code == 403
+
+    assert login(server, "wrong").get(server.url + "api/kernels", timeout=10).status_code == 403
+    session = login(server, PASSWORD)
+    kernels = session.get(server.url + "api/kernels", timeout=10)
+    assert kernels.status_code == 200 and kernels.json() == []
+
+
+def test_the_password_is_hashed_and_not_left_to_the_kernels(server: Server) -> None:
+    config = (server.runtime / "rspark-server-config.json").read_text()
+    assert PASSWORD not in config and "argon2:" in config
+    environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+    assert not [entry for entry in environ if entry.startswith(b"PASSWORD=")]
+    assert (server.runtime / "rspark-server-config.json").stat().st_mode & 0o077 == 0
+
+
+def test_prestop_shuts_the_kernels_down_then_stops_the_server(server: Server) -> None:
+    session = login(server, PASSWORD)
+    headers = {"X-XSRFToken": session.cookies["_xsrf"] or ""}
+    started = session.post(
+        server.url + "api/kernels", json={"name": "python3"}, headers=headers, timeout=60
+    )
+    assert started.status_code == 201, started.text
+    kernel = started.json()["id"]
+    assert (server.runtime / f"kernel-{kernel}.json").exists()
+
+    result = run([PRESTOP], server.env)
+    assert result.returncode == 0, result.stderr
+    # The server exits by itself, cleanly; the kernel's connection file is gone with it.
+    assert server.process.wait(timeout=60) == 0
+    assert not list(server.runtime.glob("kernel-*.json"))
+    assert run([HEALTHCHECK], server.env).returncode != 0
