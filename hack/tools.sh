@@ -48,15 +48,33 @@ build_kube() {
     kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+# build_versioned TOOL MODULE VERSION_VAR NAME=PACKAGE: build with VERSION_VAR set to the
+# version hack/TOOL/go.mod pins for MODULE (what the binary prints as its version).
+build_versioned() {
+  local version
+  version="$(module_version "$1" "$2")"
+  build "$1" "-X $3=$version" "$4"
+}
+
 main() {
   local tool tools=("$@")
-  ((${#tools[@]})) || tools=(kube etcd kwok restic)
+  ((${#tools[@]})) || tools=(kube etcd kwok restic coredns traefik kube-router)
   for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
       etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
+      coredns) build coredns "" coredns=github.com/coredns/coredns ;;
+      traefik)
+        build_versioned traefik github.com/traefik/traefik/v3 \
+          github.com/traefik/traefik/v3/pkg/version.Version traefik=github.com/traefik/traefik/v3/cmd/traefik
+        ;;
+      kube-router)
+        build_versioned kube-router github.com/cloudnativelabs/kube-router/v2 \
+          github.com/cloudnativelabs/kube-router/v2/pkg/version.Version \
+          kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+        ;;
       *) log "unknown tool $tool"; exit 2 ;;
     esac
   done
