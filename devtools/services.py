@@ -42,6 +42,7 @@ INGRESS_CLASS = "traefik"
 INGRESS_CONTROLLER = "traefik.io/ingress-controller"  # the controller name Traefik claims
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 # .local/ingress.env holds one line, INGRESS_HTTP=127.0.0.1:PORT.
+INGRESS_ENV_FILE = "ingress.env"
 INGRESS_HTTP_KEY = "INGRESS_HTTP"
 REGISTRY_BINARY = "/usr/bin/docker-registry"  # from Debian's docker-registry package
 KUBE_ROUTER = "kube-router"
