@@ -46,6 +46,10 @@ INGRESS_ENV_FILE = "ingress.env"
 INGRESS_HTTP_KEY = "INGRESS_HTTP"
 REGISTRY_BINARY = "/usr/bin/docker-registry"  # from Debian's docker-registry package
 KUBE_ROUTER = "kube-router"
+# The user kube-router authenticates as (a client certificate's common name): what its
+# ClusterRole grants, read-only, is all its firewall watches.
+KUBE_ROUTER_USER = "rspark:kube-router"
+NETNS_DIR = Path("/run/netns")
 
 
 def cache_dir() -> Path:
@@ -148,8 +152,43 @@ def kube_router_args(node_name: str, kubeconfig: Path) -> list[str]:
 
 
 def netns_script(netns: str, command: list[str]) -> str:
-    """A shell script that runs `command` inside network namespace `netns`."""
-    return f"#!/bin/sh\nexec ip netns exec {shlex.quote(netns)} {shlex.join(command)}\n"
+    """A shell script that runs `command` inside network namespace `netns` (`nsenter
+    --net`, which keeps the host's /sys, unlike `ip netns exec`)."""
+    return f"#!/bin/sh\nexec nsenter --net={NETNS_DIR / netns} -- {shlex.join(command)}\n"
+
+
+def kube_router_rbac() -> list[dict[str, Any]]:
+    """What kube-router's firewall reads (pods, namespaces, nodes, NetworkPolicies and
+    the Service objects its informers list), granted to KUBE_ROUTER_USER."""
+    read = ["get", "list", "watch"]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": KUBE_ROUTER_USER},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                "verbs": read,
+            },
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": KUBE_ROUTER_USER},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": KUBE_ROUTER_USER,
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBE_ROUTER_USER}
+        ],
+    }
+    return [role, binding]
 
 
 def ingress_class() -> dict[str, Any]:
@@ -163,7 +202,7 @@ def ingress_class() -> dict[str, Any]:
 
 def cluster_objects() -> list[dict[str, Any]]:
     """The objects cluster-up creates for the services."""
-    return [ingress_class()]
+    return [ingress_class(), *kube_router_rbac()]
 
 
 def ingress_env(ports: ServicePorts) -> str:

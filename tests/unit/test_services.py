@@ -51,7 +51,7 @@ def test_ingress_env_names_the_traefik_http_address() -> None:
 
 
 def test_the_ingress_class_is_traefiks_and_the_default() -> None:
-    (ingress_class,) = services.cluster_objects()
+    ingress_class = services.cluster_objects()[0]
     assert ingress_class["kind"] == "IngressClass"
     assert ingress_class["metadata"]["name"] == services.INGRESS_CLASS
     assert ingress_class["metadata"]["annotations"] == {
@@ -68,9 +68,28 @@ def test_kube_router_runs_its_firewall_only_as_the_named_node() -> None:
     assert f"--service-cluster-ip-range={SERVICE_RANGE}" in args
 
 
+def test_kube_router_may_read_what_its_firewall_watches_and_change_nothing() -> None:
+    role, binding = services.kube_router_rbac()
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert granted[("networking.k8s.io", "networkpolicies")] == {"get", "list", "watch"}
+    assert granted[("", "pods")] == {"get", "list", "watch"}
+    assert all(verbs == {"get", "list", "watch"} for verbs in granted.values())
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "rspark:kube-router"}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
 def test_netns_script_quotes_the_command() -> None:
     script = services.netns_script("rspark-node-a", ["/bin/kube-router", "--x=a b"])
-    assert script == "#!/bin/sh\nexec ip netns exec rspark-node-a /bin/kube-router '--x=a b'\n"
+    assert script == (
+        "#!/bin/sh\nexec nsenter --net=/run/netns/rspark-node-a -- /bin/kube-router '--x=a b'\n"
+    )
 
 
 def test_components_have_distinct_binaries(tmp_path: Path) -> None:
