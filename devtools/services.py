@@ -8,7 +8,7 @@
 - docker-registry (Debian's package): the image registry on REGISTRY, plain HTTP, storing
   under the cache so that pushed images survive cluster-down.
 - kube-router, firewall only: NetworkPolicy enforcement, one per real node, run inside
-  the node's network namespace.
+  the node's network namespace by devtools.nodes (its arguments and RBAC are here).
 
 The render functions are pure; `components` writes their files and returns the entries
 of the KwokctlConfiguration's `components`, which kwokctl starts, supervises and stops.
@@ -17,7 +17,6 @@ of the KwokctlConfiguration's `components`, which kwokctl starts, supervises and
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 import time
 import urllib.error
@@ -49,7 +48,6 @@ KUBE_ROUTER = "kube-router"
 # The user kube-router authenticates as (a client certificate's common name): what its
 # ClusterRole grants, read-only, is all its firewall watches.
 KUBE_ROUTER_USER = "rspark:kube-router"
-NETNS_DIR = Path("/run/netns")
 
 
 def cache_dir() -> Path:
@@ -151,12 +149,6 @@ def kube_router_args(node_name: str, kubeconfig: Path) -> list[str]:
     ]
 
 
-def netns_script(netns: str, command: list[str]) -> str:
-    """A shell script that runs `command` inside network namespace `netns` (`nsenter
-    --net`, which keeps the host's /sys, unlike `ip netns exec`)."""
-    return f"#!/bin/sh\nexec nsenter --net={NETNS_DIR / netns} -- {shlex.join(command)}\n"
-
-
 def kube_router_rbac() -> list[dict[str, Any]]:
     """What kube-router's firewall reads (pods, namespaces, nodes, NetworkPolicies and
     the Service objects its informers list), granted to KUBE_ROUTER_USER."""
@@ -238,24 +230,6 @@ def components(layout: ServicesLayout, ports: ServicePorts) -> list[dict[str, An
             "workDir": str(layout.work_dir),
         },
     ]
-
-
-def kube_router_component(
-    layout: ServicesLayout, node_name: str, netns: str, kubeconfig: Path
-) -> dict[str, Any]:
-    """kube-router for one real node, in that node's network namespace, which must exist
-    when kwokctl starts it. `kubeconfig` must reach the API server from inside `netns`.
-
-    kwokctl names pid files after the binary: each node gets its own wrapper script."""
-    wrapper = layout.bin_dir / f"{KUBE_ROUTER}-{node_name}"
-    command = [str(layout.bin_dir / KUBE_ROUTER), *kube_router_args(node_name, kubeconfig)]
-    wrapper.write_text(netns_script(netns, command))
-    wrapper.chmod(0o755)
-    return {
-        "name": f"{KUBE_ROUTER}-{node_name}",
-        "binary": str(wrapper),
-        "workDir": str(layout.work_dir),
-    }
 
 
 def answers(url: str) -> bool:

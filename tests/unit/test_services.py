@@ -85,13 +85,6 @@ def test_kube_router_may_read_what_its_firewall_watches_and_change_nothing() -> 
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
-def test_netns_script_quotes_the_command() -> None:
-    script = services.netns_script("rspark-node-a", ["/bin/kube-router", "--x=a b"])
-    assert script == (
-        "#!/bin/sh\nexec nsenter --net=/run/netns/rspark-node-a -- /bin/kube-router '--x=a b'\n"
-    )
-
-
 def test_components_have_distinct_binaries(tmp_path: Path) -> None:
     """kwokctl names each component's pid file after its binary."""
     layout = services.ServicesLayout(
@@ -102,13 +95,8 @@ def test_components_have_distinct_binaries(tmp_path: Path) -> None:
         registry_root=tmp_path / "registry",
     )
     (tmp_path / "bin").mkdir()
-    entries = [
-        *services.components(layout, PORTS),
-        services.kube_router_component(layout, "rspark-node-a", "ns-a", tmp_path / "a"),
-        services.kube_router_component(layout, "rspark-node-b", "ns-b", tmp_path / "b"),
-    ]
-    names = [Path(entry["binary"]).name for entry in entries]
-    assert len(set(names)) == len(names) == 5
+    names = [Path(entry["binary"]).name for entry in services.components(layout, PORTS)]
+    assert len(set(names)) == len(names) == 3
     assert (tmp_path / "state" / "Corefile").read_text() == services.corefile(
         tmp_path / "kubeconfig", PORTS.dns_ready
     )
