@@ -1,5 +1,6 @@
 """The real nodes run real containers: containerd, the CNI bridge, kube-proxy, kubelet
-logs and exec, node credentials; kwok's pods stay on kwok's nodes."""
+logs and exec, node credentials, NetworkPolicy (kube-router), the cluster DNS and the
+registry from pods; kwok's pods stay on kwok's nodes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 from kubernetes import client
 
 from devtools import localcluster
-from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealNode
+from devtools.network import (
+    CLUSTER_DOMAIN,
+    REAL_NODE_LABEL,
+    REAL_NODE_VALUE,
+    REAL_NODES,
+    REGISTRY,
+    RealNode,
+)
 from devtools.s3 import S3Credentials
 from tests.support.kube import node_is_ready, wait_until
 from tests.support.nodes import probe_pod, run_probes, start_real_node, stop_real_node
@@ -33,6 +41,12 @@ def exec_in(namespace: str, pod: str, script: str) -> str:
     result = kubectl("exec", "-n", namespace, pod, "--", "/bin/sh", "-c", script)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def answers_from(namespace: str, pod: str, url: str) -> str | None:
+    """What `url` answers from inside `pod` (wget, 3 s), None when it does not."""
+    result = kubectl("exec", "-n", namespace, pod, "--", "wget", "-q", "-T", "3", "-O-", url)
+    return result.stdout if result.returncode == 0 else None
 
 
 @pytest.fixture
@@ -140,11 +154,72 @@ def node_namespace_has_kube_chains(node: RealNode) -> bool:
         ["nsenter", f"--net=/run/netns/{node.name}", "iptables-save"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
-    return "KUBE-SERVICES" in rules and "KUBE-FIREWALL" in rules
+    return all(
+        chain in rules for chain in ("KUBE-SERVICES", "KUBE-FIREWALL", "KUBE-ROUTER-FORWARD")
+    )
 
 
-def test_kubelet_and_kube_proxy_rules_live_in_the_node_namespaces(local_cluster: Path) -> None:
+def test_kubelet_kube_proxy_and_kube_router_rules_live_in_the_node_namespaces(
+    local_cluster: Path,
+) -> None:
     assert all(node_namespace_has_kube_chains(node) for node in REAL_NODES)
+
+
+PROBE_PORT = 8080
+
+
+def friends_only_policy() -> dict[str, Any]:
+    """Probes take connections on their port from pods labelled role=friend only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "friends-only"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "probe"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"role": "friend"}}}],
+                    "ports": [{"protocol": "TCP", "port": PROBE_PORT}],
+                }
+            ],
+        },
+    }
+
+
+def test_network_policy_admits_only_the_pods_it_names(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str
+) -> None:
+    """kube-router on the target's node enforces the policy across nodes."""
+    caller, target = REAL_NODES
+    url = f"http://{probes[target.name].status.pod_ip}:{PROBE_PORT}/"
+
+    def answer() -> str | None:
+        return answers_from(namespace, f"probe-{caller.name}", url)
+
+    assert wait_until("the other probe answers", answer).strip() == target.name
+    client.NetworkingV1Api(kube).create_namespaced_network_policy(namespace, friends_only_policy())
+    wait_until("the policy refuses a stranger", lambda: answer() is None)
+    client.CoreV1Api(kube).patch_namespaced_pod(
+        f"probe-{caller.name}", namespace, {"metadata": {"labels": {"role": "friend"}}}
+    )
+    assert wait_until("the policy admits a friend", answer).strip() == target.name
+
+
+def test_pods_resolve_services_through_the_cluster_dns(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str
+) -> None:
+    cluster_ip = client.CoreV1Api(kube).read_namespaced_service("kubernetes", "default")
+    name = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+    for node in REAL_NODES:
+        answer = exec_in(namespace, f"probe-{node.name}", f"nslookup {name}")
+        assert f"Address: {cluster_ip.spec.cluster_ip}" in answer, answer
+
+
+def test_pods_reach_the_registry(probes: dict[str, Any], namespace: str) -> None:
+    for node in REAL_NODES:
+        answer = answers_from(namespace, f"probe-{node.name}", f"http://{REGISTRY}/v2/")
+        assert answer is not None and answer.strip() == "{}"
 
 
 def test_a_pod_moves_off_a_real_node_that_loses_power(
