@@ -663,10 +663,20 @@ def run_kube_proxy(setup: NodeSetup) -> None:
 
 
 def run_kube_router(setup: NodeSetup) -> None:
-    """kube-router's firewall: NetworkPolicy as iptables chains and ipsets in the node."""
+    """kube-router's firewall: NetworkPolicy as iptables chains and ipsets in the node.
+
+    It reads its Node once at start and exits when it cannot: wait until the kubelet
+    has registered the node and kube-router's RBAC lets it read it."""
     issue_certificates(setup, (services.KUBE_ROUTER,))
     config = setup.root / f"{services.KUBE_ROUTER}.kubeconfig"
     write_yaml(config, kubeconfig(setup, services.KUBE_ROUTER))
+    get_node = (str(setup.bin_dir / "kubectl"), "--kubeconfig", str(config),
+                "get", "node", setup.node.name)  # fmt: skip
+    deadline = time.monotonic() + WAIT_SECONDS
+    while sh(*get_node, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"node {setup.node.name} not readable as {services.KUBE_ROUTER}")
+        time.sleep(1)
     exec_in_node(setup, str(setup.bin_dir / services.KUBE_ROUTER),
                  services.kube_router_args(setup.node.name, config))  # fmt: skip
 
