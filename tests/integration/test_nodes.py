@@ -44,8 +44,9 @@ def exec_in(namespace: str, pod: str, script: str) -> str:
 
 
 def answers_from(namespace: str, pod: str, url: str) -> str | None:
-    """What `url` answers from inside `pod` (wget, 3 s), None when it does not."""
-    result = kubectl("exec", "-n", namespace, pod, "--", "wget", "-q", "-T", "3", "-O-", url)
+    """What `url` answers from inside `pod` within 3 s, None when it does not (busybox's
+    `wget -T` crashes here: `timeout` bounds it instead)."""
+    result = kubectl("exec", "-n", namespace, pod, "--", "timeout", "3", "wget", "-q", "-O-", url)
     return result.stdout if result.returncode == 0 else None
 
 
