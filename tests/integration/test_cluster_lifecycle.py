@@ -19,17 +19,19 @@ from kubernetes import client
 
 from devtools import dns, localcluster
 from devtools.deploy import OperatorProcess
-from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES, REGISTRY
+from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES, REGISTRY, RealNode
 from devtools.nodes import (
     CGROUP_FS,
     CONTAINER_LOG_LINKS,
     KUBELET_DEVICE_SOCKET,
+    NETNS_DIR,
     SHIM_SOCKETS,
     cni_cache_entries,
     sysctls_file,
     veth_name,
 )
-from tests.support.nodes import run_probes
+from tests.support.kube import wait_until
+from tests.support.nodes import friends_only_policy, run_probes
 
 # kwokctl supervises: etcd, apiserver, controller-manager, scheduler, kwok, S3,
 # provisioner, the bridge relay, CoreDNS, Traefik, the registry, and containerd,
@@ -136,6 +138,13 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
     core = client.CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": "t-cluster-down"}})  # goes with the cluster
     run_probes(core, "t-cluster-down")
+    # A policy on them: kube-router makes its ipsets in the nodes' namespaces.
+    client.NetworkingV1Api(kube).create_namespaced_network_policy(
+        "t-cluster-down", friends_only_policy()
+    )
+    wait_until(
+        "kube-router's ipsets in each node", lambda: all(map(kube_router_ipsets, REAL_NODES))
+    )
     node_dirs = [localcluster.NODES_DIR / node.name for node in REAL_NODES]
     assert mounts_under(node_dirs)
     assert any(f":/{REAL_NODES[0].name}/" in cgroups for _, _, cgroups in processes_now())
@@ -164,6 +173,13 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
     assert localcluster.api_is_up()
     assert len(localcluster.cluster_processes()) == CLUSTER_PROCESSES
     assert not set(localcluster.cluster_processes()) & set(processes)
+
+
+def kube_router_ipsets(node: RealNode | None = None) -> list[str]:
+    """The names of kube-router's ipsets in `node`'s namespace, or on the host."""
+    inside = ["nsenter", f"--net={NETNS_DIR / node.name}"] if node else []
+    names = command_output(*inside, "ipset", "list", "-n").splitlines()
+    return [name for name in names if name.removeprefix("inet6:").startswith("KUBE-")]
 
 
 def mounts_under(directories: list[Path]) -> list[str]:
@@ -210,8 +226,7 @@ def real_node_leftovers(node_dirs: list[Path]) -> list[str]:
         left += [f"{dump[0]}: {line}" for line in command_output(*dump).splitlines()
                  if "KUBE-" in line or "CNI-" in line]  # fmt: skip
     # kube-router's ipsets live in the nodes' namespaces: none may be on the host.
-    left += [f"ipset {name}" for name in command_output("ipset", "list", "-n").splitlines()
-             if name.removeprefix("inet6:").startswith("KUBE-")]  # fmt: skip
+    left += [f"ipset {name}" for name in kube_router_ipsets()]
     if CONTAINER_LOG_LINKS.is_dir():
         left += [f"log link {link}" for link in CONTAINER_LOG_LINKS.iterdir()
                  if any(str(link.readlink()).startswith(str(d)) for d in node_dirs)]  # fmt: skip

@@ -24,7 +24,14 @@ from devtools.network import (
 )
 from devtools.s3 import S3Credentials
 from tests.support.kube import node_is_ready, wait_until
-from tests.support.nodes import probe_pod, run_probes, start_real_node, stop_real_node
+from tests.support.nodes import (
+    PROBE_PORT,
+    friends_only_policy,
+    probe_pod,
+    run_probes,
+    start_real_node,
+    stop_real_node,
+)
 
 
 def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -164,28 +171,6 @@ def test_kubelet_kube_proxy_and_kube_router_rules_live_in_the_node_namespaces(
     local_cluster: Path,
 ) -> None:
     assert all(node_namespace_has_kube_chains(node) for node in REAL_NODES)
-
-
-PROBE_PORT = 8080
-
-
-def friends_only_policy() -> dict[str, Any]:
-    """Probes take connections on their port from pods labelled role=friend only."""
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "friends-only"},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "probe"}},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [{"podSelector": {"matchLabels": {"role": "friend"}}}],
-                    "ports": [{"protocol": "TCP", "port": PROBE_PORT}],
-                }
-            ],
-        },
-    }
 
 
 def test_network_policy_admits_only_the_pods_it_names(
