@@ -16,6 +16,7 @@ from kubernetes import client
 from devtools import localcluster
 from devtools.network import (
     CLUSTER_DOMAIN,
+    HOST_ADDRESS,
     REAL_NODE_LABEL,
     REAL_NODE_VALUE,
     REAL_NODES,
@@ -32,6 +33,7 @@ from tests.support.nodes import (
     start_real_node,
     stop_real_node,
 )
+from tests.support.services import host_ingress, ingress_get
 
 
 def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -190,6 +192,37 @@ def test_network_policy_admits_only_the_pods_it_names(
         f"probe-{caller.name}", namespace, {"metadata": {"labels": {"role": "friend"}}}
     )
     assert wait_until("the policy admits a friend", answer).strip() == target.name
+
+
+def test_the_ingress_controller_passes_a_policy_only_from_its_cidr(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str
+) -> None:
+    """Traefik runs on the host: its requests reach pods from the bridge address, not
+    from a namespace, so under a policy only an ipBlock peer lets them through (what
+    RSPARK_INGRESS_CONTROLLER_CIDRS adds to the workspace policy)."""
+    host = f"{namespace}.rspark.test"
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "probes"},
+        "spec": {"selector": {"app": "probe"}, "ports": [{"port": PROBE_PORT}]},
+    }
+    core, net = client.CoreV1Api(kube), client.NetworkingV1Api(kube)
+    core.create_namespaced_service(namespace, service)
+    net.create_namespaced_ingress(namespace, host_ingress("probes", host, "probes", PROBE_PORT))
+    nodes = {node.name for node in REAL_NODES}
+
+    def served() -> bool:
+        status, body = ingress_get(host)
+        return status == 200 and body.strip() in nodes
+
+    wait_until("the ingress controller reaches the probes", served)
+    policy = friends_only_policy()
+    net.create_namespaced_network_policy(namespace, policy)
+    wait_until("the policy refuses the ingress controller", lambda: ingress_get(host)[0] == 502)
+    policy["spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": f"{HOST_ADDRESS}/32"}})
+    net.replace_namespaced_network_policy(policy["metadata"]["name"], namespace, policy)
+    wait_until("the policy admits the ingress controller's address", served)
 
 
 def test_pods_resolve_services_through_the_cluster_dns(

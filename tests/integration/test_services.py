@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from devtools import dns, services
-from devtools.localcluster import LOCAL, kubectl
+from devtools.localcluster import kubectl
 from devtools.network import CLUSTER_DNS, CLUSTER_DOMAIN, HOST_ADDRESS, REGISTRY
 from tests.support.kube import wait_until
+from tests.support.services import host_ingress, ingress_get
 
 pytestmark = pytest.mark.integration
 
@@ -110,45 +111,11 @@ def backend() -> Iterator[int]:
     server.server_close()
 
 
-def ingress_get(host: str, path: str = "/") -> tuple[int, str]:
-    address = dict(
-        line.split("=", 1)
-        for line in (LOCAL / services.INGRESS_ENV_FILE).read_text().splitlines()
-        if "=" in line
-    )[services.INGRESS_HTTP_KEY]
-    request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def test_ingress_controller_routes_a_host_to_its_backend(
     local_cluster: Path, namespace: str, backend: int
 ) -> None:
     host = f"{namespace}.rspark.test"
-    ingress = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "web"},
-        "spec": {
-            "rules": [
-                {
-                    "host": host,
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                            }
-                        ]
-                    },
-                }
-            ]
-        },
-    }
+    ingress = host_ingress("web", host, "web", 80)
     apply(namespace, service("web"), endpoint_slice("web", HOST_ADDRESS, backend), ingress)
     # The default IngressClass was given to the Ingress at admission.
     admitted = json.loads(kubectl("get", "ingress", "web", "-n", namespace, "-o", "json"))
