@@ -5,10 +5,11 @@
 # containernetworking-plugins (CNI bridge + host-local), iptables (kube-proxy and
 # the kubelet write their rules with it; nft lets the cluster-down test read the
 # nftables rule set), conntrack, busybox-static (the pause and
-# test image), openssl (node certificates), nsenter (util-linux).
+# test image), openssl (node certificates), nsenter (util-linux); the local
+# cluster's image registry (docker-registry) and what kube-router's NetworkPolicy
+# firewall drives (ipset).
 # `make images-local` (devtools/images.py): mmdebstrap (the Debian bases), buildah
-# (builds the Dockerfiles without a daemon), skopeo (pushes), and docker-registry
-# (the registry its tests push to).
+# (builds the Dockerfiles without a daemon) and skopeo (pushes).
 set -euo pipefail
 
 missing=()
@@ -30,6 +31,7 @@ need mmdebstrap mmdebstrap ""
 need buildah buildah ""
 need skopeo skopeo ""
 need docker-registry docker-registry ""
+need ipset ipset ""
 ((${#missing[@]})) || exit 0
 
 sudo=()
