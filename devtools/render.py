@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from devtools.localcluster import ROOT
+from rspark_operator.api import KIND
 from rspark_operator.builders import build_children, build_passwords_secret, build_pod
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
@@ -29,21 +30,29 @@ SETTINGS = OperatorSettings(
 
 
 def render(sample: Path) -> list[dict[str, Any]]:
-    body = yaml.safe_load(sample.read_text())
-    body["metadata"] |= {"namespace": NAMESPACE, "uid": "00000000-0000-0000-0000-000000000000"}
-    ws = parse_workspace(body, SETTINGS)
-    return [
-        *build_children(ws, SETTINGS),
-        build_passwords_secret(ws, "placeholder", "placeholder"),
-        build_pod(ws, SETTINGS),
-    ]
+    """Every workspace of the sample file, rendered (other kinds, such as the
+    SparkProfiles of sparkprofiles.yaml, are not the operator's output)."""
+    rendered: list[dict[str, Any]] = []
+    for body in yaml.safe_load_all(sample.read_text()):
+        if not body or body.get("kind") != KIND:
+            continue
+        body["metadata"] |= {"namespace": NAMESPACE, "uid": "00000000-0000-0000-0000-000000000000"}
+        ws = parse_workspace(body, SETTINGS)
+        rendered += [
+            *build_children(ws, SETTINGS),
+            build_passwords_secret(ws, "placeholder", "placeholder"),
+            build_pod(ws, SETTINGS),
+        ]
+    return rendered
 
 
 def main(argv: list[str]) -> int:
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for sample in sorted(SAMPLES.glob("*.yaml")):
-        (out / sample.name).write_text(yaml.safe_dump_all(render(sample), sort_keys=False))
+        rendered = render(sample)
+        if rendered:
+            (out / sample.name).write_text(yaml.safe_dump_all(rendered, sort_keys=False))
     return 0
 
 
