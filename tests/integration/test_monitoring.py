@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+import yaml
 
 from devtools.install import OVERLAYS, build
+from devtools.localcluster import BIN
 from devtools.reference import (
     SAMPLE_SETTINGS,
     exposed_names,
@@ -24,6 +28,7 @@ from rspark_operator.builders.spark import spark_properties
 from rspark_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
+RULES_TEST = Path(__file__).with_name("monitoring_rules_test.yaml")
 EXECUTOR_LABEL = "spark.kubernetes.executor.label."
 # Label lists of PromQL (`by (...)`, `on (...)`, ...) and matchers (`{...}`) name
 # labels, not metrics; strings are label values.
@@ -61,13 +66,16 @@ def ports(containers: list[Manifest]) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
 
 
+def dashboard_queries(objects: list[Manifest]) -> list[str]:
+    dashboard = json.loads(one(objects, "ConfigMap", "rspark-dashboard")["data"]["rspark.json"])
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
 def expressions(objects: list[Manifest]) -> list[str]:
     """Every PromQL expression of the rules and of the dashboard's panels."""
     rule = one(objects, "PrometheusRule", "rspark")
     exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
-    dashboard = json.loads(one(objects, "ConfigMap", "rspark-dashboard")["data"]["rspark.json"])
-    exprs += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    return exprs
+    return exprs + dashboard_queries(objects)
 
 
 def exported() -> dict[str, list[str]]:
@@ -145,6 +153,39 @@ def test_rules_and_dashboard_query_only_exported_metrics(objects: list[Manifest]
         "rspark_agent_snapshot_bytes_added",
         "rspark_agent_last_maintenance_timestamp_seconds",
     }
+
+
+def promtool(*args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [str(BIN / "promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_prometheus_accepts_the_rules_and_they_fire_when_they_should(
+    objects: list[Manifest], tmp_path: Path
+) -> None:
+    """promtool (Prometheus' own parser and rule engine, hack/promtool): the rules
+    check clean, and on made-up series alert exactly as monitoring_rules_test.yaml says."""
+    rule = one(objects, "PrometheusRule", "rspark")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    (tmp_path / "test.yaml").write_text(RULES_TEST.read_text())
+    count = sum(len(group["rules"]) for group in rule["spec"]["groups"])
+    checked = promtool("check", "rules", "--lint=all", "rules.yaml", cwd=tmp_path)
+    assert f"SUCCESS: {count} rules found" in checked
+    assert "SUCCESS" in promtool("test", "rules", "test.yaml", cwd=tmp_path)
+
+
+def test_prometheus_parses_the_dashboards_queries(objects: list[Manifest], tmp_path: Path) -> None:
+    """Each panel's query as a recording rule, for promtool to parse."""
+    queries = dashboard_queries(objects)
+    rules = [{"record": f"rspark_dashboard_query_{i}", "expr": q} for i, q in enumerate(queries)]
+    (tmp_path / "queries.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]})
+    )
+    checked = promtool("check", "rules", "queries.yaml", cwd=tmp_path)
+    assert f"SUCCESS: {len(rules)} rules found" in checked
 
 
 def test_metric_names_are_told_from_labels() -> None:
