@@ -4,9 +4,9 @@ from the code that defines what they describe.
     python -m devtools.reference      # `make docs`: write every page
 
 Settings come from the pydantic settings models, the workspace API from the CRD
-schema, reasons from the `ADVICE` tables beside them, metrics from the agent's
-registry, and which spec changes restart the pod from building a workspace and a
-variant of it. Pure and fast: the unit tests render each page in memory and compare
+schema, reasons from the `ADVICE` tables beside them, metrics from the operator's
+and the agent's registries, and which spec changes restart the pod from building a
+workspace and a variant of it. Pure and fast: the unit tests render each page in memory and compare
 it with the committed file.
 """
 
@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Metric
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -31,6 +32,7 @@ from rspark_operator.agent.metrics import Metrics
 from rspark_operator.agent.settings import AgentSettings
 from rspark_operator.api import KIND, SHORT_NAME, Workspace
 from rspark_operator.conditions import Advice
+from rspark_operator.metrics import OperatorMetrics
 from rspark_operator.settings import ENV_PREFIX, OperatorSettings
 from rspark_operator.validation import parse_workspace
 
@@ -455,18 +457,55 @@ succeeded. A failure during a restore is `HomeRestored=False` (and `Ready` shows
 # --- metrics ---
 
 
-def metrics_page() -> str:
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def exposed_names(metric: Metric) -> tuple[str, ...]:
+    """The names Prometheus scrapes for a metric family (a counter's `_total`, ...)."""
+    return tuple(metric.name + suffix for suffix in SUFFIXES.get(metric.type, ("",)))
+
+
+def registries() -> dict[str, Any]:
+    """The operator's and the agent's metrics objects, by the module defining them."""
+    return {
+        "operator/rspark_operator/metrics.py": OperatorMetrics(),
+        "operator/rspark_operator/agent/metrics.py": Metrics(),
+    }
+
+
+def metric_rows(metrics: Any) -> list[Row]:
     rows: list[Row] = []
-    for metric in Metrics().registry.collect():
-        suffix = {"counter": "_total", "histogram": "_bucket, _sum, _count"}.get(metric.type, "")
-        name = f"{metric.name}{suffix}" if metric.type == "counter" else metric.name
-        exposed = f"{name} ({suffix})" if metric.type == "histogram" else name
-        labels = sorted({key for sample in metric.samples for key in sample.labels} - {"le"})
-        labels = labels or label_names(metric.name)
-        rows.append((code(exposed), metric.type, ", ".join(labels), metric.documentation))
+    for metric in metrics.registry.collect():
+        names = exposed_names(metric)
+        suffixes = ", ".join(name.removeprefix(metric.name) for name in names)
+        shown = names[0] if len(names) == 1 else f"{metric.name} ({suffixes})"
+        labels = label_names(metrics, metric.name)
+        rows.append((code(shown), metric.type, ", ".join(labels), metric.documentation))
+    return rows
+
+
+def metrics_page() -> str:
+    header = ("metric", "type", "labels", "meaning")
+    operator, agent = registries().values()
     return f"""# Metrics
 
 {GENERATED}
+
+Both the operator and the snapshot agent export Prometheus metrics. The optional
+overlay `manifests/overlays/monitoring` scrapes them with the Prometheus Operator
+and adds alerting rules and a Grafana dashboard ("Monitoring" in
+[installation.md](../installation.md)).
+
+## The operator
+
+Served on `RSPARK_METRICS_ADDRESS` (`host:port`, e.g. `0.0.0.0:8000`; empty, the
+default: not served), `GET /metrics`. Of the two replicas only the active one
+(kopf peering) reconciles; the overlay's alerts and dashboard take the maximum
+over the operator's pods. From
+`operator/rspark_operator/metrics.py`:
+
+{table(header, metric_rows(operator))}
+## The snapshot agent
 
 The snapshot agent serves, on its `metrics` port (`RSPARK_AGENT_METRICS_PORT`,
 default 9090), `GET /metrics` (Prometheus text format), `GET /readyz` (200 once
@@ -475,13 +514,12 @@ the home is restored and verified: the pod's startup probe) and `GET /status`
 lets only `RSPARK_METRICS_NAMESPACE` reach that port. From
 `operator/rspark_operator/agent/metrics.py`:
 
-{table(("metric", "type", "labels", "meaning"), rows)}"""
+{table(header, metric_rows(agent))}"""
 
 
-def label_names(metric: str) -> list[str]:
-    """Labels of a labelled metric that has no sample yet."""
-    collectors = vars(Metrics())
-    for collector in collectors.values():
+def label_names(metrics: Any, metric: str) -> list[str]:
+    """The label names a metric was declared with (found on its collector)."""
+    for collector in vars(metrics).values():
         if getattr(collector, "_name", None) == metric:
             return list(collector._labelnames)
     return []

@@ -72,7 +72,7 @@ build_versioned() {
 
 main() {
   local tool tools=("$@")
-  ((${#tools[@]})) || tools=(kube etcd kwok restic helm coredns traefik kube-router)
+  ((${#tools[@]})) || tools=(kube etcd kwok restic helm coredns traefik kube-router promtool)
   for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
@@ -89,6 +89,11 @@ main() {
         build_versioned kube-router github.com/cloudnativelabs/kube-router/v2 \
           github.com/cloudnativelabs/kube-router/v2/pkg/version.Version \
           kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+        ;;
+      # Not for the cluster: the monitoring overlay's rules (tests/integration/test_monitoring.py).
+      promtool)
+        build_versioned promtool github.com/prometheus/prometheus \
+          github.com/prometheus/common/version.Version promtool=github.com/prometheus/prometheus/cmd/promtool
         ;;
       # Not for the cluster: make lint (hack/lint-manifests.sh).
       kube-score) build kube-score "" kube-score=github.com/zegl/kube-score/cmd/kube-score ;;

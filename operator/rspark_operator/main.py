@@ -370,15 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     rollout = Rollout(
         settings.rollout_max_pods, wake=lambda key: queue.schedule(key, children=False)
     )
-    metrics.gauge(
-        "rspark_operator_queue_workspaces", "Workspaces in the resync queue.", queue.__len__
-    )
-    metrics.gauge(
-        "rspark_operator_queue_due_workspaces", "Workspaces due for a reconcile now.", queue.due_now
-    )
-    metrics.gauge(
-        "rspark_operator_rollout_pods", "Pods the rollout is replacing.", rollout.under_way
-    )
+    metrics.queue_workspaces.set_function(queue.__len__)
+    metrics.queue_due_workspaces.set_function(queue.due_now)
+    metrics.rollout_pods.set_function(rollout.under_way)
     if settings.metrics_address:
         metrics.serve(settings.metrics_address)
     kopf.run(

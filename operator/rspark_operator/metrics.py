@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -25,6 +25,10 @@ _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 class _Phases(Collector):
     """Workspaces by phase, from the last status of each."""
+
+    # Named as prometheus_client names its metrics' (read by devtools/reference.py).
+    _name = "rspark_operator_workspaces"
+    _labelnames = ("phase",)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -42,7 +46,7 @@ class _Phases(Collector):
         with self._lock:
             tally = Tally(self._phase.values())
         family = GaugeMetricFamily(
-            "rspark_operator_workspaces", "Workspaces by phase, as last computed.", labels=["phase"]
+            self._name, "Workspaces by phase, as last computed.", labels=list(self._labelnames)
         )
         for phase, count in sorted(tally.items()):
             family.add_metric([phase], count)
@@ -73,10 +77,20 @@ class OperatorMetrics:
         )
         self.phases = _Phases()
         self.registry.register(self.phases)
-
-    def gauge(self, name: str, documentation: str, value: Callable[[], float]) -> None:
-        """A gauge read when scraped (queue depth, rollout)."""
-        Gauge(name, documentation, registry=self.registry).set_function(value)
+        # Read when scraped: main() points each at its source with set_function.
+        self.queue_workspaces = Gauge(
+            "rspark_operator_queue_workspaces",
+            "Workspaces in the resync queue.",
+            registry=self.registry,
+        )
+        self.queue_due_workspaces = Gauge(
+            "rspark_operator_queue_due_workspaces",
+            "Workspaces due for a reconcile now (the backlog).",
+            registry=self.registry,
+        )
+        self.rollout_pods = Gauge(
+            "rspark_operator_rollout_pods", "Pods the rollout is replacing.", registry=self.registry
+        )
 
     def api_call(self, verb: str, code: int) -> None:
         self.api_requests.labels(verb, str(code)).inc()

@@ -21,8 +21,7 @@ def test_metrics_render() -> None:
     metrics.phases.set(("team", "b"), "Running")
     metrics.phases.set(("team", "c"), "Pending")
     metrics.phases.forget(("team", "c"))
-    depth = [7]
-    metrics.gauge("rspark_operator_queue_workspaces", "Workspaces in the queue.", lambda: depth[0])
+    metrics.queue_workspaces.set_function(lambda: 7)
     text = generate_latest(metrics.registry).decode()
     assert 'rspark_operator_api_requests_total{code="200",verb="PATCH"} 2.0' in text
     assert 'rspark_operator_api_requests_total{code="0",verb="GET"} 1.0' in text
