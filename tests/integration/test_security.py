@@ -408,3 +408,42 @@ def test_the_agent_meets_restricted_and_the_workspace_pod_baseline(
     finally:
         for name in levels.values():
             core.delete_namespace(name)
+
+
+def test_without_its_parameters_the_policy_refuses_only_workspace_identities(
+    kube: client.ApiClient, alice: dict[str, Any]
+) -> None:
+    """The admission settings ConfigMap gone (an uninstall half done, a typo in an
+    overlay): pods of everyone else are still admitted, and a workspace's IDE identity
+    may create no executor at all (no image is allowed without the settings)."""
+    namespace, conf, pod = alice["namespace"], alice["conf"], alice["pod"]
+    admin = client.CoreV1Api(kube)
+    settings = admin.read_namespaced_config_map("rspark-admission-settings", "rspark-system")
+    admin.delete_namespaced_config_map("rspark-admission-settings", "rspark-system")
+    try:
+        executor = spark_executor(conf, pod.metadata.uid, number=68)
+        ide = client.CoreV1Api(token_client(kube, ide_token(kube, namespace, "alice")))
+        wait_until(
+            "the policy to see the settings gone",
+            lambda: (
+                "executor images"
+                in _refusal_or_empty(
+                    lambda: ide.create_namespaced_pod(namespace, executor, dry_run=DRY_RUN)
+                )
+            ),
+        )
+        admin.create_namespaced_pod(namespace, executor, dry_run=DRY_RUN)  # the admin's: fine
+    finally:
+        admin.create_namespaced_config_map(
+            "rspark-system",
+            {"metadata": {"name": settings.metadata.name, "labels": settings.metadata.labels},
+             "data": settings.data},
+        )  # fmt: skip
+
+
+def _refusal_or_empty(call: Callable[[], Any]) -> str:
+    try:
+        call()
+    except client.ApiException as error:
+        return str(error.body) if error.status == 403 else ""
+    return ""
