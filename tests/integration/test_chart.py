@@ -24,6 +24,8 @@ from devtools.localcluster import ROOT, kubectl
 from tests.support.kube import wait_until
 
 CHART = ROOT / "charts" / "rspark-operator"
+# The admission policy's parameters: the settings under a fixed name (manifests/base).
+ADMISSION_SETTINGS = "rspark-admission-settings"
 Key = tuple[str, str, str, str]
 
 
@@ -100,9 +102,13 @@ def test_values_change_only_what_they_name(helm: Any) -> None:
         "settings.RSPARK_SNAPSHOT_REPOSITORY_BASE=s3:https://s3.example.com/b",
         "settings.RSPARK_RESYNC_SECONDS=300",
     )
-    (config_map,) = [o for o in changed.values() if o["kind"] == "ConfigMap"]
-    (old_config_map,) = [o for o in default.values() if o["kind"] == "ConfigMap"]
-    assert config_map["data"] == {
+    # The operator's settings (a hashed name) and the admission policy's copy of them.
+    settings = [o for o in changed.values() if o["kind"] == "ConfigMap"]
+    old_settings = [o for o in default.values() if o["kind"] == "ConfigMap"]
+    (config_map,) = [o for o in settings if o["metadata"]["name"] != ADMISSION_SETTINGS]
+    (old_config_map,) = [o for o in old_settings if o["metadata"]["name"] != ADMISSION_SETTINGS]
+    (admission,) = [o for o in settings if o["metadata"]["name"] == ADMISSION_SETTINGS]
+    assert config_map["data"] == admission["data"] == {
         **old_config_map["data"],
         "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:https://s3.example.com/b",
         "RSPARK_RESYNC_SECONDS": "300",
