@@ -108,11 +108,15 @@ def test_values_change_only_what_they_name(helm: Any) -> None:
     (config_map,) = [o for o in settings if o["metadata"]["name"] != ADMISSION_SETTINGS]
     (old_config_map,) = [o for o in old_settings if o["metadata"]["name"] != ADMISSION_SETTINGS]
     (admission,) = [o for o in settings if o["metadata"]["name"] == ADMISSION_SETTINGS]
-    assert config_map["data"] == admission["data"] == {
-        **old_config_map["data"],
-        "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:https://s3.example.com/b",
-        "RSPARK_RESYNC_SECONDS": "300",
-    }
+    assert (
+        config_map["data"]
+        == admission["data"]
+        == {
+            **old_config_map["data"],
+            "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:https://s3.example.com/b",
+            "RSPARK_RESYNC_SECONDS": "300",
+        }
+    )
     assert config_map["metadata"]["name"] != old_config_map["metadata"]["name"]
     (deployment,) = [o for o in changed.values() if o["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 3
