@@ -349,7 +349,8 @@ def assess(
         phase: Phase = verdict.phase if verdict.phase in ("Running", "Suspended") else "Failed"
         forbidden = [refusal for refusal in observed.refusals if refusal.forbidden]
         reason = Reason.OPERATOR_FORBIDDEN if forbidden else Reason.CHILD_REJECTED
-        message = "; ".join(refusal.message for refusal in forbidden or observed.refusals)
+        # Each message once: two children refused for the same reason say it once.
+        message = "; ".join(dict.fromkeys(r.message for r in forbidden or observed.refusals))
         return Verdict(phase, reason, message)
     return verdict
 

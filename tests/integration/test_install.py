@@ -108,8 +108,13 @@ def test_the_dev_overlays_single_replica_does_not_block_a_node_drain(
         )  # fmt: skip
         assert budget.status.disruptions_allowed == 1
         selector = "app.kubernetes.io/name=rspark-operator,app.kubernetes.io/component=operator"
-        pods = core.list_namespaced_pod(SYSTEM_NAMESPACE, label_selector=selector).items
-        (pod,) = [p for p in pods if p.metadata.deletion_timestamp is None]
+
+        def one_live_pod() -> list[Any] | None:
+            listed = core.list_namespaced_pod(SYSTEM_NAMESPACE, label_selector=selector).items
+            live = [p for p in listed if p.metadata.deletion_timestamp is None]
+            return live if len(live) == 1 else None
+
+        (pod,) = wait_until("one operator pod (the rollout to one replica done)", one_live_pod)
         name = pod.metadata.name
         eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
                     "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE}}  # fmt: skip
