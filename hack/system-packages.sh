@@ -10,6 +10,8 @@
 # firewall drives (ipset).
 # `make images-local` (devtools/images.py): mmdebstrap (the Debian bases), buildah
 # (builds the Dockerfiles without a daemon) and skopeo (pushes).
+# The identity provider of the sign-in tests (devtools/keycloak.py): Keycloak's
+# distribution from Maven Central (maven fetches it) on Debian's JDK 17.
 set -euo pipefail
 
 missing=()
@@ -32,6 +34,8 @@ need buildah buildah ""
 need skopeo skopeo ""
 need docker-registry docker-registry ""
 need ipset ipset ""
+need java openjdk-17-jre-headless ""
+need mvn maven ""
 ((${#missing[@]})) || exit 0
 
 sudo=()
