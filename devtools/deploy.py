@@ -70,17 +70,28 @@ def credentials_secret(namespace: str, s3: S3Credentials) -> None:
     kubectl("apply", "-f", "-", stdin=manifest)
 
 
+def local_cluster_settings(s3: S3Credentials) -> dict[str, str]:
+    """The operator's settings on the local cluster: snapshots go to its S3 bucket; the
+    ingress controller (Traefik, on the host) reaches pods from the bridge address."""
+    return {
+        "snapshot_repository_base": f"s3:{s3.endpoint}/{s3.bucket}",
+        "snapshot_credentials_secret": CREDENTIALS_SECRET,
+        "ingress_controller_cidrs": json.dumps([f"{HOST_ADDRESS}/32"]),
+    }
+
+
 def operator_environment(s3: S3Credentials, **settings: str) -> dict[str, str]:
-    """The operator's environment on the local cluster: snapshots go to its S3 bucket;
-    the ingress controller (Traefik, on the host) reaches pods from the bridge address."""
+    """The environment of an operator process on this machine, on the local cluster."""
     return {
         **os.environ,
         "KUBECONFIG": str(localcluster.KUBECONFIG),
-        "RSPARK_SNAPSHOT_REPOSITORY_BASE": f"s3:{s3.endpoint}/{s3.bucket}",
-        "RSPARK_SNAPSHOT_CREDENTIALS_SECRET": CREDENTIALS_SECRET,
-        "RSPARK_INGRESS_CONTROLLER_CIDRS": json.dumps([f"{HOST_ADDRESS}/32"]),
-        **{f"RSPARK_{key.upper()}": value for key, value in settings.items()},
+        **settings_env({**local_cluster_settings(s3), **settings}),
     }
+
+
+def settings_env(settings: dict[str, str]) -> dict[str, str]:
+    """Operator settings (`OperatorSettings` field names) as its environment variables."""
+    return {f"RSPARK_{key.upper()}": value for key, value in settings.items()}
 
 
 def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
