@@ -201,27 +201,12 @@ def workspace_status(namespace: str, name: str) -> dict[str, Any]:
     return status
 
 
-def dev() -> None:
-    localcluster.up()
-    refs = push_images()
-    install_crds()
-    s3 = localcluster.s3_credentials()
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
-    )
-    credentials_secret(DEV_NAMESPACE, s3)
-    kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
-    name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
-    log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
-    operator.start()
+def show_workspace(name: str, operator: OperatorProcess) -> None:
+    """Print how to watch the sample, then its URL and password once it is Running;
+    return when the operator stops."""
     kubectl_line = f"KUBECONFIG={localcluster.KUBECONFIG} .local/bin/kubectl -n {DEV_NAMESPACE}"
     print(
-        f"[dev] operator running (log: {log_path}); sample workspace {name} in namespace "
+        f"[dev] operator running (log: {operator.log_path}); sample workspace {name} in namespace "
         f"{DEV_NAMESPACE} starts on a real node (the first pull of the image takes minutes).\n"
         f"[dev] Watch it:  {kubectl_line} get rsw,pods -w",
         flush=True,
@@ -245,9 +230,32 @@ def dev() -> None:
         print(f"[dev] {name} is not Running yet: {status}; see the watch line above.", flush=True)
     print("[dev] Ctrl-C stops the operator; make cluster-down stops the cluster.", flush=True)
     assert operator.process is not None
+    operator.process.wait()
+
+
+def dev() -> None:
+    localcluster.up()
+    refs = push_images()
+    install_crds()
+    s3 = localcluster.s3_credentials()
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
+    )
+    credentials_secret(DEV_NAMESPACE, s3)
+    kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
+    name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
+    log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
+    operator.start()
     try:
-        operator.process.wait()
+        show_workspace(name, operator)
     except KeyboardInterrupt:
+        pass
+    finally:
         operator.stop()
 
 
