@@ -12,6 +12,7 @@
 # (builds the Dockerfiles without a daemon) and skopeo (pushes).
 # The identity provider of the sign-in tests (devtools/keycloak.py): Keycloak's
 # distribution from Maven Central (maven fetches it) on Debian's JDK 17.
+# The end-to-end tests' browser: chromium and its chromedriver (Selenium drives it).
 set -euo pipefail
 
 missing=()
@@ -36,6 +37,8 @@ need docker-registry docker-registry ""
 need ipset ipset ""
 need java openjdk-17-jre-headless ""
 need mvn maven ""
+need chromium chromium ""
+need chromedriver chromium-driver ""
 ((${#missing[@]})) || exit 0
 
 sudo=()
