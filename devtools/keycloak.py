@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -192,6 +193,7 @@ class KeycloakProcess:
             [str(keycloak / "bin" / "kc.sh"), *arguments()],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = started + START_TIMEOUT_SECONDS
         while not ready():
@@ -202,14 +204,22 @@ class KeycloakProcess:
         self.start_seconds = time.monotonic() - started
 
     def rss_mb(self) -> float:
-        """Resident memory of Keycloak's JVM (kc.sh execs java), in MB."""
+        """Resident memory of kc.sh and its JVM, in MB."""
         assert self.process is not None
-        pages = int(Path(f"/proc/{self.process.pid}/statm").read_text().split()[1])
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pages = sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) for p in [pid, *children])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
+    def measured(self) -> str:
+        """Its start time and memory, as the tests report them."""
+        memory = f"{self.rss_mb():.0f} MB resident"
+        return f"Keycloak {VERSION} ready in {self.start_seconds:.0f} s, {memory}"
+
     def stop(self) -> None:
+        """kc.sh and the JVM it starts: their own process group."""
         if self.process is not None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=60)
             self.process = None
         if self.log_file is not None:
@@ -224,8 +234,7 @@ def main() -> None:
     process = KeycloakProcess(log)
     process.start()
     print(
-        f"Keycloak {VERSION} ready in {process.start_seconds:.0f} s, {process.rss_mb():.0f} MB: "
-        f"issuer {ISSUER_URL}, client {CLIENT_ID}, users "
+        f"{process.measured()}: issuer {ISSUER_URL}, client {CLIENT_ID}, users "
         + ", ".join(f"{person.username}/{person.password}" for person in PEOPLE),
         flush=True,
     )

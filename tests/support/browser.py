@@ -100,13 +100,14 @@ class Browser:
 
 
 @contextmanager
-def chromium(artifacts: Path) -> Iterator[Browser]:
-    """A headless Chromium for one test; its screenshots in `artifacts` (emptied first)."""
+def chromium(artifacts: Path, *arguments: str) -> Iterator[Browser]:
+    """A headless Chromium for one test, with CHROMIUM_ARGUMENTS and `arguments`; its
+    screenshots in `artifacts` (emptied first)."""
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in CHROMIUM_ARGUMENTS:
+    for argument in (*CHROMIUM_ARGUMENTS, *arguments):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:

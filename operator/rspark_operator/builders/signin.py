@@ -87,6 +87,9 @@ def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
         f"--whitelist-domain={urllib.parse.urlsplit(issuer).netloc}",
         "--reverse-proxy=true",
         "--silence-ping-logging=true",
+        # On its pages, the 403 of someone signed in but not on the list included.
+        f"--footer=Workspace {ws.namespace}/{ws.name}: only its owner and the people in its "
+        "spec.access may enter. Ask its owner to add you.",
     ]
 
 
