@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
-.PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
-.PHONY: manifests deploy images images-local lint-images e2e-kind docs chart lint-chart
+.PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration e2e lint crds bench
+.PHONY: manifests deploy images images-local lint-images e2e-kind docs chart lint-chart keycloak
 
 venv:
 	@bash hack/venv.sh
@@ -37,6 +37,15 @@ test-unit: venv
 
 test-integration: venv tools
 	@$(PY) -m pytest -m integration tests
+
+# The end-to-end tests alone (tests/integration/e2e, also part of `make test`): JupyterLab
+# workspaces on the real nodes, a browser through the ingress controller, Spark from R.
+e2e: venv tools
+	@$(PY) -m pytest -m e2e tests
+
+# The local identity provider (devtools/keycloak.py), in the foreground; the cluster must be up.
+keycloak: venv
+	@$(PY) -m devtools.keycloak
 
 lint: venv
 	@$(VENV)/bin/ruff check .

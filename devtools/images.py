@@ -125,10 +125,10 @@ def local_cas() -> list[Path]:
 
 
 @functools.cache
-def restic_binary() -> tuple[tuple[Path, str], ...]:
-    """restic as hack/tools.sh builds it from hack/restic (cached per go.mod)."""
-    subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), "restic"], check=True)
-    return (((ROOT / ".local" / "bin" / "restic").resolve(), "/usr/bin/restic"),)
+def go_tool(tool: str, target: str) -> tuple[tuple[Path, str], ...]:
+    """A Go tool as hack/tools.sh builds it from hack/<tool> (cached per go.mod), at `target`."""
+    subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), tool], check=True)
+    return (((ROOT / ".local" / "bin" / tool).resolve(), target),)
 
 
 def busybox_static() -> tuple[tuple[Path, str], ...]:
@@ -148,7 +148,13 @@ PYTHON = Debian(
     ("ca-certificates", "python3", "python3-pip", "python3-venv", "python-is-python3"),
     ('rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',),
 )
-RESTIC = Files("restic", restic_binary, ())
+RESTIC = Files("restic", functools.partial(go_tool, "restic", "/usr/bin/restic"), ())
+# The workspaces' sign-in proxy (builders/signin.py): a static binary, nothing else.
+OAUTH2_PROXY = Files(
+    "oauth2-proxy",
+    functools.partial(go_tool, "oauth2-proxy", "/bin/oauth2-proxy"),
+    ("--entrypoint", json.dumps(["/bin/oauth2-proxy"]), "--user", "65532:65532"),
+)
 PAUSE = Files(
     "pause",
     busybox_static,
@@ -160,7 +166,7 @@ SPARK = Dockerfile("spark", "spark-debian", (("BASE_IMAGE", DEBIAN), ("PYTHON_IM
 JUPYTERLAB = Dockerfile("jupyterlab", "jupyterlab", (("SPARK_IMAGE", SPARK),))
 # What the cluster runs, in build order; the others are only built from.
 IMAGES: dict[str, Image] = {
-    image.name: image for image in (PAUSE, AGENT, OPERATOR, SPARK, JUPYTERLAB)
+    image.name: image for image in (PAUSE, AGENT, OPERATOR, SPARK, JUPYTERLAB, OAUTH2_PROXY)
 }
 
 

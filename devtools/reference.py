@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from rspark_operator import builders, crd, lifecycle, status
+from rspark_operator import builders, crd, lifecycle, names, status
 from rspark_operator.agent import reasons
 from rspark_operator.agent.metrics import Metrics
 from rspark_operator.agent.settings import AgentSettings
@@ -258,6 +258,7 @@ class Change:
 # A changed value for every spec field; a field missing here fails a unit test.
 VARIANTS: dict[str, Any] = {
     "user": "bob@example.com",
+    "access": ["carol@example.com"],
     "ide": "jupyterlab",
     "image": "registry.example.com/rspark/rstudio:0.2.0",
     "suspended": True,
@@ -294,6 +295,10 @@ SAMPLE_SETTINGS = OperatorSettings(
     ingress_domain="example.com",
     allowed_image_prefixes=["registry.example.com/"],
     allowed_ingress_domains=["example.com", "example.org"],
+    # With sign-in, so that the table shows what spec.access changes.
+    signin="oidc",
+    oidc_issuer_url="https://login.example.com/realms/example",
+    oidc_client_id="rspark",
 )
 # What a change of each kind of child does to a running workspace.
 CHILD_EFFECTS = {
@@ -301,6 +306,11 @@ CHILD_EFFECTS = {
     "PersistentVolumeClaim": "the home volume (grows in place where the StorageClass allows)",
     "Ingress": "the Ingress (`status.url` follows)",
     "Secret": "the home Secret's note of where the snapshots are (`kubectl rspark snapshots`)",
+}
+# Children whose kind says too little, by (kind, name) in the sample workspace.
+NAMED_CHILD_EFFECTS = {
+    ("ConfigMap", names.signin_config_map_name("alice")): "who may pass the sign-in proxy "
+    "(the running proxy re-reads it)",
 }
 POD_EFFECTS = {
     lifecycle.PodAction.NONE: "kept",
@@ -350,10 +360,9 @@ def change_of(path: str, spec_schema: Mapping[str, Any]) -> Change:
     )
     pod = POD_EFFECTS[decision.action]
     before = children(base)
-    changed = sorted(
-        {kind for (kind, name), c in children(variant).items() if before.get((kind, name)) != c}
-    )
-    return Change(path, pod, "; ".join(CHILD_EFFECTS.get(kind, kind) for kind in changed))
+    changed = sorted(key for key, c in children(variant).items() if before.get(key) != c)
+    effects = [NAMED_CHILD_EFFECTS.get(key) or CHILD_EFFECTS.get(key[0], key[0]) for key in changed]
+    return Change(path, pod, "; ".join(dict.fromkeys(effects)))
 
 
 def children(ws: Workspace) -> dict[tuple[str, str], dict[str, Any]]:

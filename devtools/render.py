@@ -3,7 +3,9 @@
 `python -m devtools.render DIR` writes DIR/<sample>.yaml: every child, the pod and
 the passwords Secret (placeholder passwords) of each workspace of
 manifests/samples, in namespace `team-a`, with the operator's default settings
-(plus a snapshot repository base, and example.com allowed for hosts).
+(plus a snapshot repository base, and example.com allowed for hosts); and
+DIR/<sample>-signin.yaml, the same with sign-in through an identity provider
+(the sign-in proxy in each pod).
 hack/lint-manifests.sh scans them.
 """
 
@@ -28,8 +30,15 @@ SETTINGS = OperatorSettings(
     allowed_ingress_domains=["example.com"],  # path-prefix.yaml chooses its host
 )
 
+SIGNIN_SETTINGS = OperatorSettings(
+    **SETTINGS.model_dump(exclude_unset=True),
+    signin="oidc",
+    oidc_issuer_url="https://login.example.com/realms/rspark",
+    oidc_client_id="rspark-workspaces",
+)
 
-def render(sample: Path) -> list[dict[str, Any]]:
+
+def render(sample: Path, settings: OperatorSettings = SETTINGS) -> list[dict[str, Any]]:
     """Every workspace of the sample file, rendered (other kinds, such as the
     SparkProfiles of sparkprofiles.yaml, are not the operator's output)."""
     rendered: list[dict[str, Any]] = []
@@ -37,11 +46,11 @@ def render(sample: Path) -> list[dict[str, Any]]:
         if not body or body.get("kind") != KIND:
             continue
         body["metadata"] |= {"namespace": NAMESPACE, "uid": "00000000-0000-0000-0000-000000000000"}
-        ws = parse_workspace(body, SETTINGS)
+        ws = parse_workspace(body, settings)
         rendered += [
-            *build_children(ws, SETTINGS),
+            *build_children(ws, settings),
             build_passwords_secret(ws, "placeholder", "placeholder"),
-            build_pod(ws, SETTINGS),
+            build_pod(ws, settings),
         ]
     return rendered
 
@@ -50,9 +59,11 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for sample in sorted(SAMPLES.glob("*.yaml")):
-        rendered = render(sample)
-        if rendered:
-            (out / sample.name).write_text(yaml.safe_dump_all(rendered, sort_keys=False))
+        for suffix, settings in (("", SETTINGS), ("-signin", SIGNIN_SETTINGS)):
+            rendered = render(sample, settings)
+            if rendered:
+                name = f"{sample.stem}{suffix}.yaml"
+                (out / name).write_text(yaml.safe_dump_all(rendered, sort_keys=False))
     return 0
 
 

@@ -10,6 +10,9 @@
 # firewall drives (ipset).
 # `make images-local` (devtools/images.py): mmdebstrap (the Debian bases), buildah
 # (builds the Dockerfiles without a daemon) and skopeo (pushes).
+# The identity provider of the sign-in tests (devtools/keycloak.py): Keycloak's
+# distribution from Maven Central (maven fetches it) on Debian's JDK 17.
+# The end-to-end tests' browser: chromium and its chromedriver (Selenium drives it).
 set -euo pipefail
 
 missing=()
@@ -32,6 +35,10 @@ need buildah buildah ""
 need skopeo skopeo ""
 need docker-registry docker-registry ""
 need ipset ipset ""
+need java openjdk-17-jre-headless ""
+need mvn maven ""
+need chromium chromium ""
+need chromedriver chromium-driver ""
 ((${#missing[@]})) || exit 0
 
 sudo=()

@@ -95,6 +95,12 @@ main() {
         build_versioned promtool github.com/prometheus/prometheus \
           github.com/prometheus/common/version.Version promtool=github.com/prometheus/prometheus/cmd/promtool
         ;;
+      # Not a host process: make images-local puts it into the sign-in proxy's image.
+      oauth2-proxy)
+        build_versioned oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7 \
+          github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION \
+          oauth2-proxy=github.com/oauth2-proxy/oauth2-proxy/v7
+        ;;
       # Not for the cluster: make lint (hack/lint-manifests.sh).
       kube-score) build kube-score "" kube-score=github.com/zegl/kube-score/cmd/kube-score ;;
       *) log "unknown tool $tool"; exit 2 ;;

@@ -505,6 +505,11 @@ MANAGED_ENV_RULE: JsonDict = {
 }
 
 
+# One person as the sign-in proxy names them: one line of its list, so no separator
+# of that list (comma, white space) and no comment ('#').
+Identity = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^,#\s]+$")]
+
+
 class WorkspaceSpec(ApiModel):
     """Desired state of an RStudio or JupyterLab + Spark workspace."""
 
@@ -517,6 +522,15 @@ class WorkspaceSpec(ApiModel):
                 {"rule": "self == oldSelf", "message": "user is immutable"}
             ]
         },
+    )
+    access: list[Identity] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Other people who may use the workspace at its URL, named as spec.user "
+        "is (the identity provider's claim the operator compares, e.g. their e-mail "
+        "address). Only with the operator's sign-in proxy (RSPARK_SIGNIN=oidc); a change "
+        "takes effect in the running pod, within a minute, without restarting it.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     ide: IdeName = Field(
         default=DEFAULT_IDE,

@@ -3,8 +3,13 @@
 What the images share is written once below: the user and home (uid/gid 1000,
 /home/rstudio, so the agent and the home volume do not depend on the IDE), the
 login password in PASSWORD, the URL prefix in RSPARK_WWW_ROOT_PATH, Spark's
-configuration directory and the clean shutdown (`rspark-prestop`). What differs
-is a field of `Ide`; builders read the row of spec.ide and never compare names.
+configuration directory, the clean shutdown (`rspark-prestop`) and the health
+check (`rspark-healthcheck`). What differs is a field of `Ide`; builders read the
+row of spec.ide and never compare names.
+
+Behind the sign-in proxy (RSPARK_SIGNIN=oidc, builders/signin.py) the IDE listens
+on 127.0.0.1 only, on its `proxied_port`, with its own login off; the proxy takes
+its `port`, the one the Service and the Ingress name.
 
 Not in `builders/`: the API (`api.py`) takes the IDE names and the variables the
 images reserve from here, and the builders package imports the API.
@@ -31,6 +36,10 @@ SPARK_CONF_DIR_ENV = "SPARK_CONF_DIR"
 # The images' clean shutdown, the pod's preStop hook: the IDE saves what it holds in
 # memory into the home and stops, so the agent's last snapshot has it.
 PRESTOP_COMMAND = ("/usr/local/bin/rspark-prestop",)
+# The images' health check: exit 0 when the IDE answers on its local address (the
+# readiness probe behind the proxy, where the kubelet cannot reach the IDE's port).
+HEALTHCHECK_COMMAND = ("/usr/local/bin/rspark-healthcheck",)
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,14 @@ class Ide:
     """What the operator does differently for one IDE."""
 
     name: IdeName
-    # The port the IDE listens on (0.0.0.0) in its container.
+    # The port the IDE listens on (0.0.0.0) in its container; behind the sign-in
+    # proxy, the proxy's.
     port: int
+    # Behind the proxy: the IDE's port on 127.0.0.1.
+    proxied_port: int
+    # The variables that move the IDE to LOOPBACK:proxied_port and turn its own login
+    # off, and the one that points its health check there.
+    proxied_env: Callable[[int], Mapping[str, str]]
     default_image: Callable[[OperatorSettings], str]
     # True: the IDE serves under the URL prefix itself (Jupyter's base_url) and the
     # Ingress passes the path as it is. False: the IDE serves from "/" and only builds
@@ -61,17 +76,43 @@ IDES: Mapping[IdeName, Ide] = {
     "rstudio": Ide(
         name="rstudio",
         port=8787,
+        proxied_port=8788,
+        # Rocker's own switch for auth-none; the image's rserver.conf script writes the
+        # address and port (images/rspark/cont-init.d/11-rspark-rserver-conf).
+        proxied_env=lambda port: {
+            "DISABLE_AUTH": "true",
+            "RSPARK_WWW_ADDRESS": LOOPBACK,
+            "RSPARK_WWW_PORT": str(port),
+            "RSPARK_HEALTHCHECK_URL": f"http://{LOOPBACK}:{port}/",
+        },
         default_image=lambda settings: settings.workspace_image,
         serves_under_prefix=False,
         # Open-source RStudio Server has no health endpoint; "/" redirects to sign-in.
         readiness_path="",
         # Rocker's init switches: DISABLE_AUTH turns the login off, ROOT grants sudo,
         # USERID and GROUPID change the user's ids and so who owns the home.
-        reserved_env=frozenset({"DISABLE_AUTH", "ROOT", "USERID", "GROUPID"}),
+        reserved_env=frozenset(
+            {
+                "DISABLE_AUTH",
+                "ROOT",
+                "USERID",
+                "GROUPID",
+                "RSPARK_WWW_ADDRESS",
+                "RSPARK_WWW_PORT",
+                "RSPARK_HEALTHCHECK_URL",
+            }
+        ),
     ),
     "jupyterlab": Ide(
         name="jupyterlab",
         port=8888,
+        proxied_port=8889,
+        # images/jupyterlab/rspark-jupyterlab: no password, no token, loopback only.
+        proxied_env=lambda port: {
+            "RSPARK_JUPYTER_IP": LOOPBACK,
+            "RSPARK_JUPYTER_PORT": str(port),
+            "RSPARK_JUPYTER_LOGIN": "off",
+        },
         default_image=lambda settings: settings.jupyterlab_image,
         serves_under_prefix=True,
         # Jupyter Server's version endpoint: no login, no kernel.
@@ -81,7 +122,13 @@ IDES: Mapping[IdeName, Ide] = {
         # an empty token is no authentication). The image's configuration sets the token
         # today, which Jupyter prefers to them; refused so that it stays so.
         reserved_env=frozenset(
-            {"RSPARK_JUPYTER_IP", "RSPARK_JUPYTER_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE"}
+            {
+                "RSPARK_JUPYTER_IP",
+                "RSPARK_JUPYTER_PORT",
+                "RSPARK_JUPYTER_LOGIN",
+                "JUPYTER_TOKEN",
+                "JUPYTER_TOKEN_FILE",
+            }
         ),
     ),
 }

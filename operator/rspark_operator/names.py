@@ -74,6 +74,11 @@ def agent_token_secret_name(workspace: str) -> str:
     return f"{agent_service_account_name(workspace)}-token"
 
 
+def signin_config_map_name(workspace: str) -> str:
+    """Who may pass the sign-in proxy (builders/signin.py)."""
+    return f"{workspace}-signin"
+
+
 def executor_service_account_name(workspace: str) -> str:
     """Spark's executors run under it: no rights, no token mounted."""
     return f"{workspace}{EXECUTOR_IDENTITY_SUFFIX}"

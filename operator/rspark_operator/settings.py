@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -143,6 +144,48 @@ class OperatorSettings(BaseSettings):
         default=True,
         description="Workspace pods may not reach the cloud metadata address "
         "(169.254.169.254), which hands out the node's cloud credentials.",
+    )
+    signin: Literal["ide-password", "oidc"] = Field(
+        default="ide-password",
+        description="How users sign in at a workspace's URL. oidc: an authenticating proxy "
+        "(oauth2-proxy) in each workspace pod lets through only spec.user and spec.access, "
+        "signed in at the identity provider RSPARK_OIDC_ISSUER_URL; the IDE listens on "
+        "127.0.0.1 behind it with its own login off. ide-password (the default, since it "
+        "needs no identity provider): the IDE's own login, with the password in the "
+        "Secret <name>-passwords.",
+    )
+    oidc_issuer_url: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="The identity provider's issuer URL (its /.well-known/openid-configuration "
+        "is read by each proxy at start), e.g. https://login.example.com/realms/rspark. "
+        "Required with RSPARK_SIGNIN=oidc; browsers and workspace pods must both reach it.",
+    )
+    oidc_client_id: str | None = Field(
+        default=None,
+        validate_default=True,
+        min_length=1,
+        description="The OAuth client the platform registered at the provider for workspace "
+        "URLs (redirect URIs: each workspace URL followed by oauth2/callback). Required with "
+        "RSPARK_SIGNIN=oidc.",
+    )
+    oidc_secret: str = Field(
+        default="rspark-oidc",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Secret (in each workspace namespace) with the client's secret under "
+        "client-secret and the proxies' cookie secret (16, 24 or 32 bytes, which encrypts "
+        "their session cookies) under cookie-secret.",
+    )
+    oidc_user_claim: str = Field(
+        default="email",
+        min_length=1,
+        description="The ID token's claim compared with spec.user and spec.access "
+        "(e.g. email, preferred_username).",
+    )
+    signin_proxy_image: str = Field(
+        default="ghcr.io/rspark-dev/oauth2-proxy:7.15.6",
+        min_length=1,
+        description="Image of the sign-in proxy (oauth2-proxy) with RSPARK_SIGNIN=oidc.",
     )
     storage_class: OptionalName = Field(default=None, description="Storage class of homes.")
     watch_namespaces: Annotated[list[str], NoDecode] = Field(
@@ -288,6 +331,23 @@ class OperatorSettings(BaseSettings):
         if bad:
             raise ValueError(f"not DNS names: {', '.join(bad)}")
         return domains
+
+    @field_validator("oidc_issuer_url", "oidc_client_id")
+    @classmethod
+    def _required_with_oidc(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("signin") == "oidc" and not value:
+            raise ValueError("required with RSPARK_SIGNIN=oidc")
+        return value
+
+    @field_validator("oidc_issuer_url")
+    @classmethod
+    def _issuer_is_a_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError("not an http(s) URL without a query, e.g. https://login.example.com")
+        return url
 
     def image_allowed(self, image: str, configured: str) -> bool:
         """Under an allowed prefix; without any, only the configured image itself."""

@@ -22,6 +22,7 @@ from rspark_operator.builders.pod import (
     snapshot_repository,
 )
 from rspark_operator.builders.policy import build_egress_policy, build_network_policy
+from rspark_operator.builders.signin import build_signin_config_map, signin_enabled
 from rspark_operator.builders.spark import build_spark_config_map
 from rspark_operator.quantity import parse_quantity
 from rspark_operator.settings import OperatorSettings
@@ -97,9 +98,11 @@ def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password
 
 def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
     """Every child but the pod and the passwords Secret; RBAC first, network last."""
+    signin = [build_signin_config_map(ws)] if signin_enabled(settings) else []
     return [
         *build_identities(ws),
         build_spark_config_map(ws, settings),
+        *signin,
         build_home_claim(ws, settings),
         build_home_secrets(ws, settings),
         build_ide_service(ws),

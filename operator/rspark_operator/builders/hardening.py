@@ -30,6 +30,13 @@ AGENT_RESOURCES = {
 }
 
 
+# The sign-in proxy (builders/signin.py): a static Go binary holding sessions in cookies.
+SIGNIN_RESOURCES = {
+    "requests": {"cpu": "20m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+    "limits": {"memory": "128Mi", "ephemeral-storage": "64Mi"},
+}
+
+
 def pod_security_context() -> dict[str, Any]:
     return {"seccompProfile": {"type": "RuntimeDefault"}}
 
@@ -43,6 +50,11 @@ def agent_security_context() -> dict[str, Any]:
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
     }
+
+
+def signin_security_context() -> dict[str, Any]:
+    """The sign-in proxy meets `restricted` as the agent does; it writes no file."""
+    return agent_security_context()
 
 
 def ide_security_context() -> dict[str, Any]:

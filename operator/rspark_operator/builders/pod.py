@@ -24,6 +24,7 @@ from rspark_operator.builders.identity import (
     token_mount,
 )
 from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
+from rspark_operator.builders.signin import signin_container, signin_enabled, signin_volumes
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
     DRIVER_PORT,
@@ -32,6 +33,7 @@ from rspark_operator.builders.spark import (
 )
 from rspark_operator.builders.url import ingress_path
 from rspark_operator.ide import (
+    HEALTHCHECK_COMMAND,
     IDES,
     PASSWORD_ENV,
     PRESTOP_COMMAND,
@@ -130,31 +132,49 @@ def ide_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
     env = [
         *(var.wire() for var in ws.spec.env),
         {"name": USER_ENV, "value": IDE_USER},
-        # The login password; authentication stays on (its switches are refused).
-        _secret_env(PASSWORD_ENV, names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY),
         {"name": SPARK_CONF_DIR_ENV, "value": SPARK_CONF_DIR},
     ]
+    ide = IDES[ws.spec.ide]
+    if signin_enabled(settings):
+        # Behind the sign-in proxy: on 127.0.0.1 only, its own login off.
+        proxied = ide.proxied_env(ide.proxied_port)
+        env += [{"name": name, "value": value} for name, value in proxied.items()]
+    else:
+        # The login password; authentication stays on (its switches are refused).
+        env.append(
+            _secret_env(PASSWORD_ENV, names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY)
+        )
     prefix = ingress_path(ws, settings)
     if prefix != "/":
         env.append({"name": ROOT_PATH_ENV, "value": prefix})
     return env
 
 
+def _ide_readiness(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
+    """GET on the IDE's port; behind the sign-in proxy, which the kubelet must not pass,
+    the image's own health check on 127.0.0.1."""
+    if signin_enabled(settings):
+        return {"exec": {"command": list(HEALTHCHECK_COMMAND)}, "periodSeconds": 5}
+    path = IDES[ws.spec.ide].readiness_probe_path(ingress_path(ws, settings))
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5}
+
+
 def _ide_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
     spec, ide = ws.spec, IDES[ws.spec.ide]
-    probe_path = ide.readiness_probe_path(ingress_path(ws, settings))
+    # Behind the sign-in proxy, the proxy's container has the IDE's port.
+    http = [] if signin_enabled(settings) else [{"name": "http", "containerPort": ide.port}]
     return {
         "name": IDE_CONTAINER,
         "image": spec.image or ide.default_image(settings),
         "ports": [
-            {"name": "http", "containerPort": ide.port},
+            *http,
             {"name": "spark-driver", "containerPort": DRIVER_PORT},
             {"name": "spark-blockmgr", "containerPort": BLOCK_MANAGER_PORT},
             {"name": "spark-ui", "containerPort": SPARK_UI_PORT},
         ],
         "env": ide_env(ws, settings),
         "resources": spec.resources.with_defaults(),
-        "readinessProbe": {"httpGet": {"path": probe_path, "port": "http"}, "periodSeconds": 5},
+        "readinessProbe": _ide_readiness(ws, settings),
         "lifecycle": {"preStop": {"exec": {"command": list(PRESTOP_COMMAND)}}},
         "securityContext": ide_security_context(),
         "volumeMounts": [
@@ -212,6 +232,9 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
     if settings.workspace_node_selector:
         spec["nodeSelector"] = dict(settings.workspace_node_selector)
     spec["volumes"].append(ide_token_volume())
+    if signin_enabled(settings):
+        spec["containers"].append(signin_container(ws, settings))
+        spec["volumes"] += signin_volumes(ws, settings)
     if ws.spec.snapshot.enabled:
         spec["initContainers"] = [_agent_container(ws, settings)]
         spec["volumes"] += [agent_token_volume(ws), agent_tmp_volume()]

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,15 +98,16 @@ class Server:
     runtime: Path
 
 
-@pytest.fixture
-def server(tmp_path: Path, jupyter_venv: Path) -> Iterator[Server]:
+@contextmanager
+def started(tmp_path: Path, jupyter_venv: Path, **extra: str) -> Iterator[Server]:
+    """The start script on 127.0.0.1 under ROOT_PATH with `extra` variables, until healthy."""
     port = free_port()
     env = script_env(
         tmp_path,
         jupyter_venv,
-        PASSWORD=PASSWORD,
         RSPARK_WWW_ROOT_PATH=ROOT_PATH.rstrip("/"),
         RSPARK_JUPYTER_PORT=str(port),
+        **extra,
     )
     log = (tmp_path / "server.log").open("w")
     # As root here (the image runs it as rstudio): jupyter refuses root unless told.
@@ -130,6 +132,12 @@ def server(tmp_path: Path, jupyter_venv: Path) -> Iterator[Server]:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, jupyter_venv: Path) -> Iterator[Server]:
+    with started(tmp_path, jupyter_venv, PASSWORD=PASSWORD) as running:
+        yield running
 
 
 def login(server: Server, password: str) -> requests.Session:
@@ -204,3 +212,46 @@ def test_prestop_shuts_the_kernels_down_then_stops_the_server(server: Server) ->
     assert server.process.wait(timeout=60) == 0
     assert not list(server.runtime.glob("kernel-*.json"))
     assert run([HEALTHCHECK], server.env).returncode != 0
+
+
+def test_behind_the_sign_in_proxy_it_has_no_login_of_its_own(
+    tmp_path: Path, jupyter_venv: Path
+) -> None:
+    """RSPARK_JUPYTER_LOGIN=off (the operator's sign-in proxy in front): no password,
+    no token, the API open to whoever reaches 127.0.0.1; prestop still stops it."""
+    with started(tmp_path, jupyter_venv, RSPARK_JUPYTER_LOGIN="off") as server:
+        kernels = requests.get(server.url + "api/kernels", timeout=10)
+        assert kernels.status_code == 200 and kernels.json() == []
+        session = requests.Session()
+        lab = session.get(server.url + "lab", allow_redirects=False, timeout=10)
+        assert lab.status_code == 200
+        # Changes still need the XSRF cookie (no other site makes the browser send them).
+        assert session.post(server.url + "api/kernels", timeout=10).status_code == 403
+        headers = {"X-XSRFToken": session.cookies["_xsrf"] or ""}
+        kernel = session.post(
+            server.url + "api/kernels", json={"name": "python3"}, headers=headers, timeout=60
+        )
+        assert kernel.status_code == 201, kernel.text
+        result = run([PRESTOP], server.env)
+        assert result.returncode == 0, result.stderr
+        assert server.process.wait(timeout=60) == 0
+        assert not list(server.runtime.glob("kernel-*.json"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"RSPARK_JUPYTER_LOGIN": "off", "RSPARK_JUPYTER_IP": "0.0.0.0"},
+            "needs RSPARK_JUPYTER_IP",
+        ),
+        ({"RSPARK_JUPYTER_LOGIN": "no", "PASSWORD": PASSWORD}, "is 'on' or 'off'"),
+    ],
+)
+def test_the_login_is_off_only_on_loopback(
+    tmp_path: Path, extra: dict[str, str], message: str
+) -> None:
+    env = script_env(tmp_path, tmp_path / "no-venv", **extra)
+    result = run(["bash", START], env)
+    assert result.returncode == 1
+    assert message in result.stderr

@@ -33,11 +33,13 @@ def conf(tmp_path: Path) -> Path:
     return path
 
 
-def apply(conf: Path, root_path: str | None = None) -> tuple[int, str]:
+def apply(conf: Path, root_path: str | None = None, **listen: str) -> tuple[int, str]:
     env = {**os.environ, "RSPARK_RSERVER_CONF": str(conf), "RSPARK_RSERVER_SETTINGS": str(SETTINGS)}
-    env.pop("RSPARK_WWW_ROOT_PATH", None)
+    for name in ("RSPARK_WWW_ROOT_PATH", "RSPARK_WWW_ADDRESS", "RSPARK_WWW_PORT"):
+        env.pop(name, None)
     if root_path is not None:
         env["RSPARK_WWW_ROOT_PATH"] = root_path
+    env |= {f"RSPARK_WWW_{key.upper()}": value for key, value in listen.items()}
     result = run(["bash", SCRIPT], env)
     return result.returncode, result.stderr
 
@@ -84,3 +86,30 @@ def test_nothing_rspark_sets_turns_authentication_off() -> None:
     dockerfile = (RSPARK / "Dockerfile").read_text()
     assert "/etc/rstudio/rspark-rserver.conf" in dockerfile
     assert "11-rspark-rserver-conf" in dockerfile
+
+
+def test_behind_the_sign_in_proxy_rstudio_listens_on_loopback_and_its_own_port(
+    conf: Path,
+) -> None:
+    assert apply(conf, address="127.0.0.1", port="8788") == (0, "")
+    lines = conf.read_text().splitlines()
+    assert lines[-2:] == ["www-address=127.0.0.1", "www-port=8788"]
+    # Without the proxy again (the operator's setting changed): both go.
+    assert apply(conf)[0] == 0
+    assert conf.read_text().splitlines() == [ROCKER_CONF.strip(), *settings_lines()]
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ({"address": "127.0.0.1\nauth-none=1"}, "is not an IPv4 address"),
+        ({"address": "localhost"}, "is not an IPv4 address"),
+        ({"port": "8788\nwww-address=0.0.0.0"}, "is not a port"),
+    ],
+)
+def test_an_address_or_port_that_is_not_one_is_refused(
+    conf: Path, listen: dict[str, str], message: str
+) -> None:
+    code, stderr = apply(conf, **listen)
+    assert code == 1 and message in stderr
+    assert conf.read_text() == ROCKER_CONF

@@ -1,0 +1,189 @@
+"""Sign-in at the workspace's URL: the proxy in front of the IDE, its list, its settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from rspark_operator import names
+from rspark_operator.builders import build_children, build_pod
+from rspark_operator.builders.pod import IDE_PASSWORD_KEY
+from rspark_operator.builders.signin import (
+    ALLOWED_KEY,
+    CONFIG_DIR,
+    SIGNIN_CONTAINER,
+    allowed_users,
+    proxy_args,
+)
+from rspark_operator.ide import HEALTHCHECK_COMMAND, IDES, LOOPBACK, PASSWORD_ENV, IdeName
+from rspark_operator.settings import SettingsError, load_settings
+from tests.unit.workspaces import settings, workspace
+
+pytestmark = pytest.mark.unit
+
+Manifest = dict[str, Any]
+ISSUER = "http://10.200.0.1:8180/realms/rspark"
+
+
+def oidc(**overrides: Any) -> Any:
+    return settings(
+        signin="oidc", oidc_issuer_url=ISSUER, oidc_client_id="rspark-workspaces", **overrides
+    )
+
+
+def containers(pod: Manifest) -> dict[str, Manifest]:
+    return {c["name"]: c for c in pod["spec"]["containers"]}
+
+
+def env_of(container: Manifest) -> dict[str, Any]:
+    return {var["name"]: var.get("value", var.get("valueFrom")) for var in container["env"]}
+
+
+def args_of(container: Manifest) -> dict[str, str]:
+    pairs = (arg.removeprefix("--").split("=", 1) for arg in container["args"])
+    return dict(pairs)
+
+
+def signin_config_map(children: list[Manifest]) -> Manifest:
+    (found,) = [
+        c for c in children if c["metadata"]["name"] == names.signin_config_map_name("demo")
+    ]
+    return found
+
+
+@pytest.mark.parametrize("ide", list(IDES))
+def test_the_proxy_takes_the_ide_port_and_the_ide_listens_on_loopback_without_login(
+    ide: IdeName,
+) -> None:
+    row = IDES[ide]
+    pod = build_pod(workspace(ide=ide), oidc())
+    by_name = containers(pod)
+    proxy, main = by_name[SIGNIN_CONTAINER], by_name["ide"]
+    assert proxy["ports"] == [{"name": "http", "containerPort": row.port}]
+    assert "http" not in {port["name"] for port in main["ports"]}
+    args = args_of(proxy)
+    assert args["http-address"] == f"0.0.0.0:{row.port}"
+    assert args["upstream"] == f"http://{LOOPBACK}:{row.proxied_port}/"
+    assert row.proxied_port != row.port
+    env = env_of(main)
+    # No password: the IDE's own login is off, told by the image's own variables.
+    assert PASSWORD_ENV not in env
+    assert row.proxied_env(row.proxied_port).items() <= env.items()
+    assert LOOPBACK in row.proxied_env(row.proxied_port).values()
+    # The kubelet cannot reach 127.0.0.1 in the pod: the image checks itself.
+    assert main["readinessProbe"]["exec"] == {"command": list(HEALTHCHECK_COMMAND)}
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+
+
+def test_the_ide_password_login_stays_without_the_proxy() -> None:
+    pod = build_pod(workspace(), settings())
+    assert set(containers(pod)) == {"ide"}
+    main = containers(pod)["ide"]
+    assert env_of(main)[PASSWORD_ENV]["secretKeyRef"]["key"] == IDE_PASSWORD_KEY
+    children = build_children(workspace(), settings())
+    assert names.signin_config_map_name("demo") not in {c["metadata"]["name"] for c in children}
+
+
+def test_only_the_owner_and_spec_access_pass() -> None:
+    ws = workspace(access=["Bob@Example.org", "carol@example.org", "alice@example.com"])
+    assert allowed_users(ws) == ["alice@example.com", "bob@example.org", "carol@example.org"]
+    config_map = signin_config_map(build_children(ws, oidc()))
+    assert config_map["data"] == {
+        ALLOWED_KEY: "alice@example.com\nbob@example.org\ncarol@example.org\n"
+    }
+    proxy = containers(build_pod(ws, oidc()))[SIGNIN_CONTAINER]
+    assert args_of(proxy)["authenticated-emails-file"] == f"{CONFIG_DIR}/{ALLOWED_KEY}"
+    assert "email-domain" not in args_of(proxy)
+
+
+def test_a_change_of_spec_access_changes_the_config_map_not_the_pod() -> None:
+    before, after = workspace(), workspace(access=["bob@example.org"])
+    assert build_pod(before, oidc()) == build_pod(after, oidc())
+    old = signin_config_map(build_children(before, oidc()))
+    new = signin_config_map(build_children(after, oidc()))
+    assert old["data"] != new["data"]
+
+
+def test_the_proxy_reads_its_secrets_from_files_and_runs_restricted() -> None:
+    pod = build_pod(workspace(), oidc(oidc_secret="idp"))
+    proxy = containers(pod)[SIGNIN_CONTAINER]
+    assert "env" not in proxy
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounted = {m["name"]: volumes[m["name"]] for m in proxy["volumeMounts"]}
+    (secret,) = [v["secret"] for v in mounted.values() if "secret" in v]
+    assert secret["secretName"] == "idp"
+    assert {item["key"] for item in secret["items"]} == {"client-secret", "cookie-secret"}
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert proxy["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize(
+    ("ide", "mode", "proxy_prefix", "redirect"),
+    [
+        ("jupyterlab", "host", "/oauth2", "/oauth2/callback"),
+        ("rstudio", "host", "/oauth2", "/oauth2/callback"),
+        # JupyterLab serves under the prefix: the proxy sees it too.
+        ("jupyterlab", "path", "/team/demo/oauth2", "/team/demo/oauth2/callback"),
+        # The Ingress strips the prefix before RStudio's proxy; the browser keeps it.
+        ("rstudio", "path", "/oauth2", "/team/demo/oauth2/callback"),
+    ],
+)
+def test_the_proxy_paths_follow_the_url(
+    ide: IdeName, mode: str, proxy_prefix: str, redirect: str
+) -> None:
+    args = args_of({"args": proxy_args(workspace(ide=ide), oidc(ingress_mode=mode))})
+    assert args["proxy-prefix"] == proxy_prefix
+    # A path alone: the proxy takes the browser's host and port.
+    assert args["redirect-url"] == redirect
+    assert args["cookie-path"] == ("/team/demo/" if mode == "path" else "/")
+
+
+def test_cookies_are_secure_with_tls_and_sign_out_may_return_to_the_provider() -> None:
+    plain = args_of({"args": proxy_args(workspace(), oidc())})
+    assert plain["cookie-secure"] == "false"
+    tls = args_of({"args": proxy_args(workspace(), oidc(ingress_tls_secret="wildcard"))})
+    assert tls["cookie-secure"] == "true"
+    assert plain["whitelist-domain"] == "10.200.0.1:8180"
+    assert plain["oidc-issuer-url"] == ISSUER
+    assert plain["client-id"] == "rspark-workspaces"
+    assert plain["oidc-email-claim"] == "email"
+
+
+@pytest.mark.parametrize("bad", ["bob,carol@example.org", "bob carol", "#bob", ""])
+def test_an_access_entry_is_one_identity(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        workspace(access=[bad])
+
+
+def test_oidc_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSPARK_SIGNIN", "oidc")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "RSPARK_OIDC_ISSUER_URL=None: required with RSPARK_SIGNIN=oidc" in message
+    assert "RSPARK_OIDC_CLIENT_ID=None: required with RSPARK_SIGNIN=oidc" in message
+
+    monkeypatch.setenv("RSPARK_OIDC_ISSUER_URL", "login.example.com/realms/x")
+    monkeypatch.setenv("RSPARK_OIDC_CLIENT_ID", "rspark")
+    with pytest.raises(SettingsError, match=r"RSPARK_OIDC_ISSUER_URL=.*not an http"):
+        load_settings()
+
+    monkeypatch.setenv("RSPARK_OIDC_ISSUER_URL", ISSUER)
+    loaded = load_settings()
+    assert (loaded.signin, loaded.oidc_issuer_url, loaded.oidc_secret) == (
+        "oidc",
+        ISSUER,
+        "rspark-oidc",
+    )
+
+
+def test_the_ide_password_is_the_default_and_needs_no_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().signin == "ide-password"
+    monkeypatch.setenv("RSPARK_SIGNIN", "saml")
+    with pytest.raises(SettingsError, match="RSPARK_SIGNIN='saml'"):
+        load_settings()
