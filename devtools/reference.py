@@ -269,6 +269,8 @@ VARIANTS: dict[str, Any] = {
     "spark.driverMemory": "2g",
     "spark.profile": "large",
     "spark.conf": {"spark.sql.shuffle.partitions": "64"},
+    "idle.stopAfter": "2h",
+    "idle.releaseVolume": True,
     "ingress.host": "alice.example.org",
     "ingress.path": "/alice/",
     "ingress.className": "nginx",

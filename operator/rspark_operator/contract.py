@@ -37,6 +37,11 @@ AGENT_VARIABLES: Final = (
     RESTORE_FROM,
 )
 
+# The IDE's runtime directory, an emptyDir shared by the IDE and the agent (read-only
+# there): the JupyterLab image keeps its server's local URL and API token in it
+# (JUPYTER_RUNTIME_DIR), which the agent reads to ask about kernels (agent/activity.py).
+IDE_RUNTIME_DIR: Final = "/run/rspark/jupyter"
+
 # The keys of RSPARK_RETENTION (a JSON object; spec.snapshot.retention on the wire).
 RETENTION_KEYS: Final = ("keepLast", "keepHourly", "keepDaily", "keepWeekly")
 
