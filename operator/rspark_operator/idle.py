@@ -128,16 +128,18 @@ BACKGROUND_REQUESTS = (
     # RStudio: the event long poll and the periodic client state and connection checks.
     re.compile(r"/rpc/(get_events|set_client_state|client_init_ping)$"),
     re.compile(r"/events/get_events$"),
-    # Jupyter Server: kernel, session, terminal and content listings JupyterLab polls,
-    # the kernel's and terminal's websockets (kept open), and its status checks.
-    re.compile(r"/api/(kernels|sessions|terminals|kernelspecs|me|status)(/[^/]+)?/?$"),
+    # Jupyter Server: the kernel's and terminal's websockets (kept open while a tab is).
     re.compile(r"/api/(kernels/[^/]+/channels|terminals/websocket/[^/]+)$"),
     re.compile(r"/lab/api/(workspaces|settings|translations)(/.*)?$"),
     re.compile(r"/api/contents(/.*)?/checkpoints$"),
 )
-# Read-only requests the IDEs repeat by themselves (JupyterLab's file browser refreshes
-# its listing); the same paths written to (a save, an upload) are the user's.
-BACKGROUND_READS = (re.compile(r"/api/contents(/.*)?$"),)
+# Read-only requests the IDEs repeat by themselves: JupyterLab's polling of kernels,
+# sessions, terminals and its status, its file browser's listing. The same paths
+# written to (a kernel started, a notebook saved) are the user's.
+BACKGROUND_READS = (
+    re.compile(r"/api/(kernels|sessions|terminals|kernelspecs|me|status)(/[^/]+)?/?$"),
+    re.compile(r"/api/contents(/.*)?$"),
+)
 READS = frozenset({"GET", "HEAD"})
 
 
