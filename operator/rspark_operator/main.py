@@ -45,6 +45,7 @@ from rspark_operator.settings import OperatorSettings, SettingsError, load_setti
 from rspark_operator.status import (
     STATUS_WARNINGS,
     VOLUME_PROBLEMS,
+    final_snapshot_unseen,
     idle_report_unseen,
     restore_report_unseen,
 )
@@ -161,6 +162,7 @@ async def workspace_event(
     elif (
         restore_report_unseen(status)
         or idle_report_unseen(status)
+        or final_snapshot_unseen(body.get("spec") or {}, status)
         or (
             event["type"] == "MODIFIED"
             and RESTART_ANNOTATION in (metadata.get("annotations") or {})

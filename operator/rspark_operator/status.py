@@ -539,3 +539,13 @@ def idle_report_unseen(status: Mapping[str, Any]) -> bool:
         and idle.get("status") == "True"
         and Reason.of(status) not in (Reason.IDLE, Reason.IDLE_STOPPING)
     )
+
+
+def final_snapshot_unseen(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """A workspace stopped for idleness that releases its volume has a final snapshot
+    report: a status refresh may release the volume now."""
+    return (
+        bool((spec.get("idle") or {}).get("releaseVolume"))
+        and Reason.of(status) == Reason.IDLE
+        and bool((status.get("lastSnapshot") or {}).get("finalAt"))
+    )

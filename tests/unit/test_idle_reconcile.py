@@ -15,7 +15,7 @@ from rspark_operator.names import RESTART_ANNOTATION
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings
-from rspark_operator.status import Reason
+from rspark_operator.status import Reason, final_snapshot_unseen, idle_report_unseen
 from tests.unit.fakeapi import FakeApi, Write
 from tests.unit.test_reconcile import (
     NAME,
@@ -272,3 +272,21 @@ def test_a_failed_pod_of_an_idle_workspace_is_not_made_again() -> None:
     assert POD not in fake.objects
     assert find(fake.objects[WORKSPACE]["status"]["conditions"], READY) is not None
     assert phase(fake) == "Idle"
+
+
+def test_the_agents_reports_that_need_a_status_refresh() -> None:
+    fake = FakeApi()
+    running_with(fake, stopAfter="1h", releaseVolume=True)
+    status = fake.objects[WORKSPACE]["status"]
+    assert not idle_report_unseen(status)
+    agent_reports(fake, "True", NOW)
+    assert idle_report_unseen(status)  # the operator must compute when it stops
+    run_at(fake, NOW + timedelta(hours=1))
+    fake.finish_termination(*POD)
+    run_at(fake, NOW + timedelta(hours=1, minutes=1))
+    body = fake.objects[WORKSPACE]
+    assert not idle_report_unseen(body["status"])  # stopped: nothing more to see
+    assert not final_snapshot_unseen(body["spec"], body["status"])
+    agent_reports(fake, "True", NOW, **healthy_final_snapshot(NOW + timedelta(hours=1)))
+    assert final_snapshot_unseen(body["spec"], body["status"])
+    assert not final_snapshot_unseen({"idle": {}}, body["status"])
