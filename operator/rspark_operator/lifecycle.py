@@ -44,6 +44,9 @@ POD_STOPPING = "PodStopping"
 POD_RESTARTING = "PodRestarting"
 IDLE_STOPPING = "IdleStopping"
 VOLUME_RELEASED = "VolumeReleased"
+WOKEN = "Woken"
+# The events of idle workspaces (counted by the operator's metrics).
+IDLE_EVENTS = frozenset({IDLE_STOPPING, VOLUME_RELEASED, WOKEN})
 PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
 

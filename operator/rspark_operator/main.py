@@ -26,6 +26,7 @@ from rspark_operator import peering
 from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
+from rspark_operator.lifecycle import IDLE_EVENTS
 from rspark_operator.metrics import OperatorMetrics
 from rspark_operator.names import (
     COMPONENT_LABEL,
@@ -263,6 +264,8 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
         )
         for event in outcome.events:
             kube.event(current, event.reason, event.message, warning=event.warning)
+            if event.reason in IDLE_EVENTS:
+                memo.metrics.idle_events.labels(event.reason).inc()
         if outcome.due is not None:
             wait = (outcome.due - datetime.now(UTC)).total_seconds()
             memo.queue.schedule(job.key, max(wait, 0.0), children=False)

@@ -33,6 +33,7 @@ from rspark_operator.cluster import Api, Failure, KubeError, Manifest
 from rspark_operator.lifecycle import (
     PENDING_RESTART,
     VOLUME_RELEASED,
+    WOKEN,
     Idleness,
     PodAction,
     PodPlan,
@@ -248,6 +249,8 @@ def _apply(
     pod, done = _carry_out(api, pod_plan, seen.pod, seen.desired_pod, refusals)
     if done:
         events.append(Event(pod_plan.reason, pod_plan.message, pod_plan.warning))
+        if pod_plan.action is PodAction.CREATE and seen.previous.get("phase") == "Idle":
+            events.append(Event(WOKEN, "woken from idle"))
     stopped, claim = None, seen.claim
     if seen.idle.stopped(now) and not ws.spec.suspended:
         assert seen.idle.since is not None

@@ -10,7 +10,7 @@ import pytest
 
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import READY, find, timestamp
-from rspark_operator.lifecycle import IDLE_STOPPING, POD_CREATED, VOLUME_RELEASED
+from rspark_operator.lifecycle import IDLE_STOPPING, POD_CREATED, VOLUME_RELEASED, WOKEN
 from rspark_operator.names import RESTART_ANNOTATION
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.rollout import Rollout
@@ -110,7 +110,7 @@ def test_an_idle_workspace_stops_after_stop_after_and_a_restart_request_wakes_it
     fake.objects[WORKSPACE]["metadata"]["annotations"] = {RESTART_ANNOTATION: timestamp(woken)}
     outcome = run_at(fake, woken + timedelta(seconds=5))
     assert POD in fake.objects and not terminating(fake)
-    assert [e.reason for e in outcome.events] == [POD_CREATED, Reason.POD_NOT_READY]
+    assert [e.reason for e in outcome.events] == [POD_CREATED, WOKEN, Reason.POD_NOT_READY]
     assert phase(fake) == "Pending"
     fake.objects[POD]["metadata"]["creationTimestamp"] = timestamp(woken + timedelta(seconds=5))
     # The new pod's start counts as activity, before its agent says anything...
