@@ -95,6 +95,7 @@ class Status:
         self.sinks = list(sinks or [])
         self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._conditions: dict[str, dict[str, Any]] = {}
         self._last_snapshot: dict[str, Any] | None = None
         self._published: dict[str, Any] | None = None
@@ -160,22 +161,25 @@ class Status:
             return dict(found) if found else None
 
     def publish(self, force: bool = False) -> None:
-        """Send to every sink; a failing sink is retried at the next publish."""
-        with self._lock:
-            document = self._document()
-            if (
-                not force
-                and self._published is not None
-                and _comparable(self._published) == _comparable(document)
-            ):
-                return
-        ok = True
-        for sink in self.sinks:
-            try:
-                sink.publish(document)
-            except Exception as exc:  # the API server may be away; keep the agent running
-                ok = False
-                log.warning("could not report status: %s", exc)
-        if ok:
+        """Send to every sink; a failing sink is retried at the next publish. One publish
+        at a time (the snapshot loop and the activity watch both report), each sending
+        the document as it is when its turn comes: an older one never lands last."""
+        with self._sending:
             with self._lock:
-                self._published = document
+                document = self._document()
+                if (
+                    not force
+                    and self._published is not None
+                    and _comparable(self._published) == _comparable(document)
+                ):
+                    return
+            ok = True
+            for sink in self.sinks:
+                try:
+                    sink.publish(document)
+                except Exception as exc:  # the API server may be away; keep the agent running
+                    ok = False
+                    log.warning("could not report status: %s", exc)
+            if ok:
+                with self._lock:
+                    self._published = document
