@@ -9,8 +9,8 @@ Signals, each an `Activity` (busy now, and the last time it saw its user):
   `~/.local/share/rstudio/sessions/active/session-*/properties/` (RStudio's
   `RActiveSession`): `executing` ("1" while R runs code) and `last_used`
   (milliseconds since the epoch, moved on by the user's requests);
-- JupyterLab: `GET api/kernels` (a kernel whose `execution_state` is `busy` or
-  `starting`, and each kernel's `last_activity`) and `GET api/terminals` (each
+- JupyterLab: `GET api/kernels` (a kernel whose `execution_state` is `busy`, and
+  each kernel's `last_activity`) and `GET api/terminals` (each
   terminal's `last_activity`);
 - Spark: `GET /api/v1/applications/<id>/jobs?status=running` of each driver UI: a
   running job is busy;
@@ -41,8 +41,10 @@ QUIET_BEFORE_REPORT = timedelta(minutes=5)
 CPU_BUSY_CORES = 0.05
 # RStudio's per-session state, relative to the home.
 RSTUDIO_SESSIONS = ".local/share/rstudio/sessions/active"
-# Jupyter's kernels in these states are working for their user.
-JUPYTER_BUSY_STATES = frozenset({"busy", "starting"})
+# Jupyter's kernels in these states are working for their user ("starting" is not: a
+# kernel no client ever connected to stays "starting" for good, JupyterLab's included
+# until a notebook attaches; its last_activity counts instead).
+JUPYTER_BUSY_STATES = frozenset({"busy"})
 
 # Condition reasons of Idle (the agent's).
 ACTIVE = "Active"

@@ -54,8 +54,8 @@ def test_rstudio_without_sessions_and_with_broken_files() -> None:
     ("kernels", "terminals", "busy", "last"),
     [
         ("kernels-none.json", "terminals-none.json", False, None),
-        # Three seconds after its start, the kernel still starts: busy.
-        ("kernels-starting.json", "terminals-none.json", True, "2026-11-29T21:26:48.054544+00:00"),
+        # A kernel no client connected to yet stays "starting": its start counts, no more.
+        ("kernels-starting.json", "terminals-none.json", False, "2026-11-29T21:26:48.054544+00:00"),
         ("kernels-busy.json", "terminals-none.json", True, "2026-11-29T21:26:49.458368+00:00"),
         ("kernels-after.json", "terminals-one.json", False, "2026-11-29T21:27:00.254009+00:00"),
     ],
