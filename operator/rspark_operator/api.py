@@ -388,6 +388,12 @@ def check_stop_after(value: str | None) -> str | None:
     return value
 
 
+IDLE_NEEDS_AGENT_MESSAGE = (
+    "spec.idle needs spec.snapshot.enabled: the snapshot agent tells whether the workspace "
+    "is in use, and keeps its home while it is stopped"
+)
+
+
 def stop_after_duration(value: str) -> timedelta:
     """A valid stopAfter as a duration; zero means never."""
     return timedelta(0) if value == "0" else parse_duration(value)
@@ -610,6 +616,15 @@ class WorkspaceSpec(ApiModel):
     spark: SparkSpec = _section(SparkSpec, "Spark executors started from the workspace.")
     idle: IdleSpec = _section(IdleSpec, "Stopping the workspace when it is idle.")
     ingress: IngressSpec = _section(IngressSpec, "External access to the IDE.")
+
+    @model_validator(mode="after")
+    def _idle_needs_the_agent(self) -> WorkspaceSpec:
+        # operator-only: without the agent nothing tells whether the workspace is in use.
+        idle = self.idle
+        stops = idle.stop_after is not None and stop_after_duration(idle.stop_after) > timedelta(0)
+        if (stops or idle.release_volume) and not self.snapshot.enabled:
+            raise ValueError(IDLE_NEEDS_AGENT_MESSAGE)
+        return self
 
     @field_validator("env")
     @classmethod
