@@ -16,6 +16,7 @@ import pytest
 
 from rspark_operator import idle
 from rspark_operator.agent.activity import (
+    CPU_STAT_FILE,
     JUPYTER_TOKEN_FILE,
     JUPYTER_URL_FILE,
     ActivityWatch,
@@ -213,3 +214,17 @@ def test_the_last_snapshot_of_a_stopping_pod_is_marked_final() -> None:
     # The next snapshot of a new pod is not final until that pod stops.
     status.remember_snapshot({"time": "2026-11-30T08:00:00Z", "id": "9c1e5d02aa"})
     assert "finalAt" not in status.snapshot()["lastSnapshot"]
+
+
+def test_cpu_of_the_ide_where_its_image_publishes_it(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    ticks = iter([0.0, 10.0, 20.0])
+    watch = ActivityWatch(
+        tmp_path, Status(), runtime=runtime, spark_ports=[], monotonic=lambda: next(ticks)
+    )
+    assert [a.source for a in watch.signals()] == ["rstudio", "spark"]  # not published
+    for name in ("busy-1.cpu.stat", "busy-2.cpu.stat"):
+        shutil.copy(SAMPLES / "cgroup" / name, runtime / CPU_STAT_FILE)
+        cpu = [a for a in watch.signals() if a.source == "cpu"]
+    assert cpu == [idle.Activity("cpu", busy=True)]
