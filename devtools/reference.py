@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from rspark_operator import builders, crd, lifecycle, status
+from rspark_operator import builders, crd, idle, lifecycle, status
 from rspark_operator.agent import reasons
 from rspark_operator.agent.metrics import Metrics
 from rspark_operator.agent.settings import AgentSettings
@@ -453,7 +453,13 @@ succeeded. A failure during a restore is `HomeRestored=False` (and `Ready` shows
 `HomeNotRestored`); later ones are `SnapshotHealthy=False`. The agent's log:
 `kubectl logs NAME -c snapshot-agent`.
 
-{table(header, advice_rows(reasons.ADVICE))}"""
+{table(header, advice_rows(reasons.ADVICE))}
+## Idle (the snapshot agent)
+
+Whether the workspace is in use, from the IDE's own state, Spark's jobs and CPU
+(see the user guide, "Stopping when idle"); written only when the verdict changes.
+
+{table(header, advice_rows(idle.ADVICE))}"""
 
 
 # --- metrics ---

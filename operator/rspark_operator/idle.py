@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rspark_operator.conditions import Advice
+
 # The agent says Idle only after this long without activity; spec.idle.stopAfter is 0
 # (never) or at least this.
 QUIET_BEFORE_REPORT = timedelta(minutes=5)
@@ -46,9 +48,21 @@ RSTUDIO_SESSIONS = ".local/share/rstudio/sessions/active"
 # until a notebook attaches; its last_activity counts instead).
 JUPYTER_BUSY_STATES = frozenset({"busy"})
 
-# Condition reasons of Idle (the agent's).
+# Condition reasons of Idle (the agent's), and what they mean (troubleshooting.md).
 ACTIVE = "Active"
 NO_ACTIVITY = "NoActivity"
+ADVICE: dict[str, Advice] = {
+    ACTIVE: Advice(
+        "Someone uses the workspace now, or did less than 5 minutes ago; the message names "
+        "what was busy (rstudio, jupyter, spark, cpu) or says its user."
+    ),
+    NO_ACTIVITY: Advice(
+        "Nothing used the workspace since the condition's lastTransitionTime; with "
+        "`spec.idle.stopAfter` it stops that long after it.",
+        "Use the IDE: the verdict turns Active within 30 s. Or set "
+        '`spec.idle.stopAfter: "0"` to never stop it.',
+    ),
+}
 
 
 @dataclass(frozen=True)
