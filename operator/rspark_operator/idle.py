@@ -81,7 +81,9 @@ def _epoch_ms(text: str) -> datetime | None:
         return None
 
 
-def _iso(text: object) -> datetime | None:
+def parse_time(text: object) -> datetime | None:
+    """An ISO 8601 / RFC 3339 time as the IDEs and the proxy write it (naive: UTC);
+    None when it is not one."""
     if not isinstance(text, str):
         return None
     try:
@@ -105,7 +107,7 @@ def rstudio_activity(sessions: Mapping[str, Mapping[str, str]]) -> Activity:
 def jupyter_activity(kernels: Sequence[Mapping[str, Any]], terminals: Sequence[Any]) -> Activity:
     """JupyterLab from the answers of `api/kernels` and `api/terminals`."""
     busy = any(kernel.get("execution_state") in JUPYTER_BUSY_STATES for kernel in kernels)
-    last = _latest(_iso(item.get("last_activity")) for item in [*kernels, *terminals])
+    last = _latest(parse_time(item.get("last_activity")) for item in [*kernels, *terminals])
     return Activity("jupyter", busy=busy, last=last)
 
 
@@ -196,7 +198,7 @@ def idle_since(condition: Mapping[str, Any] | None, *later: datetime | None) -> 
     (the pod's start, a wake request). None when it is not idle."""
     if not condition or condition.get("status") != "True":
         return None
-    since = _iso(condition.get("lastTransitionTime"))
+    since = parse_time(condition.get("lastTransitionTime"))
     if since is None:
         return None
     return _latest([since, *later])

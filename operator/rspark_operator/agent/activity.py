@@ -4,7 +4,8 @@ judges it), and the `Idle` condition it reports from that.
 The agent shares the pod with the IDE: the home (RStudio's session files), the
 pod's loopback (Jupyter's REST API, Spark's driver UIs) and the IDE's runtime
 directory (`IDE_RUNTIME`, an emptyDir of both containers: Jupyter's local URL and
-API token, and the IDE container's `cpu.stat` where its image publishes it).
+API token, the IDE container's `cpu.stat` where its image publishes it, and the
+last user request where a proxy in the pod writes it).
 Nothing the IDE does not run is an error: a missing file or a refused connection
 is no activity. Each check is a few local reads, every `CHECK_SECONDS`; the
 workspace status is written only when the verdict changes (`Idle` True or False).
@@ -95,6 +96,15 @@ def read_spark(ports: Iterable[int], fetch: Fetch) -> idle.Activity:
     return idle.spark_activity(running)
 
 
+def read_requests(runtime: Path) -> idle.Activity | None:
+    """The proxy's last user request, where a proxy writes it; None without one."""
+    try:
+        text = (runtime / contract.LAST_USER_REQUEST_FILE).read_text().strip()
+    except OSError:
+        return None
+    return idle.Activity("requests", last=idle.parse_time(text))
+
+
 def read_cpu(runtime: Path, at: float) -> idle.CpuSample | None:
     try:
         return idle.CpuSample(idle.parse_cpu_stat((runtime / CPU_STAT_FILE).read_text()), at)
@@ -143,6 +153,9 @@ class ActivityWatch:
         if jupyter is not None:
             seen.append(jupyter)
         seen.append(read_spark(self.spark_ports, self.fetch))
+        requests = read_requests(self.runtime)
+        if requests is not None:
+            seen.append(requests)
         cpu = read_cpu(self.runtime, self.monotonic())
         if cpu is not None:
             seen.append(idle.cpu_activity(self.cpu, cpu))

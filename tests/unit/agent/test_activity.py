@@ -25,6 +25,7 @@ from rspark_operator.agent.activity import (
     read_spark,
 )
 from rspark_operator.agent.report import Status
+from rspark_operator.contract import LAST_USER_REQUEST_FILE
 
 pytestmark = pytest.mark.unit
 
@@ -228,3 +229,19 @@ def test_cpu_of_the_ide_where_its_image_publishes_it(tmp_path: Path) -> None:
         shutil.copy(SAMPLES / "cgroup" / name, runtime / CPU_STAT_FILE)
         cpu = [a for a in watch.signals() if a.source == "cpu"]
     assert cpu == [idle.Activity("cpu", busy=True)]
+
+
+def test_the_proxys_last_user_request_counts(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    start = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
+    clock = Clock(start)
+    watch = ActivityWatch(tmp_path, Status(), runtime=runtime, spark_ports=[], clock=clock)
+    (runtime / LAST_USER_REQUEST_FILE).write_text("2026-11-29T22:20:00Z\n")
+    clock.now = start + timedelta(minutes=24)
+    assert not watch.check()
+    assert watch.last == start + timedelta(minutes=20)
+    clock.now = start + timedelta(minutes=25)
+    assert watch.check()
+    (runtime / LAST_USER_REQUEST_FILE).write_text("not a time")
+    assert watch.check()  # unreadable: no activity, not an error
