@@ -260,12 +260,7 @@ def _apply(
             and _releasing(seen, now)
             and volume_releasable(seen.previous, seen.idle)
         ):
-            snapshot = (seen.previous.get("lastSnapshot") or {}).get("id", "")
-            api.delete("v1", "PersistentVolumeClaim", ws.namespace,
-                       claim["metadata"]["name"], claim["metadata"]["uid"])  # fmt: skip
-            events.append(Event(VOLUME_RELEASED, f"home volume deleted: the home is in "
-                                f"snapshot {snapshot[:8]} of object storage"))  # fmt: skip
-            claim = None
+            claim = _release_claim(api, claim, seen.previous, events, refusals)
         released = claim is None and ws.spec.idle.release_volume
         stopped = Stopped(seen.idle.since, released=released)
 
@@ -296,6 +291,27 @@ def _apply(
     if not stopped and seen.idle.due is not None:
         outcome.due = seen.idle.due
     return outcome
+
+
+def _release_claim(
+    api: Api,
+    claim: Manifest,
+    status: Mapping[str, Any],
+    events: list[Event],
+    refusals: Refusals,
+) -> Manifest | None:
+    """Delete the home claim of a stopped workspace: the claim as it is afterwards."""
+    metadata = claim["metadata"]
+    try:
+        api.delete("v1", "PersistentVolumeClaim", metadata["namespace"], metadata["name"],
+                   metadata["uid"])  # fmt: skip
+    except KubeError as error:
+        _refused(refusals, claim, error)
+        return claim
+    snapshot = str((status.get("lastSnapshot") or {}).get("id", ""))[:8]
+    why = f"home volume deleted: the home is in snapshot {snapshot} in object storage"
+    events.append(Event(VOLUME_RELEASED, why))
+    return None
 
 
 def _releasing(seen: Observation, now: datetime) -> bool:
