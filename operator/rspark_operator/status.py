@@ -379,7 +379,9 @@ def assess(
     verdict = _assess_pod(suspended, observed, previous_conditions)
     if observed.refusals:
         # The workspace runs (or rests) as it was before the refused change.
-        phase: Phase = verdict.phase if verdict.phase in ("Running", "Suspended") else "Failed"
+        phase: Phase = (
+            verdict.phase if verdict.phase in ("Running", "Suspended", "Idle") else "Failed"
+        )
         forbidden = [refusal for refusal in observed.refusals if refusal.forbidden]
         reason = Reason.OPERATOR_FORBIDDEN if forbidden else Reason.CHILD_REJECTED
         # Each message once: two children refused for the same reason say it once.

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from rspark_operator.api import API_VERSION, KIND
+from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.conditions import READY, find, timestamp
 from rspark_operator.lifecycle import IDLE_STOPPING, POD_CREATED, VOLUME_RELEASED, WOKEN
 from rspark_operator.names import RESTART_ANNOTATION
@@ -290,3 +291,23 @@ def test_the_agents_reports_that_need_a_status_refresh() -> None:
     agent_reports(fake, "True", NOW, **healthy_final_snapshot(NOW + timedelta(hours=1)))
     assert final_snapshot_unseen(body["spec"], body["status"])
     assert not final_snapshot_unseen({"idle": {}}, body["status"])
+
+
+def test_a_claim_the_operator_may_not_delete_says_so_and_stays_idle() -> None:
+    fake = FakeApi()
+    running_with(fake, stopAfter="1h", releaseVolume=True)
+    agent_reports(fake, "True", NOW)
+    stop = NOW + timedelta(hours=1)
+    run_at(fake, stop)
+    fake.finish_termination(*POD)
+    agent_reports(fake, "True", NOW, **healthy_final_snapshot(stop + timedelta(seconds=40)))
+
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise KubeError(Failure.FORBIDDEN, 403, "the operator lacks permission to delete "
+                        "persistentvolumeclaims in namespace team")  # fmt: skip
+
+    fake.delete = forbidden  # type: ignore[method-assign]
+    run_at(fake, stop + timedelta(minutes=3))
+    assert CLAIM in fake.objects
+    assert phase(fake) == "Idle"
+    assert ready(fake)["reason"] == Reason.OPERATOR_FORBIDDEN
