@@ -17,9 +17,11 @@ Signals, each an `Activity` (busy now, and the last time it saw its user):
 - CPU: the IDE container's cgroup `cpu.stat` (`usage_usec`) read twice: more than
   `CPU_BUSY_CORES` between the two readings is busy (a long computation with the
   browser closed and no Spark);
-- requests through the workspace's proxy (`request_counts`): what the IDE's own
-  background polling sends does not count (RStudio's `get_events` long poll,
-  Jupyter's kernel, session, terminal and status polling).
+- requests through the workspace's proxy (`user_request`, `request_activity`, for
+  the proxy's log): what the IDE's own background polling sends does not count
+  (RStudio's `get_events` long poll, Jupyter's kernel, session, terminal, status
+  and file-listing polling); the proxy writes the time of the last user request
+  into the runtime directory the agent reads (`contract.LAST_USER_REQUEST_FILE`).
 
 The agent reports `Idle=True` once nothing was active for `QUIET_BEFORE_REPORT`,
 with lastTransitionTime the last activity, and `Idle=False` as soon as something is:
