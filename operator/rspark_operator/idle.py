@@ -55,8 +55,9 @@ ACTIVE = "Active"
 NO_ACTIVITY = "NoActivity"
 ADVICE: dict[str, Advice] = {
     ACTIVE: Advice(
-        "Someone uses the workspace now, or did less than 5 minutes ago; the message names "
-        "what was busy (rstudio, jupyter, spark, cpu) or says its user."
+        "Someone uses the workspace now, or did less than "
+        f"{QUIET_BEFORE_REPORT.total_seconds() / 60:.0f} minutes ago; the message names what "
+        "was busy (rstudio, jupyter, spark, cpu) or says its user."
     ),
     NO_ACTIVITY: Advice(
         "Nothing used the workspace since the condition's lastTransitionTime; with "
