@@ -172,6 +172,9 @@ def observe(
         if apply_children or pod is None or not _healthy(pod)
         else None
     )
+    # Neither pod nor claim (a workspace woken after its volume was released): the
+    # children come first, whatever event brought it here.
+    apply_children = apply_children or (pod is None and claim is None)
     manifests = [settle_home_claim(m, claim) if m["kind"] == "PersistentVolumeClaim" else m
                  for m in build_children(ws, settings)]  # fmt: skip
     desired_pod = build_pod(ws, settings)

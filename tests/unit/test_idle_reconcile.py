@@ -223,7 +223,7 @@ def test_release_volume_deletes_the_claim_only_after_the_final_snapshot() -> Non
     # The wake: a new claim (the agent restores the home into it) and a pod.
     woken = stop + timedelta(hours=4)
     fake.objects[WORKSPACE]["metadata"]["annotations"] = {RESTART_ANNOTATION: timestamp(woken)}
-    run_at(fake, woken, children=True)
+    run_at(fake, woken)  # the annotation's event: a status refresh
     assert CLAIM in fake.objects
     assert POD in fake.objects
     assert phase(fake) == "Pending"
