@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from rspark_operator import builders, crd, lifecycle, names, status
+from rspark_operator import builders, crd, idle, lifecycle, names, status
 from rspark_operator.agent import reasons
 from rspark_operator.agent.metrics import Metrics
 from rspark_operator.agent.settings import AgentSettings
@@ -285,6 +285,8 @@ VARIANTS: dict[str, Any] = {
     "spark.driverMemory": "2g",
     "spark.profile": "large",
     "spark.conf": {"spark.sql.shuffle.partitions": "64"},
+    "idle.stopAfter": "2h",
+    "idle.releaseVolume": True,
     "ingress.host": "alice.example.org",
     "ingress.path": "/alice/",
     "ingress.className": "nginx",
@@ -475,7 +477,13 @@ succeeded. A failure during a restore is `HomeRestored=False` (and `Ready` shows
 `HomeNotRestored`); later ones are `SnapshotHealthy=False`. The agent's log:
 `kubectl logs NAME -c snapshot-agent`.
 
-{table(header, advice_rows(reasons.ADVICE))}"""
+{table(header, advice_rows(reasons.ADVICE))}
+## Idle (the snapshot agent)
+
+Whether the workspace is in use, from the IDE's own state, Spark's jobs and CPU
+(see the user guide, "Stopping when idle"); written only when the verdict changes.
+
+{table(header, advice_rows(idle.ADVICE))}"""
 
 
 # --- metrics ---

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from rspark_operator.ide import DEFAULT_IDE, IDES, OPERATOR_MANAGED_ENV, IdeName
+from rspark_operator.idle import QUIET_BEFORE_REPORT
 from rspark_operator.quantity import (
     DURATION_PATTERN,
     QUANTITY_PATTERN,
@@ -55,7 +56,7 @@ PROFILE_PLURAL = "sparkprofiles"
 PROFILE_SINGULAR = "sparkprofile"
 PROFILE_SHORT_NAME = "sprof"
 
-Phase = Literal["Pending", "Restoring", "Running", "Suspended", "Failed"]
+Phase = Literal["Pending", "Restoring", "Running", "Suspended", "Idle", "Failed"]
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -368,6 +369,64 @@ class SnapshotSpec(ApiModel):
 
 HOME_SIZE_POSITIVE_MESSAGE = "home size must be greater than zero"
 
+_QUIET_MINUTES = int(QUIET_BEFORE_REPORT.total_seconds() // 60)
+STOP_AFTER_MESSAGE = (
+    f"stopAfter must be 0 (never) or a duration of at least {_QUIET_MINUTES}m, "
+    "such as 30m, 2h or 1h30m"
+)
+
+
+def check_stop_after(value: str | None) -> str | None:
+    if value is None or value == "0":
+        return value
+    try:
+        duration = parse_duration(value)
+    except ValueError:
+        raise ValueError(STOP_AFTER_MESSAGE) from None
+    if duration and duration < QUIET_BEFORE_REPORT:
+        raise ValueError(STOP_AFTER_MESSAGE)
+    return value
+
+
+IDLE_NEEDS_AGENT_MESSAGE = (
+    "spec.idle needs spec.snapshot.enabled: the snapshot agent tells whether the workspace "
+    "is in use, and keeps its home while it is stopped"
+)
+
+
+def stop_after_duration(value: str) -> timedelta:
+    """A valid stopAfter as a duration; zero means never."""
+    return timedelta(0) if value == "0" else parse_duration(value)
+
+
+class IdleSpec(ApiModel):
+    """Stopping the workspace when nobody uses it, and what it keeps meanwhile."""
+
+    stop_after: Annotated[str | None, AfterValidator(check_stop_after)] = Field(
+        default=None,
+        max_length=32,
+        description="Stop the pod after this long without activity (the IDE's own state, "
+        "running R or kernels, Spark jobs, CPU use of the IDE), after a last snapshot; "
+        f"0: never; otherwise at least {_QUIET_MINUTES}m. Defaults to the operator's "
+        "setting (RSPARK_IDLE_STOP_AFTER). The phase is then Idle until a wake.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self == '0' || (self.matches('{DURATION_PATTERN}') && "
+                    f"(duration(self) == duration('0s') || "
+                    f"duration(self) >= duration('{_QUIET_MINUTES}m')))",
+                    "message": STOP_AFTER_MESSAGE,
+                }
+            ]
+        },
+    )
+    release_volume: bool = Field(
+        default=False,
+        description="While idle, delete the home volume once a snapshot taken after the IDE "
+        "stopped is in object storage; the wake restores the home from it. Saves the "
+        "volume's cost, makes the wake as slow as a restore.",
+    )
+
 
 def _check_home_relative(path: str) -> str:
     if path.startswith("/"):
@@ -569,7 +628,17 @@ class WorkspaceSpec(ApiModel):
         json_schema_extra={"default": [".ssh"]},
     )
     spark: SparkSpec = _section(SparkSpec, "Spark executors started from the workspace.")
+    idle: IdleSpec = _section(IdleSpec, "Stopping the workspace when it is idle.")
     ingress: IngressSpec = _section(IngressSpec, "External access to the IDE.")
+
+    @model_validator(mode="after")
+    def _idle_needs_the_agent(self) -> WorkspaceSpec:
+        # operator-only: without the agent nothing tells whether the workspace is in use.
+        idle = self.idle
+        stops = idle.stop_after is not None and stop_after_duration(idle.stop_after) > timedelta(0)
+        if (stops or idle.release_volume) and not self.snapshot.enabled:
+            raise ValueError(IDLE_NEEDS_AGENT_MESSAGE)
+        return self
 
     @field_validator("env")
     @classmethod
@@ -589,7 +658,7 @@ class WorkspaceSpec(ApiModel):
 class Condition(ApiModel):
     """A standard Kubernetes condition."""
 
-    type: str = Field(description="Ready, HomeRestored or SnapshotHealthy.")
+    type: str = Field(description="Ready, HomeRestored, SnapshotHealthy or Idle.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason of the last transition.")
     message: str = Field(default="", description="Human-readable detail.")
@@ -608,6 +677,12 @@ class LastSnapshot(ApiModel):
     id: str = Field(description="restic snapshot id.")
     bytes_added: int | None = Field(default=None, description="Bytes added to the repository.")
     duration_seconds: float | None = Field(default=None, description="How long it took.")
+    final_at: datetime | None = Field(
+        default=None,
+        strict=False,
+        description="Set by the last snapshot of a stopping pod, taken after the IDE "
+        "exited: when it confirmed this snapshot holds the home as the IDE left it.",
+    )
 
 
 class SparkStatus(ApiModel):
@@ -622,12 +697,12 @@ class WorkspaceStatus(ApiModel):
     """Observed state of the workspace."""
 
     phase: Phase | None = Field(
-        default=None, description="Pending, Restoring, Running, Suspended or Failed."
+        default=None, description="Pending, Restoring, Running, Suspended, Idle or Failed."
     )
     url: str | None = Field(default=None, description="Where the user reaches the IDE.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready (operator), HomeRestored and SnapshotHealthy (snapshot agent).",
+        description="Ready (operator), HomeRestored, SnapshotHealthy and Idle (snapshot agent).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     observed_generation: int | None = Field(

@@ -15,6 +15,7 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 READY = "Ready"
 HOME_RESTORED = "HomeRestored"
 SNAPSHOT_HEALTHY = "SnapshotHealthy"
+IDLE = "Idle"
 
 
 class Advice(NamedTuple):

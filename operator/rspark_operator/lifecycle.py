@@ -33,7 +33,8 @@ from enum import Enum
 from typing import Any
 
 from rspark_operator import names
-from rspark_operator.conditions import find, parse_timestamp
+from rspark_operator.conditions import IDLE, SNAPSHOT_HEALTHY, find, parse_timestamp, timestamp
+from rspark_operator.idle import idle_since, stop_due
 from rspark_operator.status import Reason
 
 # Reasons of the events that tell what was done to the pod (PodFailed and PodReplacing
@@ -41,6 +42,11 @@ from rspark_operator.status import Reason
 POD_CREATED = "PodCreated"
 POD_STOPPING = "PodStopping"
 POD_RESTARTING = "PodRestarting"
+IDLE_STOPPING = "IdleStopping"
+VOLUME_RELEASED = "VolumeReleased"
+WOKEN = "Woken"
+# The events of idle workspaces (counted by the operator's metrics).
+IDLE_EVENTS = frozenset({IDLE_STOPPING, VOLUME_RELEASED, WOKEN})
 PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
 
@@ -82,12 +88,15 @@ def decide_pod(
     force_delete_after: float,
     user_edit: bool,
     restart_requested: bool,
+    idle: Idleness | None = None,
 ) -> PodPlan:
     """`node` is the pod's node when `waiting_on_lost_node` holds (None: the node is gone);
     `user_edit`: the spec changed since the last reconcile (or was refused then), so a
-    different pod is the user's doing; `restart_requested`: see `restart_requested`."""
+    different pod is the user's doing; `restart_requested`: see `restart_requested`;
+    `idle`: see `idleness`."""
+    stop = idle is not None and idle.stopped(now)
     if pod is None:
-        if suspended:
+        if suspended or stop:
             return NOTHING
         return PodPlan(PodAction.CREATE, POD_CREATED, f"created pod {desired_name(desired)}")
     if terminating(pod):
@@ -105,6 +114,14 @@ def decide_pod(
         return PodPlan(
             PodAction.DELETE, POD_STOPPING, "suspended: stopping the pod, keeping the home"
         )
+    if stop:
+        assert idle is not None and idle.since is not None
+        return PodPlan(
+            PodAction.DELETE,
+            IDLE_STOPPING,
+            f"no activity since {timestamp(idle.since)}: stopping the pod after a last "
+            "snapshot (a restart request wakes it)",
+        )
     if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
         return PodPlan(
             PodAction.DELETE, Reason.POD_FAILED, "the pod ended; replacing it", warning=True
@@ -118,6 +135,55 @@ def decide_pod(
             )
         return PodPlan(PodAction.HOLD)
     return NOTHING
+
+
+@dataclass(frozen=True)
+class Idleness:
+    """The agent's idle verdict as the operator reads it: idle since when (None: active),
+    and when that stops the pod (None: never)."""
+
+    since: datetime | None
+    due: datetime | None
+
+    def stopped(self, now: datetime) -> bool:
+        return self.due is not None and now >= self.due
+
+
+def idleness(
+    status: Mapping[str, Any],
+    pod: Mapping[str, Any] | None,
+    workspace_annotations: Mapping[str, str],
+    stop_after: timedelta,
+) -> Idleness:
+    """From the agent's Idle condition; a pod's start and a restart request count as
+    activity (a new pod is never stopped for what its predecessor's agent saw, and a
+    restart request wakes a stopped workspace)."""
+    condition = find(list(status.get("conditions") or []), IDLE)
+    started = _time((pod or {}).get("metadata", {}).get("creationTimestamp"))
+    woken = _time(workspace_annotations.get(names.RESTART_ANNOTATION))
+    since = idle_since(condition, started, woken)
+    return Idleness(since, stop_due(since, stop_after))
+
+
+def _time(text: str | None) -> datetime | None:
+    try:
+        return parse_timestamp(text) if text else None
+    except ValueError:
+        return None
+
+
+def volume_releasable(status: Mapping[str, Any], idle: Idleness) -> bool:
+    """The home is in object storage as the stopped IDE left it: the agent's last snapshot
+    of the stopped pod (taken after the IDE exited, `lastSnapshot.finalAt`) succeeded after
+    the stop was decided."""
+    final = _time((status.get("lastSnapshot") or {}).get("finalAt"))
+    healthy = find(list(status.get("conditions") or []), SNAPSHOT_HEALTHY) or {}
+    return (
+        idle.due is not None
+        and final is not None
+        and final >= idle.due
+        and healthy.get("status") == "True"
+    )
 
 
 def roll_out(pod: Mapping[str, Any], desired: Mapping[str, Any]) -> PodPlan:

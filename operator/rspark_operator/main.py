@@ -26,6 +26,7 @@ from rspark_operator import peering
 from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
+from rspark_operator.lifecycle import IDLE_EVENTS
 from rspark_operator.metrics import OperatorMetrics
 from rspark_operator.names import (
     COMPONENT_LABEL,
@@ -42,7 +43,13 @@ from rspark_operator.resync import Job, Result, ResyncQueue
 from rspark_operator.resync import run as run_resync
 from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
-from rspark_operator.status import STATUS_WARNINGS, VOLUME_PROBLEMS, restore_report_unseen
+from rspark_operator.status import (
+    STATUS_WARNINGS,
+    VOLUME_PROBLEMS,
+    final_snapshot_unseen,
+    idle_report_unseen,
+    restore_report_unseen,
+)
 
 # Reconciles at once; each may hold one API connection.
 WORKERS = 16
@@ -138,8 +145,8 @@ async def workspace_event(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Queue the workspace: a change of its spec at once, the agent's restore report as
-    a status refresh, a workspace first seen (start, resumed peering) within a resync
+    """Queue the workspace: a change of its spec at once, the agent's restore and idle
+    reports as a status refresh, a workspace first seen (start, resumed peering) within a resync
     period; our own status writes need nothing."""
     queue: ResyncQueue = memo.queue
     if namespace is None:  # kopf's typing: workspaces are always namespaced
@@ -153,8 +160,14 @@ async def workspace_event(
             queue.schedule(key, AHEAD_SECONDS)
     elif metadata.get("generation") != status.get("observedGeneration"):
         queue.schedule(key, AHEAD_SECONDS)
-    elif restore_report_unseen(status) or (
-        event["type"] == "MODIFIED" and RESTART_ANNOTATION in (metadata.get("annotations") or {})
+    elif (
+        restore_report_unseen(status)
+        or idle_report_unseen(status)
+        or final_snapshot_unseen(body.get("spec") or {}, status)
+        or (
+            event["type"] == "MODIFIED"
+            and RESTART_ANNOTATION in (metadata.get("annotations") or {})
+        )
     ):
         queue.schedule(key, children=False)
     elif event["type"] is None:  # listed, not changed: spread the first resync
@@ -251,6 +264,11 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
         )
         for event in outcome.events:
             kube.event(current, event.reason, event.message, warning=event.warning)
+            if event.reason in IDLE_EVENTS:
+                memo.metrics.idle_events.labels(event.reason).inc()
+        if outcome.due is not None:
+            wait = (outcome.due - datetime.now(UTC)).total_seconds()
+            memo.queue.schedule(job.key, max(wait, 0.0), children=False)
     except KubeError as error:
         if error.failure is Failure.NAMESPACE_TERMINATING:
             log.info("%s/%s: namespace is being deleted", namespace, name)

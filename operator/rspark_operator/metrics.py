@@ -7,6 +7,7 @@ rspark_operator_queue_due_workspaces               of those, due now (the backlo
 rspark_operator_rollout_pods                       pods being replaced by the rollout
 rspark_operator_workspaces{phase}                  workspaces by the phase last computed
 rspark_operator_api_requests_total{verb,code}      API calls by HTTP verb and status (0: none)
+rspark_operator_idle_events_total{event}           idle stops, volumes released, wakes
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ class OperatorMetrics:
             "rspark_operator_api_requests",
             "Calls to the API server by HTTP verb and status code (0: no answer).",
             ["verb", "code"],
+            registry=self.registry,
+        )
+        self.idle_events = Counter(
+            "rspark_operator_idle_events",
+            "Idle workspaces stopped (IdleStopping), their volumes released (VolumeReleased) "
+            "and woken (Woken).",
+            ["event"],
             registry=self.registry,
         )
         self.phases = _Phases()

@@ -394,7 +394,7 @@ def parser() -> argparse.ArgumentParser:
     for command, what in (
         ("status", "phase, URL, conditions with what to do, last snapshot"),
         ("open", "print the URL and open it in a browser where one exists"),
-        ("restart", "replace the pod; the home stays"),
+        ("restart", "replace the pod, or wake an idle workspace; the home stays"),
     ):
         commands.add_parser(command, parents=[common], help=what).add_argument("name")
     snapshots = commands.add_parser(

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rspark_operator import names
-from rspark_operator.api import GROUP, KIND, VERSION, Workspace
+from rspark_operator.api import GROUP, KIND, VERSION, Workspace, stop_after_duration
 from rspark_operator.builders import (
     build_children,
     build_passwords_secret,
@@ -32,18 +32,23 @@ from rspark_operator.builders import (
 from rspark_operator.cluster import Api, Failure, KubeError, Manifest
 from rspark_operator.lifecycle import (
     PENDING_RESTART,
+    VOLUME_RELEASED,
+    WOKEN,
+    Idleness,
     PodAction,
     PodPlan,
     changes,
     children_to_apply,
     decide_pod,
     dry_run_pod,
+    idleness,
     key,
     needs_dry_run,
     plan_pod,
     restart_requested,
     roll_out,
     spec_current,
+    volume_releasable,
     waiting_on_lost_node,
 )
 from rspark_operator.profiles import attach_profile, spark_status
@@ -54,6 +59,7 @@ from rspark_operator.status import (
     Observed,
     Reason,
     Refusal,
+    Stopped,
     compute_status,
     ready_transition,
     status_changed,
@@ -83,6 +89,9 @@ class Outcome:
     status: dict[str, Any]
     # What this reconcile did and how the Ready verdict changed, for Kubernetes events.
     events: list[Event] = field(default_factory=list)
+    # When the workspace must be looked at again, sooner than its resync: an idle
+    # workspace's stop.
+    due: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,8 @@ class Observation:
     user_edit: bool
     # The workspace's restart annotation is newer than its pod.
     restart_requested: bool
+    # The agent's idle verdict, with spec.idle.stopAfter.
+    idle: Idleness
 
     @property
     def new(self) -> bool:
@@ -161,6 +172,9 @@ def observe(
         if apply_children or pod is None or not _healthy(pod)
         else None
     )
+    # Neither pod nor claim (a workspace woken after its volume was released): the
+    # children come first, whatever event brought it here.
+    apply_children = apply_children or (pod is None and claim is None)
     manifests = [settle_home_claim(m, claim) if m["kind"] == "PersistentVolumeClaim" else m
                  for m in build_children(ws, settings)]  # fmt: skip
     desired_pod = build_pod(ws, settings)
@@ -171,6 +185,8 @@ def observe(
     node = None
     if pod is not None and waiting_on_lost_node(pod, now, settings.node_lost_force_delete_seconds):
         node = api.get("v1", "Node", "", pod["spec"]["nodeName"])
+    annotations = body["metadata"].get("annotations") or {}
+    stop_after = stop_after_duration(ws.spec.idle.stop_after or settings.idle_stop_after)
     return Observation(
         ws=ws,
         previous=previous,
@@ -182,7 +198,8 @@ def observe(
         desired_pod=desired_pod,
         refusals=refusals,
         user_edit=spec_changed or refused_before,
-        restart_requested=restart_requested(body["metadata"].get("annotations") or {}, pod),
+        restart_requested=restart_requested(annotations, pod),
+        idle=idleness(previous, pod, annotations, stop_after),
     )
 
 
@@ -193,6 +210,9 @@ def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> P
         if seen.apply_children
         else []
     )
+    if _releasing(seen, now):
+        # Stopped with releaseVolume: the claim is not made again until the wake.
+        children = [child for child in children if child["kind"] != "PersistentVolumeClaim"]
     decision = decide_pod(
         suspended=seen.ws.spec.suspended,
         pod=seen.pod,
@@ -202,6 +222,7 @@ def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> P
         force_delete_after=settings.node_lost_force_delete_seconds,
         user_edit=seen.user_edit,
         restart_requested=seen.restart_requested,
+        idle=seen.idle,
     )
     return Plan(children, plan_pod(decision, seen.desired_pod, seen.refusals.keys(), new=seen.new))
 
@@ -224,21 +245,36 @@ def _apply(
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
     events = []
     if pod_plan.action is PodAction.HOLD and seen.pod is not None:
-        pod_plan, held = _held(api, rollout, seen, refusals)
+        pod_plan, held = _held(api, settings, rollout, seen, refusals)
         if held and not seen.previous.get("pendingRestart"):
             why = f"a restart applies {changes(seen.pod, seen.desired_pod)}"
             events.append(Event(PENDING_RESTART, why))
     pod, done = _carry_out(api, pod_plan, seen.pod, seen.desired_pod, refusals)
     if done:
         events.append(Event(pod_plan.reason, pod_plan.message, pod_plan.warning))
+        if pod_plan.action is PodAction.CREATE and seen.previous.get("phase") == "Idle":
+            events.append(Event(WOKEN, "woken from idle"))
+    stopped, claim = None, seen.claim
+    if seen.idle.stopped(now) and not ws.spec.suspended:
+        assert seen.idle.since is not None
+        if (
+            pod is None
+            and claim is not None
+            and _releasing(seen, now)
+            and volume_releasable(seen.previous, seen.idle)
+        ):
+            claim = _release_claim(api, claim, seen.previous, events, refusals)
+        released = claim is None and ws.spec.idle.release_volume
+        stopped = Stopped(seen.idle.since, released=released)
 
-    unhealthy = [obj for obj in (pod, seen.claim) if obj is not None and not _healthy(obj)]
+    unhealthy = [obj for obj in (pod, claim) if obj is not None and not _healthy(obj)]
     observed = Observed(
         pod=pod,
-        claim=seen.claim,
+        claim=claim,
         events=[event for obj in unhealthy for event in warnings_of(obj["metadata"]["uid"])],
         pod_spec_current=spec_current(pod, seen.desired_pod),
         refusals=tuple(refusals.values()),
+        idle=stopped,
     )
     status = compute_status(
         generation=ws.generation,
@@ -248,20 +284,63 @@ def _apply(
         observed=observed,
         now=now,
     ) | spark_status(ws)
-    if ws.spec.suspended or (
-        pod is not None and _healthy(pod) and spec_current(pod, seen.desired_pod)
+    if (
+        ws.spec.suspended
+        or stopped
+        or (pod is not None and _healthy(pod) and spec_current(pod, seen.desired_pod))
     ):
         rollout.finish((ws.namespace, ws.name))
-    return _finish(api, body, status, events)
+    outcome = _finish(api, body, status, events)
+    if not stopped and seen.idle.due is not None:
+        outcome.due = seen.idle.due
+    return outcome
+
+
+def _release_claim(
+    api: Api,
+    claim: Manifest,
+    status: Mapping[str, Any],
+    events: list[Event],
+    refusals: Refusals,
+) -> Manifest | None:
+    """Delete the home claim of a stopped workspace: the claim as it is afterwards."""
+    metadata = claim["metadata"]
+    try:
+        api.delete("v1", "PersistentVolumeClaim", metadata["namespace"], metadata["name"],
+                   metadata["uid"])  # fmt: skip
+    except KubeError as error:
+        _refused(refusals, claim, error)
+        return claim
+    snapshot = str((status.get("lastSnapshot") or {}).get("id", ""))[:8]
+    why = f"home volume deleted: the home is in snapshot {snapshot} in object storage"
+    events.append(Event(VOLUME_RELEASED, why))
+    return None
+
+
+def _releasing(seen: Observation, now: datetime) -> bool:
+    """Stopped for idleness with spec.idle.releaseVolume: the claim goes or has gone."""
+    return (
+        seen.ws.spec.idle.release_volume
+        and not seen.ws.spec.suspended
+        and seen.pod is None
+        and seen.idle.stopped(now)
+    )
 
 
 def _held(
-    api: Api, rollout: Rollout, seen: Observation, refusals: Refusals
+    api: Api,
+    settings: OperatorSettings,
+    rollout: Rollout,
+    seen: Observation,
+    refusals: Refusals,
 ) -> tuple[PodPlan, bool]:
-    """A pod held for the operator's reasons is replaced when the rollout admits it and
-    the API server would create the new one; (the plan, whether it stays held)."""
+    """A pod held for the operator's reasons is replaced when the rollout admits it (with
+    RSPARK_ROLLOUT_ONLY_IDLE, only while its agent reports it idle) and the API server
+    would create the new one; (the plan, whether it stays held)."""
     assert seen.pod is not None
     workspace = (seen.ws.namespace, seen.ws.name)
+    if settings.rollout_only_idle and seen.idle.since is None:
+        return PodPlan(PodAction.NONE), True
     if not rollout.admit(workspace):
         return PodPlan(PodAction.NONE), True
     try:

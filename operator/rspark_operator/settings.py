@@ -18,7 +18,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from rspark_operator.api import DNS_SUBDOMAIN_PATTERN, INGRESS_PATH_PATTERN, ApiModel
+from rspark_operator.api import (
+    DNS_SUBDOMAIN_PATTERN,
+    INGRESS_PATH_PATTERN,
+    ApiModel,
+    check_stop_after,
+)
 
 ENV_PREFIX = "RSPARK_"
 # Sample values that fill the URL templates when they are checked at start.
@@ -266,6 +271,17 @@ class OperatorSettings(BaseSettings):
         description="SparkProfile of workspaces that name none in spec.spark.profile; when "
         "it does not exist, they use their own Spark values, as without profiles.",
     )
+    idle_stop_after: str = Field(
+        default="0",
+        description="spec.idle.stopAfter of workspaces that do not set it: stop a workspace "
+        "after this long without activity (30m, 8h); 0: never.",
+    )
+    rollout_only_idle: bool = Field(
+        default=False,
+        description="The rollout replaces only the pods of idle workspaces (the agent "
+        "reports Idle), so nobody's session is cut by an operator upgrade; the others "
+        "wait for their users' restart or their idleness.",
+    )
     termination_grace_seconds: int = Field(
         default=120,
         ge=10,
@@ -298,6 +314,11 @@ class OperatorSettings(BaseSettings):
             return json.loads(value)
         except json.JSONDecodeError as error:
             raise ValueError(f"not JSON ({error})") from None
+
+    @field_validator("idle_stop_after")
+    @classmethod
+    def _stop_after(cls, value: str) -> str:
+        return str(check_stop_after(value))
 
     @field_validator("workspace_node_selector")
     @classmethod

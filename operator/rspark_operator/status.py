@@ -16,7 +16,15 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from rspark_operator.api import Phase
-from rspark_operator.conditions import HOME_RESTORED, READY, Advice, condition, find
+from rspark_operator.conditions import (
+    HOME_RESTORED,
+    IDLE,
+    READY,
+    Advice,
+    condition,
+    find,
+    timestamp,
+)
 
 
 class Reason(StrEnum):
@@ -30,6 +38,8 @@ class Reason(StrEnum):
     POD_FAILED = "PodFailed"
     SUSPENDED = "Suspended"
     SUSPENDING = "Suspending"
+    IDLE = "Idle"
+    IDLE_STOPPING = "IdleStopping"
     INVALID_SPEC = "InvalidSpec"
     # The API server refused a child as the spec makes it (validation, admission, quota).
     CHILD_REJECTED = "ChildRejected"
@@ -131,6 +141,18 @@ ADVICE: dict[str, Advice] = {
     Reason.SUSPENDING: Advice(
         "The IDE is shutting down (RStudio suspends its R sessions) before a last snapshot.",
         "Wait; the phase becomes Suspended.",
+    ),
+    Reason.IDLE: Advice(
+        "Nobody used the workspace for `spec.idle.stopAfter`: no pod runs; the home (on its "
+        "volume, or only in object storage with `spec.idle.releaseVolume`), URL and "
+        "snapshots are kept.",
+        "Wake it: `kubectl annotate rsw NAME rspark.dev/restart-requested-at=$(date -u "
+        '+%FT%TZ) --overwrite`; or set `spec.idle.stopAfter: "0"` to never stop it.',
+    ),
+    Reason.IDLE_STOPPING: Advice(
+        "The workspace was idle for `spec.idle.stopAfter`: the IDE saves its sessions and "
+        "stops, then the agent takes a last snapshot.",
+        "Wait; the phase becomes Idle. A restart request wakes it afterwards.",
     ),
     Reason.INVALID_SPEC: Advice(
         "The spec cannot be built; the message names each field. Nothing was created or changed.",
@@ -252,6 +274,15 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Stopped:
+    """The workspace is stopped for idleness (lifecycle.idleness)."""
+
+    since: datetime
+    # The home volume was released: the home lives only in object storage.
+    released: bool = False
+
+
+@dataclass(frozen=True)
 class Observed:
     """What exists in the cluster for one workspace."""
 
@@ -267,6 +298,8 @@ class Observed:
     refusals: Sequence[Refusal] = ()
     # The Ready reason for it: InvalidSpec, or why its SparkProfile refuses it.
     invalid_reason: Reason = Reason.INVALID_SPEC
+    # Stopped for idleness, and since when.
+    idle: Stopped | None = None
 
 
 class Verdict(NamedTuple):
@@ -346,7 +379,9 @@ def assess(
     verdict = _assess_pod(suspended, observed, previous_conditions)
     if observed.refusals:
         # The workspace runs (or rests) as it was before the refused change.
-        phase: Phase = verdict.phase if verdict.phase in ("Running", "Suspended") else "Failed"
+        phase: Phase = (
+            verdict.phase if verdict.phase in ("Running", "Suspended", "Idle") else "Failed"
+        )
         forbidden = [refusal for refusal in observed.refusals if refusal.forbidden]
         reason = Reason.OPERATOR_FORBIDDEN if forbidden else Reason.CHILD_REJECTED
         # Each message once: two children refused for the same reason say it once.
@@ -360,6 +395,8 @@ def _assess_pod(
 ) -> Verdict:
     pod = observed.pod
     if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
+        if observed.idle is not None and not suspended:
+            return _stopped_idle(observed.idle, pod is not None)
         return _without_pod(suspended, pod is not None)
     pod_status = pod.get("status") or {}
     if pod_status.get("phase") == "Failed":
@@ -413,6 +450,22 @@ def _without_pod(suspended: bool, terminating: bool) -> Verdict:
             "Pending", Reason.POD_REPLACING, "the new pod starts once the old one is gone"
         )
     return Verdict("Pending", Reason.POD_MISSING, "the pod is being created")
+
+
+def _stopped_idle(idle: Stopped, terminating: bool) -> Verdict:
+    since = timestamp(idle.since)
+    if terminating:
+        return Verdict(
+            "Idle",
+            Reason.IDLE_STOPPING,
+            f"no activity since {since}: the IDE is shutting down before a last snapshot",
+        )
+    where = (
+        "the home is in object storage only (its volume was released)"
+        if idle.released
+        else "the home is kept on its volume"
+    )
+    return Verdict("Idle", Reason.IDLE, f"no activity since {since}; {where}")
 
 
 def _pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
@@ -477,3 +530,24 @@ def restore_report_unseen(status: Mapping[str, Any]) -> bool:
             else Reason.HOME_NOT_RESTORED
         )
     return shown in (Reason.RESTORING, Reason.HOME_NOT_RESTORED)
+
+
+def idle_report_unseen(status: Mapping[str, Any]) -> bool:
+    """The agent reports the workspace idle and the operator has not stopped it: a status
+    refresh computes when it stops (and schedules it). Once stopped, nothing to see."""
+    idle = find(list(status.get("conditions") or []), IDLE)
+    return (
+        idle is not None
+        and idle.get("status") == "True"
+        and Reason.of(status) not in (Reason.IDLE, Reason.IDLE_STOPPING)
+    )
+
+
+def final_snapshot_unseen(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """A workspace stopped for idleness that releases its volume has a final snapshot
+    report: a status refresh may release the volume now."""
+    return (
+        bool((spec.get("idle") or {}).get("releaseVolume"))
+        and Reason.of(status) == Reason.IDLE
+        and bool((status.get("lastSnapshot") or {}).get("finalAt"))
+    )

@@ -59,7 +59,6 @@ def test_cluster_role_has_no_wildcards(operator_kubeconfig: Path) -> None:
         ("list", "secrets", "kube-system"),
         ("watch", "secrets", None),
         ("delete", "secrets", "default"),
-        ("delete", "persistentvolumeclaims", "default"),  # homes are never deleted
         ("delete", "rstudioworkspaces.rspark.dev", "default"),
         ("create", "pods/exec", "default"),
         ("create", "deployments.apps", "default"),
@@ -88,6 +87,8 @@ def test_permissions_it_needs_are_granted(operator_kubeconfig: Path) -> None:
                            ("patch", "rstudioworkspaces.rspark.dev/status"),
                            ("create", "roles.rbac.authorization.k8s.io"),
                            ("delete", "pods"), ("create", "events"), ("watch", "events"),
+                           # spec.idle.releaseVolume, after the last snapshot
+                           ("delete", "persistentvolumeclaims"),
                            ("get", "serviceaccounts"), ("create", "kopfpeerings.kopf.dev"),
                            ("patch", "clusterkopfpeerings.kopf.dev")]:  # fmt: skip
         assert can_i(verb, resource, "default"), (verb, resource)

@@ -326,6 +326,7 @@ def test_pod_runs_the_agent_as_a_native_sidecar_gating_rstudio() -> None:
             "readOnly": True,
         },
         {"name": "agent-tmp", "mountPath": "/tmp"},
+        {"name": "ide-runtime", "mountPath": "/run/rspark/jupyter", "readOnly": True},
     ]
 
 
@@ -350,6 +351,7 @@ def test_pod_ide_container() -> None:
         "/home/rstudio",
         "/opt/spark/conf",
         "/var/run/secrets/kubernetes.io/serviceaccount",
+        "/run/rspark/jupyter",
     }
     assert rstudio["resources"] == {
         "requests": {"cpu": "500m", "memory": "2Gi"},

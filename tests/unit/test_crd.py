@@ -31,6 +31,7 @@ SERVER_DEFAULTED = {
     },
     "secretPaths": [".ssh"],
     "spark": {},
+    "idle": {"releaseVolume": False},
     "ingress": {},
 }
 

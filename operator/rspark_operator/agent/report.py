@@ -1,8 +1,8 @@
 """What the agent reports: lastSnapshot and its two conditions, kept in memory and
 sent to sinks (the workspace status in Kubernetes; the /status page standalone).
 
-The agent owns exactly `status.lastSnapshot` and the conditions SnapshotHealthy and
-HomeRestored; every apply carries all of them, since server-side apply drops fields
+The agent owns exactly `status.lastSnapshot` and the conditions SnapshotHealthy,
+HomeRestored and Idle; every apply carries all of them, since server-side apply drops fields
 a manager stops sending.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from rspark_operator.agent.restic import Snapshot, parse_time
 from rspark_operator.conditions import (
     HOME_RESTORED,
+    IDLE,
     SNAPSHOT_HEALTHY,
     ConditionStatus,
     condition,
@@ -94,6 +95,7 @@ class Status:
         self.sinks = list(sinks or [])
         self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._conditions: dict[str, dict[str, Any]] = {}
         self._last_snapshot: dict[str, Any] | None = None
         self._published: dict[str, Any] | None = None
@@ -108,12 +110,22 @@ class Status:
             status["lastSnapshot"] = dict(self._last_snapshot)
         status["conditions"] = [
             dict(self._conditions[t])
-            for t in (SNAPSHOT_HEALTHY, HOME_RESTORED)
+            for t in (SNAPSHOT_HEALTHY, HOME_RESTORED, IDLE)
             if t in self._conditions
         ]
         return status
 
-    def condition(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+    def condition(
+        self,
+        type_: str,
+        status: ConditionStatus,
+        reason: str,
+        message: str,
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Set one condition and publish; `at`: when it changed, if not now (Idle: the
+        last activity)."""
         with self._lock:
             previous = list(self._conditions.values())
             self._conditions[type_] = condition(
@@ -122,9 +134,19 @@ class Status:
                 reason,
                 message,
                 observed_generation=None,
-                now=self.clock(),
+                now=at or self.clock(),
                 previous=previous,
             )
+        self.publish()
+
+    def mark_final(self) -> None:
+        """The last snapshot of a stopping pod succeeded, after the IDE exited: the home
+        as the IDE left it is in lastSnapshot (`finalAt`, what spec.idle.releaseVolume
+        waits for). Nothing without a snapshot."""
+        with self._lock:
+            if self._last_snapshot is None:
+                return
+            self._last_snapshot = {**self._last_snapshot, "finalAt": timestamp(self.clock())}
         self.publish()
 
     def remember_snapshot(self, entry: dict[str, Any]) -> None:
@@ -139,22 +161,25 @@ class Status:
             return dict(found) if found else None
 
     def publish(self, force: bool = False) -> None:
-        """Send to every sink; a failing sink is retried at the next publish."""
-        with self._lock:
-            document = self._document()
-            if (
-                not force
-                and self._published is not None
-                and _comparable(self._published) == _comparable(document)
-            ):
-                return
-        ok = True
-        for sink in self.sinks:
-            try:
-                sink.publish(document)
-            except Exception as exc:  # the API server may be away; keep the agent running
-                ok = False
-                log.warning("could not report status: %s", exc)
-        if ok:
+        """Send to every sink; a failing sink is retried at the next publish. One publish
+        at a time (the snapshot loop and the activity watch both report), each sending
+        the document as it is when its turn comes: an older one never lands last."""
+        with self._sending:
             with self._lock:
-                self._published = document
+                document = self._document()
+                if (
+                    not force
+                    and self._published is not None
+                    and _comparable(self._published) == _comparable(document)
+                ):
+                    return
+            ok = True
+            for sink in self.sinks:
+                try:
+                    sink.publish(document)
+                except Exception as exc:  # the API server may be away; keep the agent running
+                    ok = False
+                    log.warning("could not report status: %s", exc)
+            if ok:
+                with self._lock:
+                    self._published = document

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from rspark_operator.agent import reasons, schedule
+from rspark_operator.agent.activity import CHECK_SECONDS, ActivityWatch
 from rspark_operator.agent.core import RESTORE_MARKER, Agent, AgentError
 from rspark_operator.agent.excludes import home_is_empty
 from rspark_operator.agent.metrics import Server
@@ -95,6 +96,7 @@ class Runner:
             self._schedule_maintenance_from_stamp()
             watcher = Watcher(self.agent.home, self.agent.excludes, self._on_change)
             watching = watcher.start()
+            self._watch_activity()
             try:
                 self._loop()
             finally:
@@ -148,6 +150,23 @@ class Runner:
             HOME_RESTORED, "True", reasons.HOME_PRESENT, "home already on its volume"
         )
         return reasons.HOME_PRESENT
+
+    def _watch_activity(self) -> None:
+        """In a workspace, whether it is in use: the Idle condition (agent/activity.py).
+        A daemon thread: it ends with the loop, or with the process."""
+        if not self.agent.settings.workspace:
+            return
+        watch = ActivityWatch(self.agent.home, self.agent.status)
+
+        def loop() -> None:
+            while not self.stopping.is_set():
+                try:
+                    watch.check()
+                except OSError as exc:  # a home being restored or unmounted: next time
+                    log.warning("activity not read: %s", exc)
+                self.stopping.wait(CHECK_SECONDS)
+
+        threading.Thread(target=loop, name="activity", daemon=True).start()
 
     def _schedule_maintenance_from_stamp(self) -> None:
         done = self.agent.last_maintenance()
@@ -227,6 +246,8 @@ class Runner:
         if self.agent.restic.cancel.is_set():
             log.error("shutdown budget spent: no last snapshot")
         elif self._attempt():
+            # SIGTERM reaches a native sidecar once the IDE has exited.
+            self.agent.status.mark_final()
             log.info("last snapshot done, exiting")
         else:
             log.error("last snapshot failed, exiting")

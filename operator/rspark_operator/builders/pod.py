@@ -50,6 +50,7 @@ IDE_GID = 1000
 IDE_CONTAINER = "ide"
 HOME_VOLUME = "home"
 SPARK_CONF_VOLUME = "spark-conf"
+IDE_RUNTIME_VOLUME = "ide-runtime"
 RESTIC_PASSWORD_KEY = "restic-password"
 # The key keeps RStudio's name: the Secret outlives workspaces, whatever their IDE.
 IDE_PASSWORD_KEY = "rstudio-password"
@@ -123,7 +124,13 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
         },
         "resources": AGENT_RESOURCES,
         "securityContext": agent_security_context(),
-        "volumeMounts": [_home_mount(), token_mount(AGENT_TOKEN_VOLUME), agent_tmp_mount()],
+        "volumeMounts": [
+            _home_mount(),
+            token_mount(AGENT_TOKEN_VOLUME),
+            agent_tmp_mount(),
+            # What the IDE says about its own activity (agent/activity.py).
+            {"name": IDE_RUNTIME_VOLUME, "mountPath": contract.IDE_RUNTIME_DIR, "readOnly": True},
+        ],
     }
 
 
@@ -181,6 +188,7 @@ def _ide_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
             _home_mount(),
             {"name": SPARK_CONF_VOLUME, "mountPath": SPARK_CONF_DIR, "readOnly": True},
             token_mount(IDE_TOKEN_VOLUME),
+            {"name": IDE_RUNTIME_VOLUME, "mountPath": contract.IDE_RUNTIME_DIR},
         ],
     }
 
@@ -231,7 +239,10 @@ def build_pod(ws: Workspace, settings: OperatorSettings) -> Manifest:
     }
     if settings.workspace_node_selector:
         spec["nodeSelector"] = dict(settings.workspace_node_selector)
-    spec["volumes"].append(ide_token_volume())
+    spec["volumes"] += [
+        ide_token_volume(),
+        {"name": IDE_RUNTIME_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
     if signin_enabled(settings):
         spec["containers"].append(signin_container(ws, settings))
         spec["volumes"] += signin_volumes(ws, settings)

@@ -1,0 +1,185 @@
+"""What the agent reads to tell whether its workspace is in use (`rspark_operator.idle`
+judges it), and the `Idle` condition it reports from that.
+
+The agent shares the pod with the IDE: the home (RStudio's session files), the
+pod's loopback (Jupyter's REST API, Spark's driver UIs) and the IDE's runtime
+directory (`IDE_RUNTIME`, an emptyDir of both containers: Jupyter's local URL and
+API token, the IDE container's `cpu.stat` where its image publishes it, and the
+last user request where a proxy in the pod writes it).
+Nothing the IDE does not run is an error: a missing file or a refused connection
+is no activity. Each check is a few local reads, every `CHECK_SECONDS`; the
+workspace status is written only when the verdict changes (`Idle` True or False).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rspark_operator import contract, idle
+from rspark_operator.agent.report import Status
+from rspark_operator.conditions import IDLE, timestamp
+
+log = logging.getLogger("rspark.agent")
+
+IDE_RUNTIME = Path(contract.IDE_RUNTIME_DIR)
+# Written by the JupyterLab image's start script (images/jupyterlab/rspark-jupyterlab).
+JUPYTER_URL_FILE = "rspark-server-url"
+JUPYTER_TOKEN_FILE = "rspark-server-token"
+# The IDE container's cgroup v2 cpu.stat, where its image publishes it.
+CPU_STAT_FILE = "cpu.stat"
+CHECK_SECONDS = 30.0
+LOOPBACK = "http://127.0.0.1:"
+HTTP_TIMEOUT = 5.0
+
+Fetch = Callable[[str, dict[str, str]], Any]
+
+
+def http_json(url: str, headers: dict[str, str]) -> Any:
+    """GET a JSON answer from the pod's loopback; None when nothing answers."""
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
+            return json.load(answer)
+    except (OSError, ValueError):
+        return None
+
+
+def read_rstudio_sessions(home: Path) -> dict[str, dict[str, str]]:
+    """{session: {property: content}} of RStudio's active sessions in the home."""
+    sessions: dict[str, dict[str, str]] = {}
+    root = home / idle.RSTUDIO_SESSIONS
+    for properties in sorted(root.glob("session-*/properties")):
+        values = {}
+        for name in ("executing", "last_used"):
+            try:
+                values[name] = (properties / name).read_text()
+            except OSError:
+                continue
+        sessions[properties.parent.name] = values
+    return sessions
+
+
+def read_jupyter(runtime: Path, fetch: Fetch) -> idle.Activity | None:
+    """Kernels and terminals of the JupyterLab server; None without one."""
+    try:
+        url = (runtime / JUPYTER_URL_FILE).read_text().strip()
+        token = (runtime / JUPYTER_TOKEN_FILE).read_text().strip()
+    except OSError:
+        return None
+    if not url.startswith(LOOPBACK):  # the IDE writes it: only ever the pod's own server
+        return None
+    headers = {"Authorization": f"token {token}"}
+    kernels = fetch(f"{url}api/kernels", headers)
+    terminals = fetch(f"{url}api/terminals", headers)
+    if not isinstance(kernels, list):
+        return None
+    return idle.jupyter_activity(kernels, terminals if isinstance(terminals, list) else [])
+
+
+def read_spark(ports: Iterable[int], fetch: Fetch) -> idle.Activity:
+    """Running jobs of every Spark application whose driver UI answers on the loopback."""
+    running = []
+    for port in ports:
+        base = f"{LOOPBACK}{port}/api/v1/applications"
+        applications = fetch(base, {})
+        for application in applications if isinstance(applications, list) else []:
+            jobs = fetch(f"{base}/{application.get('id')}/jobs?status=running", {})
+            running.append(jobs if isinstance(jobs, list) else [])
+    return idle.spark_activity(running)
+
+
+def read_requests(runtime: Path) -> idle.Activity | None:
+    """The proxy's last user request, where a proxy writes it; None without one."""
+    try:
+        text = (runtime / contract.LAST_USER_REQUEST_FILE).read_text().strip()
+    except OSError:
+        return None
+    return idle.Activity("requests", last=idle.parse_time(text))
+
+
+def read_cpu(runtime: Path, at: float) -> idle.CpuSample | None:
+    try:
+        return idle.CpuSample(idle.parse_cpu_stat((runtime / CPU_STAT_FILE).read_text()), at)
+    except (OSError, ValueError):
+        return None
+
+
+def spark_ui_ports() -> range:
+    # Imported here: the builders are only needed by the sidecar loop.
+    from rspark_operator.builders.spark import UI_PORTS
+
+    return UI_PORTS.ports
+
+
+class ActivityWatch:
+    """Reads the signals and reports Idle when the verdict changes.
+
+    The start of the agent counts as activity: a new pod is never reported idle for
+    what happened before it."""
+
+    def __init__(
+        self,
+        home: Path,
+        status: Status,
+        *,
+        runtime: Path = IDE_RUNTIME,
+        fetch: Fetch = http_json,
+        spark_ports: Iterable[int] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.home = home
+        self.status = status
+        self.runtime = runtime
+        self.fetch = fetch
+        self.spark_ports = list(spark_ui_ports() if spark_ports is None else spark_ports)
+        self.clock = clock
+        self.monotonic = monotonic
+        self.last = clock()
+        self.cpu: idle.CpuSample | None = None
+        self.reported: bool | None = None
+
+    def signals(self) -> list[idle.Activity]:
+        seen = [idle.rstudio_activity(read_rstudio_sessions(self.home))]
+        jupyter = read_jupyter(self.runtime, self.fetch)
+        if jupyter is not None:
+            seen.append(jupyter)
+        seen.append(read_spark(self.spark_ports, self.fetch))
+        requests = read_requests(self.runtime)
+        if requests is not None:
+            seen.append(requests)
+        cpu = read_cpu(self.runtime, self.monotonic())
+        if cpu is not None:
+            seen.append(idle.cpu_activity(self.cpu, cpu))
+            self.cpu = cpu
+        return seen
+
+    def check(self) -> bool:
+        """One look; returns whether the workspace is idle (and reports a change)."""
+        now = self.clock()
+        seen = self.signals()
+        self.last = idle.last_active(now, self.last, seen)
+        quiet = idle.quiet(now, self.last)
+        if quiet != self.reported:
+            self.report(quiet, [a.source for a in seen if a.busy])
+        return quiet
+
+    def report(self, quiet: bool, busy: list[str]) -> None:
+        self.reported = quiet
+        since = timestamp(self.last)
+        if quiet:
+            log.info("idle: no activity since %s", since)
+            message = f"no activity since {since}"
+            self.status.condition(IDLE, "True", idle.NO_ACTIVITY, message, at=self.last)
+        else:
+            what = ", ".join(busy) or "its user"
+            log.info("active: %s", what)
+            self.status.condition(IDLE, "False", idle.ACTIVE, f"in use ({what})")

@@ -1,0 +1,214 @@
+"""Idleness of a workspace: the signals, each a pure function of what it reads, and the
+verdict. No I/O here: the agent (`agent/activity.py`) reads the files and answers and
+hands them to these functions; the operator (`lifecycle.py`) reads the verdict from
+the workspace's `Idle` condition.
+
+Signals, each an `Activity` (busy now, and the last time it saw its user):
+
+- RStudio: the property files of each session under
+  `~/.local/share/rstudio/sessions/active/session-*/properties/` (RStudio's
+  `RActiveSession`): `executing` ("1" while R runs code) and `last_used`
+  (milliseconds since the epoch, moved on by the user's requests);
+- JupyterLab: `GET api/kernels` (a kernel whose `execution_state` is `busy`, and
+  each kernel's `last_activity`) and `GET api/terminals` (each
+  terminal's `last_activity`);
+- Spark: `GET /api/v1/applications/<id>/jobs?status=running` of each driver UI: a
+  running job is busy;
+- CPU: the IDE container's cgroup `cpu.stat` (`usage_usec`) read twice: more than
+  `CPU_BUSY_CORES` between the two readings is busy (a long computation with the
+  browser closed and no Spark);
+- requests through the workspace's proxy (`user_request`, `request_activity`, for
+  the proxy's log): what the IDE's own background polling sends does not count
+  (RStudio's `get_events` long poll, Jupyter's kernel, session, terminal, status
+  and file-listing polling); the proxy writes the time of the last user request
+  into the runtime directory the agent reads (`contract.LAST_USER_REQUEST_FILE`).
+
+The agent reports `Idle=True` once nothing was active for `QUIET_BEFORE_REPORT`,
+with lastTransitionTime the last activity, and `Idle=False` as soon as something is:
+two writes per pause, never one per check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rspark_operator.conditions import Advice
+
+# The agent says Idle only after this long without activity; spec.idle.stopAfter is 0
+# (never) or at least this.
+QUIET_BEFORE_REPORT = timedelta(minutes=5)
+# More CPU than this (cores, averaged between two readings) is a computation running.
+CPU_BUSY_CORES = 0.05
+# RStudio's per-session state, relative to the home.
+RSTUDIO_SESSIONS = ".local/share/rstudio/sessions/active"
+# Jupyter's kernels in these states are working for their user ("starting" is not: a
+# kernel no client ever connected to stays "starting" for good, JupyterLab's included
+# until a notebook attaches; its last_activity counts instead).
+JUPYTER_BUSY_STATES = frozenset({"busy"})
+
+# Condition reasons of Idle (the agent's), and what they mean (troubleshooting.md).
+ACTIVE = "Active"
+NO_ACTIVITY = "NoActivity"
+ADVICE: dict[str, Advice] = {
+    ACTIVE: Advice(
+        "Someone uses the workspace now, or did less than "
+        f"{QUIET_BEFORE_REPORT.total_seconds() / 60:.0f} minutes ago; the message names what "
+        "was busy (rstudio, jupyter, spark, cpu) or says its user."
+    ),
+    NO_ACTIVITY: Advice(
+        "Nothing used the workspace since the condition's lastTransitionTime; with "
+        "`spec.idle.stopAfter` it stops that long after it.",
+        "Use the IDE: the verdict turns Active within 30 s. Or set "
+        '`spec.idle.stopAfter: "0"` to never stop it.',
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What one signal saw: `busy` (working now) and `last` (the last time its user acted)."""
+
+    source: str
+    busy: bool = False
+    last: datetime | None = None
+
+
+def _epoch_ms(text: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(text.strip()) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def parse_time(text: object) -> datetime | None:
+    """An ISO 8601 / RFC 3339 time as the IDEs and the proxy write it (naive: UTC);
+    None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _latest(times: Iterable[datetime | None]) -> datetime | None:
+    return max((t for t in times if t is not None), default=None)
+
+
+def rstudio_activity(sessions: Mapping[str, Mapping[str, str]]) -> Activity:
+    """RStudio from its sessions' property files: {session id: {file name: content}}."""
+    busy = any(props.get("executing", "").strip() == "1" for props in sessions.values())
+    last = _latest(_epoch_ms(props.get("last_used", "")) for props in sessions.values())
+    return Activity("rstudio", busy=busy, last=last)
+
+
+def jupyter_activity(kernels: Sequence[Mapping[str, Any]], terminals: Sequence[Any]) -> Activity:
+    """JupyterLab from the answers of `api/kernels` and `api/terminals`."""
+    busy = any(kernel.get("execution_state") in JUPYTER_BUSY_STATES for kernel in kernels)
+    last = _latest(parse_time(item.get("last_activity")) for item in [*kernels, *terminals])
+    return Activity("jupyter", busy=busy, last=last)
+
+
+def spark_activity(running_jobs: Sequence[Sequence[Mapping[str, Any]]]) -> Activity:
+    """Spark from `jobs?status=running` of each application: any job is busy."""
+    return Activity("spark", busy=any(jobs for jobs in running_jobs))
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """A reading of cgroup v2 `cpu.stat` and when it was taken (monotonic seconds)."""
+
+    usage_usec: int
+    at: float
+
+
+def parse_cpu_stat(text: str) -> int:
+    """`usage_usec` of a cgroup v2 cpu.stat."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value)
+    raise ValueError("cpu.stat has no usage_usec")
+
+
+def cpu_activity(before: CpuSample | None, after: CpuSample) -> Activity:
+    """Busy when the cgroup used more than CPU_BUSY_CORES between the two readings."""
+    if before is None or after.at <= before.at:
+        return Activity("cpu")
+    cores = (after.usage_usec - before.usage_usec) / 1e6 / (after.at - before.at)
+    return Activity("cpu", busy=cores > CPU_BUSY_CORES)
+
+
+# Requests the IDEs send by themselves while a tab is open, whoever sits at it.
+BACKGROUND_REQUESTS = (
+    # RStudio: the event long poll and the periodic client state and connection checks.
+    re.compile(r"/rpc/(get_events|set_client_state|client_init_ping)$"),
+    re.compile(r"/events/get_events$"),
+    # Jupyter Server: the kernel's and terminal's websockets (kept open while a tab is).
+    re.compile(r"/api/(kernels/[^/]+/channels|terminals/websocket/[^/]+)$"),
+    re.compile(r"/lab/api/(workspaces|settings|translations)(/.*)?$"),
+    re.compile(r"/api/contents(/.*)?/checkpoints$"),
+)
+# Read-only requests the IDEs repeat by themselves: JupyterLab's polling of kernels,
+# sessions, terminals and its status, its file browser's listing. The same paths
+# written to (a kernel started, a notebook saved) are the user's.
+BACKGROUND_READS = (
+    re.compile(r"/api/(kernels|sessions|terminals|kernelspecs|me|status)(/[^/]+)?/?$"),
+    re.compile(r"/api/contents(/.*)?$"),
+)
+READS = frozenset({"GET", "HEAD"})
+
+
+def user_request(path: str, method: str = "GET") -> bool:
+    """Whether a request through the workspace's proxy is the user's (not background polling).
+
+    `path` may carry a query and any URL prefix."""
+    path = path.split("?", 1)[0]
+    background = [*BACKGROUND_REQUESTS, *(BACKGROUND_READS if method.upper() in READS else ())]
+    return not any(pattern.search(path) for pattern in background)
+
+
+def request_activity(requests: Iterable[tuple[datetime, str, str]]) -> Activity:
+    """The proxy's log, (time, method, path) of each request: the last user request."""
+    last = _latest(t for t, method, path in requests if user_request(path, method))
+    return Activity("requests", last=last)
+
+
+def last_active(now: datetime, previous: datetime, activities: Iterable[Activity]) -> datetime:
+    """The last activity known: now if anything is busy, else the latest seen (never earlier
+    than `previous`, and never later than now: a clock ahead does not keep it awake)."""
+    seen = list(activities)
+    if any(activity.busy for activity in seen):
+        return now
+    latest = _latest([previous, *(activity.last for activity in seen)])
+    assert latest is not None
+    return min(latest, now)
+
+
+def quiet(now: datetime, last: datetime) -> bool:
+    """Long enough without activity for the agent to report Idle."""
+    return now - last >= QUIET_BEFORE_REPORT
+
+
+def idle_since(condition: Mapping[str, Any] | None, *later: datetime | None) -> datetime | None:
+    """When the workspace became idle, from the agent's Idle condition: its
+    lastTransitionTime while True, moved on by `later` times that count as activity
+    (the pod's start, a wake request). None when it is not idle."""
+    if not condition or condition.get("status") != "True":
+        return None
+    since = parse_time(condition.get("lastTransitionTime"))
+    if since is None:
+        return None
+    return _latest([since, *later])
+
+
+def stop_due(since: datetime | None, stop_after: timedelta) -> datetime | None:
+    """When an idle workspace stops (None: never; stop_after 0 means never)."""
+    if since is None or stop_after <= timedelta(0):
+        return None
+    return since + stop_after
