@@ -22,6 +22,11 @@ There is one pod name per workspace, so there is never a second pod: a new pod i
 created only once the old one is gone. A pod on a lost node stays Terminating
 forever (no kubelet confirms it stopped); past its deadline the operator
 force-deletes it so the workspace can start elsewhere.
+
+A pod on a cordoned node (being drained) is moved at once, whatever the rollout:
+its PodDisruptionBudget (`builders/disruption.py`) refuses the drain's eviction, so
+the operator deletes it gracefully (the agent takes the last snapshot) and the
+next pod starts on another node; the drain then completes.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ POD_STOPPING = "PodStopping"
 POD_RESTARTING = "PodRestarting"
 PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
+NODE_DRAINED = "NodeDrained"
 
 
 class PodAction(Enum):
@@ -82,21 +88,22 @@ def decide_pod(
     force_delete_after: float,
     user_edit: bool,
     restart_requested: bool,
+    node_cordoned: bool,
 ) -> PodPlan:
     """`node` is the pod's node when `waiting_on_lost_node` holds (None: the node is gone);
     `user_edit`: the spec changed since the last reconcile (or was refused then), so a
-    different pod is the user's doing; `restart_requested`: see `restart_requested`."""
+    different pod is the user's doing; `restart_requested`: see `restart_requested`;
+    `node_cordoned`: the pod's node is cordoned (spec.unschedulable), being drained."""
     if pod is None:
         if suspended:
             return NOTHING
         return PodPlan(PodAction.CREATE, POD_CREATED, f"created pod {desired_name(desired)}")
     if terminating(pod):
         if waiting_on_lost_node(pod, now, force_delete_after) and not node_ready(node):
-            node_name = (pod.get("spec") or {}).get("nodeName")
             return PodPlan(
                 PodAction.FORCE_DELETE,
                 NODE_LOST,
-                f"node {node_name} is not ready and the pod outlived its grace period: "
+                f"node {node_name(pod)} is not ready and the pod outlived its grace period: "
                 "force-deleting it so the workspace starts elsewhere",
                 warning=True,
             )
@@ -108,6 +115,14 @@ def decide_pod(
     if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
         return PodPlan(
             PodAction.DELETE, Reason.POD_FAILED, "the pod ended; replacing it", warning=True
+        )
+    if node_cordoned:
+        return PodPlan(
+            PodAction.REPLACE,
+            NODE_DRAINED,
+            f"moving off node {node_name(pod)}, which is cordoned "
+            "(being drained): the pod takes its last snapshot as it stops "
+            "(status.lastSnapshot), then starts on another node",
         )
     if restart_requested:
         return PodPlan(PodAction.REPLACE, POD_RESTARTING, "restart requested; replacing the pod")
@@ -213,10 +228,15 @@ def waiting_on_lost_node(
     """Terminating on a node, `force_delete_after` seconds past its deadline (0: never)."""
     if pod is None or not terminating(pod) or force_delete_after <= 0:
         return False
-    if not (pod.get("spec") or {}).get("nodeName"):
+    if not node_name(pod):
         return False
     deadline = parse_timestamp(pod["metadata"]["deletionTimestamp"])
     return now >= deadline + timedelta(seconds=force_delete_after)
+
+
+def node_name(pod: Mapping[str, Any]) -> str:
+    """The pod's node; "" while it is not scheduled."""
+    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 def node_ready(node: Mapping[str, Any] | None) -> bool:

@@ -118,6 +118,10 @@ def ingress_name(workspace: str) -> str:
     return workspace
 
 
+def disruption_budget_name(workspace: str) -> str:
+    return workspace
+
+
 def executor_pod_name_prefix(workspace: str) -> str:
     return workspace
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rspark_operator.lifecycle import PodAction, decide_pod, waiting_on_lost_node
+from rspark_operator.lifecycle import PodAction, PodPlan, decide_pod, waiting_on_lost_node
 from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, workspace_of
 
 pytestmark = pytest.mark.unit
@@ -32,6 +32,27 @@ def pod(
 
 def node(ready: str) -> dict[str, Any]:
     return {"status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+
+def decide(
+    suspended: bool,
+    current: dict[str, Any] | None,
+    *,
+    node_: dict[str, Any] | None,
+    user_edit: bool,
+    cordoned: bool,
+) -> PodPlan:
+    return decide_pod(
+        suspended=suspended,
+        pod=current,
+        desired=DESIRED,
+        node=node_,
+        now=NOW,
+        force_delete_after=FORCE_AFTER,
+        user_edit=user_edit,
+        restart_requested=False,
+        node_cordoned=cordoned,
+    )
 
 
 LONG_AGO = NOW - timedelta(seconds=FORCE_AFTER + 1)
@@ -73,16 +94,7 @@ def test_decide_pod(
     action: PodAction,
     reason: str,
 ) -> None:
-    decision = decide_pod(
-        suspended=suspended,
-        pod=current,
-        desired=DESIRED,
-        node=node_,
-        now=NOW,
-        force_delete_after=FORCE_AFTER,
-        user_edit=True,
-        restart_requested=False,
-    )
+    decision = decide(suspended, current, node_=node_, user_edit=True, cordoned=False)
     assert (decision.action, decision.reason) == (action, reason), case
 
 
@@ -99,8 +111,37 @@ def test_force_delete_can_be_turned_off() -> None:
         force_delete_after=0,
         user_edit=True,
         restart_requested=False,
+        node_cordoned=False,
     )
     assert decision.action == PodAction.WAIT
+
+
+@pytest.mark.parametrize(
+    ("case", "suspended", "current", "user_edit", "action", "reason"),
+    [
+        ("current pod: moved", False, pod(), False, PodAction.REPLACE, "NodeDrained"),
+        # Not held for the rollout: the drain waits for it.
+        ("held for the rollout: moved", False, pod(spec_hash="old"), False, PodAction.REPLACE,
+         "NodeDrained"),
+        ("already stopping: wait", False, pod(deadline=NOW + timedelta(seconds=60)), False,
+         PodAction.WAIT, ""),
+        ("suspended: stopped, not moved", True, pod(), False, PodAction.DELETE, "PodStopping"),
+        ("ended: deleted, the next one starts elsewhere", False, pod(phase="Failed"), False,
+         PodAction.DELETE, "PodFailed"),
+    ],
+)  # fmt: skip
+def test_a_pod_on_a_cordoned_node_is_moved(
+    case: str,
+    suspended: bool,
+    current: dict[str, Any],
+    user_edit: bool,
+    action: PodAction,
+    reason: str,
+) -> None:
+    decision = decide(suspended, current, node_=None, user_edit=user_edit, cordoned=True)
+    assert (decision.action, decision.reason) == (action, reason), case
+    if action is PodAction.REPLACE:
+        assert "node-a" in decision.message and "last snapshot" in decision.message
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import READY, find
-from rspark_operator.lifecycle import PENDING_RESTART, POD_CREATED, POD_RESTARTING
+from rspark_operator.lifecycle import NODE_DRAINED, PENDING_RESTART, POD_CREATED, POD_RESTARTING
 from rspark_operator.names import RESTART_ANNOTATION
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.rollout import Rollout
@@ -311,3 +311,49 @@ def test_a_finished_replacement_wakes_the_workspace_that_waited_longest() -> Non
     rollout.finish(a)
     assert woken == [c]
     assert rollout.admit(c)
+
+
+def test_a_pod_on_a_cordoned_node_moves_off_it_even_when_the_rollout_is_full() -> None:
+    fake = FakeApi()
+    running(fake)
+    old_uid = fake.objects[POD]["metadata"]["uid"]
+    upgraded = settings(workspace_image="rstudio:upgraded", allowed_image_prefixes=["rstudio:"])
+    full = Rollout(max_pods=1)
+    assert full.admit(("team", "someone-else"))
+
+    def reconcile_on(cordoned: set[str]) -> Outcome:
+        body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+        assert body is not None
+        return reconcile(fake, upgraded, body, no_warnings, full,
+                         cordoned=cordoned.__contains__, children=False, now=NOW)  # fmt: skip
+
+    assert reconcile_on({"node-b"}).status["pendingRestart"] is True  # held: not its node
+    assert not fake.objects[POD]["metadata"].get("deletionTimestamp")
+    outcome = reconcile_on({"node-a", "node-b"})
+    # Deleted gracefully (its grace period: RStudio's shutdown, the last snapshot).
+    assert fake.objects[POD]["metadata"]["deletionTimestamp"]
+    assert fake.objects[POD]["metadata"]["uid"] == old_uid
+    assert [e.reason for e in outcome.events] == [NODE_DRAINED, Reason.POD_REPLACING]
+    assert "node-a" in outcome.events[0].message
+    assert full.under_way() == 1  # the drain took no place in the rollout
+    reconcile_on({"node-a"})
+    assert fake.objects[POD]["metadata"]["uid"] == old_uid  # no second pod meanwhile
+    fake.finish_termination(*POD)
+    outcome = reconcile_on({"node-a"})
+    pod = fake.objects[POD]
+    assert pod["metadata"]["uid"] != old_uid
+    assert "nodeName" not in pod["spec"]  # the scheduler places it, off the cordoned node
+    assert pod["spec"]["containers"][0]["image"] == "rstudio:upgraded"
+    assert [e.reason for e in outcome.events] == [POD_CREATED, Reason.POD_NOT_READY]
+
+
+def test_every_workspace_has_a_disruption_budget_for_its_pod_alone() -> None:
+    fake = FakeApi()
+    running(fake)
+    budget = fake.get("policy/v1", "PodDisruptionBudget", NAMESPACE, NAME)
+    pod = fake.objects[POD]
+    assert budget is not None
+    selector = budget["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["metadata"]["ownerReferences"][0]["uid"] == "ws-uid"
