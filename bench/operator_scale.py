@@ -8,7 +8,14 @@ Both end when every workspace pod is Running and every child exists. Reported:
 wall time and the ratio operator/baseline, the operator's peak RSS, and API
 requests per workspace (kube-apiserver's apiserver_request_total, all clients).
 
+With --steady N instead: N workspaces under the operator, then (1) the API
+requests per minute the operator makes when nothing changes, over one resync
+period (the operator's own counter, rspark_operator_api_requests_total), and
+(2) after a restart of the operator, the time until a workspace changed while it
+was down is reconciled (from the start of the process to status.observedGeneration).
+
 Usage: python -m bench.operator_scale [N ...]   (default 100 500 1000)
+       python -m bench.operator_scale --steady N
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import re
 import secrets
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +41,7 @@ from devtools.deploy import (
     install_crds,
     operator_environment,
 )
+from devtools.s3 import free_port_pair
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.builders import build_children, build_passwords_secret, build_pod
 from rspark_operator.kube import Kube, url
@@ -46,6 +55,10 @@ RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": 
 CHILDREN_PER_WORKSPACE = 11  # 9 children, the password Secret and the pod
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "operator_scale"
+STEADY_SECTION = "operator_steady"
+# The resync period of the steady-state run: every workspace is reconciled once (a
+# full reconcile) within each period; the window measured is one period.
+STEADY_RESYNC_SECONDS = 120
 
 
 @dataclass
@@ -150,6 +163,98 @@ def operator_run(api_client: client.ApiClient, n: int) -> Run:
     return Run(seconds, requests, peak)
 
 
+@dataclass
+class Steady:
+    n: int
+    requests_per_minute: float
+    by_verb: dict[str, float]
+    catch_up_seconds: float
+
+
+def operator_requests(port: int) -> dict[str, float]:
+    """The operator's API requests so far, by verb (its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for labels, value in re.findall(
+        r"^rspark_operator_api_requests_total\{([^}]*)\} (\S+)$", text, re.M
+    ):
+        verb = re.search(r'verb="([^"]*)"', labels)
+        key = verb.group(1) if verb else "?"
+        found[key] = found.get(key, 0.0) + float(value)
+    return found
+
+
+def steady_run(api_client: client.ApiClient, n: int) -> Steady:
+    namespace = f"bench-steady-{n}"
+    create_namespace(api_client, namespace)
+    log = localcluster.LOCAL / "logs" / f"bench-operator-steady-{n}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    port = free_port_pair()
+    env = operator_environment(
+        localcluster.s3_credentials(),
+        metrics_address=f"127.0.0.1:{port}",
+        resync_seconds=str(STEADY_RESYNC_SECONDS),
+    )
+    process = OperatorProcess(log, env)
+    process.start()
+    custom = client.CustomObjectsApi(api_client)
+    try:
+        create_workspaces(api_client, namespace, n)
+        wait(f"{n} workspaces Running", lambda: all_running(api_client, namespace, n))
+        # Let the creation's own refreshes pass: one period with nothing changing.
+        time.sleep(STEADY_RESYNC_SECONDS)
+        before = operator_requests(port)
+        time.sleep(STEADY_RESYNC_SECONDS)
+        after = operator_requests(port)
+        minutes = STEADY_RESYNC_SECONDS / 60
+        by_verb = {verb: (after[verb] - before.get(verb, 0.0)) / minutes for verb in after}
+        process.stop()
+        changed = custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "ws0000",
+            {"spec": {"env": [{"name": "BENCH_CHANGED", "value": "1"}]}},
+        )  # fmt: skip
+        generation = changed["metadata"]["generation"]
+        started = time.monotonic()
+        process.start()
+
+        def reconciled() -> bool:
+            body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ws0000")
+            return bool((body.get("status") or {}).get("observedGeneration") == generation)
+
+        wait("the changed workspace reconciled", reconciled)
+        catch_up = time.monotonic() - started
+    finally:
+        process.stop()
+    delete_namespace(api_client, namespace)
+    return Steady(n, sum(by_verb.values()), by_verb, catch_up)
+
+
+def steady_report(run: Steady) -> str:
+    verbs = ", ".join(f"{verb} {rate:.0f}" for verb, rate in sorted(run.by_verb.items()) if rate)
+    default = OperatorSettings.model_fields["resync_seconds"].default
+    return "\n".join(
+        [
+            "## Operator at rest and after a restart (`bench/operator_scale.py --steady`)",
+            "",
+            f"{run.n} Running workspaces, nothing changing, resync period "
+            f"{STEADY_RESYNC_SECONDS} s (one full reconcile of each workspace per period); "
+            "requests counted by the operator itself over one period, after one period "
+            "of settling.",
+            "",
+            "| N | requests/min (resync "
+            f"{STEADY_RESYNC_SECONDS} s) | by verb | requests/min scaled to the default "
+            f"{default:.0f} s | restart to changed workspace reconciled (s) |",
+            "|---|---|---|---|---|",
+            f"| {run.n} | {run.requests_per_minute:.0f} | {verbs} "
+            f"| {run.requests_per_minute * STEADY_RESYNC_SECONDS / default:.0f} "
+            f"| {run.catch_up_seconds:.1f} |",
+            "",
+        ]
+    )
+
+
 def baseline_run(api_client: client.ApiClient, n: int) -> Run:
     namespace = f"bench-base-{n}"
     create_namespace(api_client, namespace)
@@ -201,9 +306,9 @@ def report(rows: list[tuple[int, Run, Run]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     """Replace this benchmark's section of docs/benchmarks.md, keeping the others."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     block = f"{start}\n{text}\n{end}"
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
     if start in current:
@@ -217,10 +322,17 @@ def write_section(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("sizes", nargs="*", type=int, default=[100, 500, 1000])
-    sizes = parser.parse_args().sizes
+    parser.add_argument("--steady", type=int, metavar="N", help="the steady-state run only")
+    args = parser.parse_args()
+    sizes = args.sizes
     localcluster.up()
     install_crds()
     api_client = api()
+    if args.steady:
+        text = steady_report(steady_run(api_client, args.steady))
+        write_section(text, STEADY_SECTION)
+        print(text, file=sys.stderr)
+        return
     rows = []
     for n in sizes:
         base = baseline_run(api_client, n)

@@ -359,6 +359,7 @@ def change_of(path: str, spec_schema: Mapping[str, Any]) -> Change:
         force_delete_after=SAMPLE_SETTINGS.node_lost_force_delete_seconds,
         user_edit=True,
         restart_requested=False,
+        node_cordoned=False,
     )
     pod = POD_EFFECTS[decision.action]
     before = children(base)

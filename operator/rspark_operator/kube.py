@@ -48,6 +48,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     (f"{GROUP}/{VERSION}", "RStudioWorkspace"): (f"/apis/{GROUP}/{VERSION}", PLURAL),
     (f"{GROUP}/{VERSION}", PROFILE_KIND): (f"/apis/{GROUP}/{VERSION}", PROFILE_PLURAL),
     ("v1", "Namespace"): ("/api/v1", "namespaces"),
@@ -309,6 +310,30 @@ class Kube:
         path = url(obj["apiVersion"], obj["kind"], metadata["namespace"], metadata["name"])
         target = Target(obj["apiVersion"], obj["kind"], metadata["namespace"])
         self.request("PATCH", path, body=patch, content_type=JSON_PATCH, target=target)
+
+    def label(self, obj: dict[str, Any], key: str, value: str | None) -> dict[str, Any] | None:
+        """Set (None: remove) one label, if `obj` is still that incarnation (a JSON patch
+        test of its uid); None when it is gone or replaced."""
+        metadata = obj["metadata"]
+        path = "/metadata/labels/" + key.replace("~", "~0").replace("/", "~1")
+        change = {"op": "remove", "path": path} if value is None else {
+            "op": "add", "path": path, "value": value}  # fmt: skip
+        patch = [{"op": "test", "path": "/metadata/uid", "value": metadata["uid"]}, change]
+        target = Target(obj["apiVersion"], obj["kind"], metadata["namespace"])
+        try:
+            patched: dict[str, Any] = self.request(
+                "PATCH",
+                url(obj["apiVersion"], obj["kind"], metadata["namespace"], metadata["name"]),
+                body=patch,
+                content_type=JSON_PATCH,
+                target=target,
+            )
+        except KubeError as error:
+            # Gone, or another incarnation (the test failed: 422).
+            if error.failure not in (Failure.NOT_FOUND, Failure.REJECTED):
+                raise
+            return None
+        return patched
 
     def dry_run_create(self, manifest: dict[str, Any]) -> None:
         """Would the API server create this object? Raises KubeError when it would not.

@@ -22,6 +22,11 @@ There is one pod name per workspace, so there is never a second pod: a new pod i
 created only once the old one is gone. A pod on a lost node stays Terminating
 forever (no kubelet confirms it stopped); past its deadline the operator
 force-deletes it so the workspace can start elsewhere.
+
+A pod on a cordoned node (being drained) is released from its PodDisruptionBudget
+(`RELEASE`: a label, see `builders/disruption.py`) so that the drain evicts it
+gracefully (the agent takes the last snapshot); the next pod then starts on another
+node. A released pod whose node is uncordoned is protected again (`PROTECT`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ WOKEN = "Woken"
 IDLE_EVENTS = frozenset({IDLE_STOPPING, VOLUME_RELEASED, WOKEN})
 PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
+NODE_DRAINED = "NodeDrained"
+NODE_UNCORDONED = "NodeUncordoned"
 
 
 class PodAction(Enum):
@@ -59,6 +66,8 @@ class PodAction(Enum):
     WAIT = "wait"  # it is terminating: the next one starts once it is gone
     FORCE_DELETE = "force-delete"  # terminating on a lost node past its deadline
     HOLD = "hold"  # differs for the operator's reasons: kept until a restart or the rollout
+    RELEASE = "release"  # its node is cordoned: out of its disruption budget, for the drain
+    PROTECT = "protect"  # released, and its node is uncordoned: back in its budget
 
 
 # Actions that put a new pod in place of what exists.
@@ -88,11 +97,13 @@ def decide_pod(
     force_delete_after: float,
     user_edit: bool,
     restart_requested: bool,
+    node_cordoned: bool,
     idle: Idleness | None = None,
 ) -> PodPlan:
     """`node` is the pod's node when `waiting_on_lost_node` holds (None: the node is gone);
     `user_edit`: the spec changed since the last reconcile (or was refused then), so a
     different pod is the user's doing; `restart_requested`: see `restart_requested`;
+    `node_cordoned`: the pod's node is cordoned (spec.unschedulable), being drained;
     `idle`: see `idleness`."""
     stop = idle is not None and idle.stopped(now)
     if pod is None:
@@ -101,11 +112,10 @@ def decide_pod(
         return PodPlan(PodAction.CREATE, POD_CREATED, f"created pod {desired_name(desired)}")
     if terminating(pod):
         if waiting_on_lost_node(pod, now, force_delete_after) and not node_ready(node):
-            node_name = (pod.get("spec") or {}).get("nodeName")
             return PodPlan(
                 PodAction.FORCE_DELETE,
                 NODE_LOST,
-                f"node {node_name} is not ready and the pod outlived its grace period: "
+                f"node {node_name(pod)} is not ready and the pod outlived its grace period: "
                 "force-deleting it so the workspace starts elsewhere",
                 warning=True,
             )
@@ -128,13 +138,26 @@ def decide_pod(
         )
     if restart_requested:
         return PodPlan(PodAction.REPLACE, POD_RESTARTING, "restart requested; replacing the pod")
-    if not spec_current(pod, desired):
-        if user_edit:
-            return PodPlan(
-                PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
-            )
-        return PodPlan(PodAction.HOLD)
-    return NOTHING
+    if not spec_current(pod, desired) and user_edit:
+        return PodPlan(
+            PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
+        )
+    released = names.DRAIN_LABEL in (pod["metadata"].get("labels") or {})
+    if node_cordoned and not released:
+        return PodPlan(
+            PodAction.RELEASE,
+            NODE_DRAINED,
+            f"node {node_name(pod)} is cordoned (being drained): the pod may be evicted now; "
+            "it takes its last snapshot as it stops (status.lastSnapshot) and the workspace "
+            "starts again on another node",
+        )
+    if released and not node_cordoned:
+        return PodPlan(
+            PodAction.PROTECT,
+            NODE_UNCORDONED,
+            f"node {node_name(pod)} is uncordoned: the pod is protected from evictions again",
+        )
+    return NOTHING if spec_current(pod, desired) else PodPlan(PodAction.HOLD)
 
 
 @dataclass(frozen=True)
@@ -279,10 +302,15 @@ def waiting_on_lost_node(
     """Terminating on a node, `force_delete_after` seconds past its deadline (0: never)."""
     if pod is None or not terminating(pod) or force_delete_after <= 0:
         return False
-    if not (pod.get("spec") or {}).get("nodeName"):
+    if not node_name(pod):
         return False
     deadline = parse_timestamp(pod["metadata"]["deletionTimestamp"])
     return now >= deadline + timedelta(seconds=force_delete_after)
+
+
+def node_name(pod: Mapping[str, Any]) -> str:
+    """The pod's node; "" while it is not scheduled."""
+    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 def node_ready(node: Mapping[str, Any] | None) -> bool:

@@ -1,12 +1,12 @@
 """`rspark-operator`: the entry point, kopf's watches and the one resync loop.
 
 kopf watches the workspaces, their pods (a label selector: only workspace pods
-reach the operator) and Warning events (a field selector), and keeps the
-warnings the status quotes in an index. Every watch event only puts the
-workspace in the resync queue (`resync.py`); one loop takes each workspace when
-it is due and runs `reconcile.reconcile` on a bounded pool of threads. No kopf
-handler changes anything, so kopf keeps no state on workspaces: no finalizer,
-no annotations.
+reach the operator), Warning events and cordoned nodes (field selectors), and
+keeps the warnings the status quotes and the workspace pods by node in indexes.
+Every watch event only puts the workspace in the resync queue (`resync.py`); one
+loop takes each workspace when it is due and runs `reconcile.reconcile` on a
+bounded pool of threads. No kopf handler changes anything, so kopf keeps no state
+on workspaces: no finalizer, no annotations.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ WORKERS = 16
 # selector cannot say "about a pod or a claim": it has no "or").
 POD_SELECTOR = f"{MANAGED_BY_LABEL}={FIELD_MANAGER},{COMPONENT_LABEL}={RSTUDIO_COMPONENT}"
 EVENT_SELECTOR = "type=Warning"
+# Only cordoned nodes (being drained): a node leaving the selection (uncordoned) comes
+# as a deletion.
+CORDONED_SELECTOR = "spec.unschedulable=true"
 # A change of the spec goes ahead of the status refreshes due now (after a restart,
 # every workspace's pod event is due at once).
 AHEAD_SECONDS = -60.0
@@ -82,6 +85,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = ours.api_timeout_seconds
     settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
     settings.watching.field_selectors["v1", "events"] = EVENT_SELECTOR
+    settings.watching.field_selectors["v1", "nodes"] = CORDONED_SELECTOR
 
 
 @kopf.on.startup()
@@ -197,6 +201,37 @@ async def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.queue.schedule((involved["namespace"], workspace), children=False)
 
 
+# Workspaces by the node of their pod, so that a cordoned node moves exactly those.
+BY_NODE = "workspaces_by_node"
+
+
+@kopf.index("v1", "pods")
+async def workspaces_by_node(body: kopf.Body, **_: Any) -> dict[str, tuple[str | None, str]]:
+    metadata = body.get("metadata", {})
+    node = (body.get("spec") or {}).get("nodeName")
+    workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
+    return {node: (metadata.get("namespace"), workspace)} if node and workspace else {}
+
+
+@kopf.on.event("v1", "nodes")
+async def node_cordoned(
+    event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A node was cordoned (a drain begins) or uncordoned: its workspaces' pods move off
+    it (see `builders/disruption.py`)."""
+    cordoned: set[str] = memo.cordoned
+    if event["type"] == "DELETED" or not (body.get("spec") or {}).get("unschedulable"):
+        cordoned.discard(name)
+        return
+    if name in cordoned:
+        return
+    cordoned.add(name)
+    index: kopf.Index[str, tuple[str | None, str]] = kwargs[BY_NODE]
+    for namespace, workspace in index.get(name, ()):
+        if namespace:
+            memo.queue.schedule((namespace, workspace), children=False)
+
+
 # Workspaces by the SparkProfile they use (their own choice or the default setting), so
 # that a changed profile re-renders exactly those.
 BY_PROFILE = "workspaces_by_profile"
@@ -260,6 +295,7 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
             current,
             lambda uid: warnings.get(uid, ()),
             memo.rollout,
+            cordoned=memo.cordoned.__contains__,
             children=job.children,
         )
         for event in outcome.events:
@@ -407,5 +443,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics=metrics,
             acting=Acting(kube, namespaces, priority),
             stop=threading.Event(),
+            # Names of the cordoned nodes, from the watch (`node_cordoned`).
+            cordoned=set(),
         ),
     )

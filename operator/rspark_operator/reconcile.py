@@ -44,6 +44,7 @@ from rspark_operator.lifecycle import (
     idleness,
     key,
     needs_dry_run,
+    node_name,
     plan_pod,
     restart_requested,
     roll_out,
@@ -73,6 +74,8 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 
 # The Warning events (of `status.STATUS_WARNINGS`) about an object, by its uid.
 WarningsOf = Callable[[str], Iterable[Mapping[str, Any]]]
+# Whether a node is cordoned (spec.unschedulable: being drained), by its name.
+Cordoned = Callable[[str], bool]
 # Refusals by child key (`lifecycle.key`).
 Refusals = dict[str, Refusal]
 
@@ -116,6 +119,8 @@ class Observation:
     restart_requested: bool
     # The agent's idle verdict, with spec.idle.stopAfter.
     idle: Idleness
+    # The pod's node is cordoned: the pod moves off it.
+    node_cordoned: bool
 
     @property
     def new(self) -> bool:
@@ -136,19 +141,22 @@ def reconcile(
     warnings_of: WarningsOf,
     rollout: Rollout,
     *,
+    cordoned: Cordoned | None = None,
     children: bool = True,
     now: datetime | None = None,
 ) -> Outcome:
     """Converge one workspace. `children=False` skips re-applying the children that
     pod events cannot have changed (used for pod events, which are many); `rollout`
-    admits the replacement of pods held for the operator's own reasons."""
+    admits the replacement of pods held for the operator's own reasons; `cordoned`
+    tells the nodes being drained (from the operator's watch of cordoned nodes; none
+    when not given)."""
     now = now or datetime.now(UTC)
     try:
         ws = parse_workspace(body, settings)
         ws = attach_profile(api, settings, ws)
     except InvalidSpecError as error:
         return _invalid(api, body, error, now)
-    seen = observe(api, settings, ws, body, children=children, now=now)
+    seen = observe(api, settings, ws, body, cordoned or _none_cordoned, children=children, now=now)
     plan = make_plan(seen, now, settings)
     return _apply(api, settings, seen, plan, body, warnings_of, rollout, now)
 
@@ -158,6 +166,7 @@ def observe(
     settings: OperatorSettings,
     ws: Workspace,
     body: Mapping[str, Any],
+    cordoned: Cordoned,
     *,
     children: bool,
     now: datetime,
@@ -184,7 +193,7 @@ def observe(
         refusals = _dry_run(api, ws, manifests, desired_pod, pod)
     node = None
     if pod is not None and waiting_on_lost_node(pod, now, settings.node_lost_force_delete_seconds):
-        node = api.get("v1", "Node", "", pod["spec"]["nodeName"])
+        node = api.get("v1", "Node", "", node_name(pod))
     annotations = body["metadata"].get("annotations") or {}
     stop_after = stop_after_duration(ws.spec.idle.stop_after or settings.idle_stop_after)
     return Observation(
@@ -200,6 +209,7 @@ def observe(
         user_edit=spec_changed or refused_before,
         restart_requested=restart_requested(annotations, pod),
         idle=idleness(previous, pod, annotations, stop_after),
+        node_cordoned=bool(pod is not None and cordoned(node_name(pod))),
     )
 
 
@@ -222,6 +232,7 @@ def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> P
         force_delete_after=settings.node_lost_force_delete_seconds,
         user_edit=seen.user_edit,
         restart_requested=seen.restart_requested,
+        node_cordoned=seen.node_cordoned,
         idle=seen.idle,
     )
     return Plan(children, plan_pod(decision, seen.desired_pod, seen.refusals.keys(), new=seen.new))
@@ -443,6 +454,10 @@ def _carry_out(
             return None, False
     if pod is None or plan.action in (PodAction.NONE, PodAction.WAIT):
         return pod, False
+    if plan.action in (PodAction.RELEASE, PodAction.PROTECT):
+        value = "true" if plan.action is PodAction.RELEASE else None
+        labelled = api.label(pod, names.DRAIN_LABEL, value)
+        return labelled, labelled is not None
     metadata = pod["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     force = plan.action is PodAction.FORCE_DELETE
@@ -471,6 +486,10 @@ def _finish(api: Api, body: dict[str, Any], status: dict[str, Any], events: list
             subresource="status",
         )
     return Outcome(status=status, events=events)
+
+
+def _none_cordoned(node: str) -> bool:
+    return False
 
 
 def _get_pod(api: Api, namespace: str, workspace: str) -> Manifest | None:

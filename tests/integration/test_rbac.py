@@ -71,7 +71,8 @@ def test_cluster_role_has_no_wildcards(operator_kubeconfig: Path) -> None:
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("delete", "networkpolicies.networking.k8s.io", "default"),
         ("delete", "services", "default"),  # Spark in client mode makes none
-        ("list", "nodes", None),
+        ("delete", "poddisruptionbudgets.policy", "default"),
+        ("create", "pods/eviction", "default"),
         ("patch", "sparkprofiles.rspark.dev", None),  # written by the platform team only
         ("delete", "sparkprofiles.rspark.dev", None),
     ],
@@ -92,7 +93,9 @@ def test_permissions_it_needs_are_granted(operator_kubeconfig: Path) -> None:
                            ("get", "serviceaccounts"), ("create", "kopfpeerings.kopf.dev"),
                            ("patch", "clusterkopfpeerings.kopf.dev")]:  # fmt: skip
         assert can_i(verb, resource, "default"), (verb, resource)
-    assert can_i("get", "nodes", None)
+    for verb in ("get", "list", "watch"):  # cordoned nodes (drains)
+        assert can_i(verb, "nodes", None), verb
+    assert can_i("patch", "poddisruptionbudgets.policy", "default")
     for verb in ("get", "list", "watch"):
         assert can_i(verb, "sparkprofiles.rspark.dev", None), verb
     assert can_i("get", "namespaces", None)  # a profile's namespaceSelector

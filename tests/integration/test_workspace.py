@@ -9,17 +9,20 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
 
 from devtools.deploy import OperatorProcess
 from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
 from rspark_operator import names
 from rspark_operator.builders.pod import IDE_CONTAINER
 from rspark_operator.settings import OperatorSettings
+from tests.integration.test_nodes import kubectl as node_kubectl
 from tests.support.kube import fail_node, recover_node, wait_until
 from tests.support.workspaces import Workspaces, sample
 
 CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim",
-               "Secret", "Service", "Ingress", "NetworkPolicy", "Pod")  # fmt: skip
+               "Secret", "Service", "Ingress", "NetworkPolicy", "PodDisruptionBudget",
+               "Pod")  # fmt: skip
 # What outlives the workspace, with its snapshots: the key to them and the secret paths.
 KEPT_SECRETS = {"alice-passwords", "alice-home-secrets"}
 DEFAULT_IMAGES = OperatorSettings.model_fields
@@ -53,6 +56,7 @@ def children(kube: client.ApiClient, namespace: str, name: str) -> dict[str, lis
         "Service": core.list_namespaced_service,
         "Ingress": net.list_namespaced_ingress,
         "NetworkPolicy": net.list_namespaced_network_policy,
+        "PodDisruptionBudget": client.PolicyV1Api(kube).list_namespaced_pod_disruption_budget,
         "Pod": core.list_namespaced_pod,
     }
     return {
@@ -231,6 +235,49 @@ def test_node_failure_moves_the_pod_with_its_claim(
         assert old.spec.node_name in lost[0].message
     finally:
         recover_node(core, old.spec.node_name)
+
+
+def test_a_drain_moves_the_pod_gracefully_and_completes(
+    kube: client.ApiClient, workspace_namespace: str, alice: Workspaces
+) -> None:
+    """`kubectl drain`: the workspace's disruption budget refuses the eviction, the
+    operator sees the node cordoned and deletes the pod gracefully (its own grace
+    period: the last snapshot; kwok runs no containers, the e2e suite on real nodes
+    shows the snapshot), the next pod starts on the other node and the drain ends."""
+    old = alice.running_pod("alice")
+    core = client.CoreV1Api(kube)
+
+    def counted() -> Any:
+        budget = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(
+            "alice", workspace_namespace
+        )
+        status = budget.status
+        current = status.observed_generation == budget.metadata.generation
+        return budget if current and status.current_healthy == 1 else None
+
+    assert wait_until("the budget counts the Ready pod", counted).status.disruptions_allowed == 0
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod_eviction(
+            "alice",
+            workspace_namespace,
+            client.V1Eviction(metadata=client.V1ObjectMeta(name="alice")),
+        )
+    assert refused.value.status == 429  # Too Many Requests: the budget allows none
+    assert alice.running_pod("alice").metadata.uid == old.metadata.uid
+    try:
+        drain = node_kubectl("drain", old.spec.node_name, "--ignore-daemonsets",
+                             "--delete-emptydir-data", "--timeout=50s")  # fmt: skip
+        assert drain.returncode == 0, drain.stderr
+        assert "drained" in drain.stdout
+        new = alice.running_pod("alice")
+        assert new.metadata.uid != old.metadata.uid
+        assert new.spec.node_name != old.spec.node_name
+        moved = workspace_events(core, workspace_namespace, "NodeDrained")
+        assert moved and moved[0].type == "Normal"
+        assert old.spec.node_name in moved[0].message
+        alice.wait_phase("alice", "Running")
+    finally:
+        node_kubectl("uncordon", old.spec.node_name)
 
 
 def test_suspend_keeps_everything_but_the_pod_and_resume_brings_it_back(

@@ -75,6 +75,7 @@ def test_children_come_in_apply_order() -> None:
         "ConfigMap",
         "PersistentVolumeClaim",
         "Secret",
+        "PodDisruptionBudget",
         "Service",
         "Service",
         "Ingress",
@@ -153,6 +154,7 @@ def test_children_names_derive_from_the_workspace_name() -> None:
         ("Ingress", "demo"),
         ("NetworkPolicy", "demo"),
         ("NetworkPolicy", "demo-egress"),
+        ("PodDisruptionBudget", "demo"),
         ("Pod", "demo"),
     }
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rspark_operator.lifecycle import PodAction, decide_pod, waiting_on_lost_node
-from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, workspace_of
+from rspark_operator.lifecycle import PodAction, PodPlan, decide_pod, waiting_on_lost_node
+from rspark_operator.names import DRAIN_LABEL, POD_SPEC_HASH_ANNOTATION, workspace_of
 
 pytestmark = pytest.mark.unit
 
@@ -32,6 +32,27 @@ def pod(
 
 def node(ready: str) -> dict[str, Any]:
     return {"status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+
+def decide(
+    suspended: bool,
+    current: dict[str, Any] | None,
+    *,
+    node_: dict[str, Any] | None,
+    user_edit: bool,
+    cordoned: bool,
+) -> PodPlan:
+    return decide_pod(
+        suspended=suspended,
+        pod=current,
+        desired=DESIRED,
+        node=node_,
+        now=NOW,
+        force_delete_after=FORCE_AFTER,
+        user_edit=user_edit,
+        restart_requested=False,
+        node_cordoned=cordoned,
+    )
 
 
 LONG_AGO = NOW - timedelta(seconds=FORCE_AFTER + 1)
@@ -73,16 +94,7 @@ def test_decide_pod(
     action: PodAction,
     reason: str,
 ) -> None:
-    decision = decide_pod(
-        suspended=suspended,
-        pod=current,
-        desired=DESIRED,
-        node=node_,
-        now=NOW,
-        force_delete_after=FORCE_AFTER,
-        user_edit=True,
-        restart_requested=False,
-    )
+    decision = decide(suspended, current, node_=node_, user_edit=True, cordoned=False)
     assert (decision.action, decision.reason) == (action, reason), case
 
 
@@ -99,8 +111,47 @@ def test_force_delete_can_be_turned_off() -> None:
         force_delete_after=0,
         user_edit=True,
         restart_requested=False,
+        node_cordoned=False,
     )
     assert decision.action == PodAction.WAIT
+
+
+def released(current: dict[str, Any]) -> dict[str, Any]:
+    current["metadata"]["labels"] = {DRAIN_LABEL: "true"}
+    return current
+
+
+@pytest.mark.parametrize(
+    ("case", "suspended", "current", "cordoned", "action", "reason"),
+    [
+        ("current pod: released for the drain", False, pod(), True, PodAction.RELEASE,
+         "NodeDrained"),
+        ("held for the rollout: released too", False, pod(spec_hash="old"), True,
+         PodAction.RELEASE, "NodeDrained"),
+        ("released: the drain evicts it", False, released(pod()), True, PodAction.NONE, ""),
+        ("released and held: still held", False, released(pod(spec_hash="old")), True,
+         PodAction.HOLD, ""),
+        ("released, node uncordoned: protected again", False, released(pod()), False,
+         PodAction.PROTECT, "NodeUncordoned"),
+        ("already stopping: wait", False, pod(deadline=NOW + timedelta(seconds=60)), True,
+         PodAction.WAIT, ""),
+        ("suspended: stopped", True, pod(), True, PodAction.DELETE, "PodStopping"),
+        ("ended: deleted, the next one starts elsewhere", False, pod(phase="Failed"), True,
+         PodAction.DELETE, "PodFailed"),
+    ],
+)  # fmt: skip
+def test_a_pod_on_a_cordoned_node_is_left_to_the_drain(
+    case: str,
+    suspended: bool,
+    current: dict[str, Any],
+    cordoned: bool,
+    action: PodAction,
+    reason: str,
+) -> None:
+    decision = decide(suspended, current, node_=None, user_edit=False, cordoned=cordoned)
+    assert (decision.action, decision.reason) == (action, reason), case
+    if action in (PodAction.RELEASE, PodAction.PROTECT):
+        assert "node-a" in decision.message
 
 
 @pytest.mark.parametrize(

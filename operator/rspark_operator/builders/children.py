@@ -8,6 +8,7 @@ from typing import Any
 
 from rspark_operator import names
 from rspark_operator.api import Workspace
+from rspark_operator.builders.disruption import build_disruption_budget
 from rspark_operator.builders.identity import build_identities
 from rspark_operator.builders.metadata import Manifest, child
 from rspark_operator.builders.network import (
@@ -105,6 +106,7 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         *signin,
         build_home_claim(ws, settings),
         build_home_secrets(ws, settings),
+        build_disruption_budget(ws),
         build_ide_service(ws),
         build_spark_driver_service(ws),
         build_ingress(ws, settings),
