@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 
-from rspark_operator import names
+from rspark_operator import contract, names
 from rspark_operator.api import Workspace
-from rspark_operator.builders.metadata import Manifest, child
+from rspark_operator.builders.metadata import Manifest, child, secret_env
+from rspark_operator.ide import CONNECT_TOKEN_ENV, SPARK_REMOTE_ENV
 from rspark_operator.quantity import spark_mebibytes
 from rspark_operator.settings import OperatorSettings
 
@@ -105,7 +106,7 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
     profile = ws.profile
     if profile is not None and profile.spec.connect is not None:
         # One Spark Connect server is the driver: nothing of client mode applies.
-        return {"spark.remote": profile.spec.connect.endpoint, **spark.conf}
+        return {"spark.remote": profile.spec.connect.endpoint, **s3a_properties(ws), **spark.conf}
     kubernetes = profile.spec.kubernetes if profile else None
     executor_image = (
         spark.executor_image
@@ -142,6 +143,7 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         "spark.authenticate": "true",
         **_executor_sizes(ws),
         **_placement_properties(executor_placement(ws, settings)),
+        **s3a_properties(ws),
     }
     if spark.driver_memory is not None:
         properties["spark.driver.memory"] = spark_mebibytes(spark.driver_memory)
@@ -154,6 +156,46 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         # workspace conf that sets what the profile governs).
         return {**properties, **kubernetes.conf, **spark.conf}
     return {**properties, **spark.conf}
+
+
+def s3a_properties(ws: Workspace) -> dict[str, str]:
+    """s3a:// (spec.spark.s3): where the server is. The credentials are not here: Spark
+    copies the driver's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (`spark_env`) into
+    the Hadoop configuration it ships with each job (fs.s3a.access.key, secret.key), so
+    executors read s3a:// without a Secret of their own."""
+    s3 = ws.spec.spark.s3
+    if s3 is None:
+        return {}
+    path_style = s3.path_style_access if s3.path_style_access is not None else bool(s3.endpoint)
+    properties = {"spark.hadoop.fs.s3a.path.style.access": str(path_style).lower()}
+    if s3.endpoint is not None:
+        properties["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
+        properties["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            s3.endpoint.startswith("https://")
+        ).lower()
+    return properties
+
+
+def spark_env(ws: Workspace) -> list[dict[str, Any]]:
+    """The IDE container's Spark variables: each from one key of a Secret, which the
+    kubelet reads (the workspace's identities get no right on Secrets).
+
+    A `connect` profile: every PySpark session connects to its endpoint (SPARK_REMOTE),
+    with its token (SPARK_CONNECT_AUTHENTICATE_TOKEN, read by Spark 4 clients).
+    spec.spark.s3: the S3 credentials, for the driver and, through it, the executors.
+    """
+    env: list[dict[str, Any]] = []
+    connect = ws.profile.spec.connect if ws.profile else None
+    if connect is not None:
+        env.append({"name": SPARK_REMOTE_ENV, "value": connect.endpoint})
+        if connect.token_secret is not None:
+            token = connect.token_secret
+            env.append(secret_env(CONNECT_TOKEN_ENV, token.name, token.key))
+    s3 = ws.spec.spark.s3
+    if s3 is not None and s3.credentials_secret is not None:
+        secret = s3.credentials_secret
+        env += [secret_env(key, secret, key) for key in contract.S3_CREDENTIAL_KEYS]
+    return env
 
 
 def _executor_sizes(ws: Workspace) -> dict[str, str]:
