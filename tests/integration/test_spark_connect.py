@@ -9,22 +9,16 @@ refuses it.
 
 from __future__ import annotations
 
-import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from devtools.spark import SPARK_CONNECT, ConnectServer, spark_venv
-from rspark_operator import names
 from rspark_operator.api import Workspace, WorkspaceSpec
-from rspark_operator.builders.pod import IDE_CONTAINER, IDE_PASSWORD_KEY, build_pod
-from rspark_operator.builders.spark import SPARK_DEFAULTS_FILE, build_spark_config_map
-from rspark_operator.ide import SPARK_CONF_DIR_ENV
 from rspark_operator.profiles import choose_profile
-from rspark_operator.settings import OperatorSettings
+from tests.support.spark import session_env
 
 TOKEN = "a-pre-shared-token-of-the-platform"
 SECRET, KEY = "spark-connect", "token"
@@ -72,42 +66,11 @@ def connect_workspace(endpoint: str) -> Workspace:
     return choose_profile(ws, None, lambda _: profile, dict)
 
 
-def resolve(env: list[dict[str, Any]], secrets: Mapping[tuple[str, str], str]) -> dict[str, str]:
-    """The container's variables as the kubelet sets them (secretKeyRef from `secrets`)."""
-    values = {}
-    for var in env:
-        if "value" in var:
-            values[var["name"]] = var["value"]
-        else:
-            ref = var["valueFrom"]["secretKeyRef"]
-            values[var["name"]] = secrets[(ref["name"], ref["key"])]
-    return values
-
-
 def run_client(
     venv: Path, workdir: Path, token: str, endpoint: str
 ) -> subprocess.CompletedProcess[str]:
     """PySpark in a process whose Spark settings are only what the operator renders."""
-    ws = connect_workspace(endpoint)
-    settings = OperatorSettings(snapshot_repository_base="s3:http://s3.test/rspark")
-    conf_dir = workdir / "conf"
-    conf_dir.mkdir(exist_ok=True)
-    data = build_spark_config_map(ws, settings)["data"]
-    (conf_dir / SPARK_DEFAULTS_FILE).write_text(data[SPARK_DEFAULTS_FILE])
-    container = next(
-        c for c in build_pod(ws, settings)["spec"]["containers"] if c["name"] == IDE_CONTAINER
-    )
-    secrets = {
-        (SECRET, KEY): token,
-        (names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY): "a password",
-    }
-    rendered = resolve(container["env"], secrets)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(workdir),
-        **rendered,
-        SPARK_CONF_DIR_ENV: str(conf_dir),
-    }
+    env = session_env(connect_workspace(endpoint), {(SECRET, KEY): token}, workdir)
     return subprocess.run(
         [str(venv / "bin" / "python"), "-c", QUERY],
         env=env,
