@@ -8,8 +8,7 @@
   sbin/start-connect-server.sh submits) on 127.0.0.1, with a token.
 
 Each environment is installed once from its hashed requirements, cached under
-~/.cache/rspark-operator; the jars are fetched from Maven Central once and checked
-against their pinned SHA-256.
+~/.cache/rspark-operator; the jars by the images' own images/hadoop-aws/fetch-jars.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,63 +28,22 @@ UV = CACHE / "uv-0.13.8" / "bin" / "uv"
 REQUIREMENTS = ROOT / "devtools" / "spark"
 SPARK_S3A = REQUIREMENTS / "s3a-requirements.txt"
 SPARK_CONNECT = REQUIREMENTS / "connect-requirements.txt"
-MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+HADOOP_AWS = ROOT / "images" / "hadoop-aws"
 HOST = "127.0.0.1"
 CONNECT_START_SECONDS = 180.0
 STOP_GRACE_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class MavenJar:
-    """One jar of Maven Central, by coordinate, with its SHA-256."""
-
-    group: str
-    artifact: str
-    version: str
-    sha256: str
-
-    @property
-    def file_name(self) -> str:
-        return f"{self.artifact}-{self.version}.jar"
-
-    @property
-    def url(self) -> str:
-        return "/".join(
-            (MAVEN_CENTRAL, *self.group.split("."), self.artifact, self.version, self.file_name)
-        )
-
-
-def hadoop_aws_jars_file() -> Path:
-    """images/hadoop-aws.txt: the jars the images add to Spark, one source for both."""
-    return ROOT / "images" / "hadoop-aws.txt"
-
-
-def hadoop_aws_jars() -> tuple[MavenJar, ...]:
-    """The Hadoop AWS module matching Spark's Hadoop (3.3.4) and the AWS SDK it needs."""
-    jars = []
-    for line in hadoop_aws_jars_file().read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            coordinate, sha256 = line.split()
-            group, artifact, version = coordinate.split(":")
-            jars.append(MavenJar(group, artifact, version, sha256))
-    return tuple(jars)
-
-
-def maven_jar(jar: MavenJar) -> Path:
-    """The jar in the cache, downloaded once and checked against its SHA-256."""
-    path = CACHE / "maven" / jar.file_name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        with urllib.request.urlopen(jar.url, timeout=600) as response, partial.open("wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
-        if digest != jar.sha256:
-            partial.unlink()
-            raise RuntimeError(f"{jar.url}: sha256 {digest}, expected {jar.sha256}")
-        partial.rename(path)
-    return path
+def hadoop_aws_jars() -> list[Path]:
+    """The Hadoop AWS jars the images add to Spark (images/hadoop-aws), in the cache."""
+    fetch, jars = HADOOP_AWS / "fetch-jars", HADOOP_AWS / "jars.txt"
+    listing = subprocess.run(
+        [sys.executable, str(fetch), str(jars), str(CACHE / "maven")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [Path(line) for line in listing.stdout.splitlines()]
 
 
 def spark_venv(requirements: Path) -> Path:

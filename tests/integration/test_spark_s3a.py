@@ -1,4 +1,4 @@
-"""s3a:// from Spark as the images carry it (3.5.3 with images/hadoop-aws.txt's jars), on
+"""s3a:// from Spark as the images carry it (3.5.3 with images/hadoop-aws's jars), on
 the project's real S3 server, with the settings the operator renders for spec.spark.s3.
 
 Spark runs as a plain process (local master: the cluster's parts of spark-defaults.conf
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devtools.s3 import S3Server
-from devtools.spark import SPARK_S3A, hadoop_aws_jars, maven_jar, spark_venv
+from devtools.spark import SPARK_S3A, hadoop_aws_jars, spark_venv
 from rspark_operator.contract import S3_CREDENTIAL_KEYS
 from tests.support.spark import session_env
 from tests.unit.workspaces import workspace
@@ -59,7 +59,7 @@ def run_job(s3: S3Server, workdir: Path, secret_key: str) -> subprocess.Complete
     values = dict(zip(S3_CREDENTIAL_KEYS, (credentials.access_key, secret_key), strict=True))
     env = session_env(ws, {(SECRET, key): value for key, value in values.items()}, workdir)
     venv = spark_venv(SPARK_S3A)
-    jars = ",".join(str(maven_jar(jar)) for jar in hadoop_aws_jars())
+    jars = ",".join(str(jar) for jar in hadoop_aws_jars())
     return subprocess.run(
         [str(venv / "bin" / "python"), "-c", JOB, jars, f"s3a://{credentials.bucket}/{PREFIX}"],
         env=env,
