@@ -30,15 +30,18 @@ def resolve(env: list[dict[str, Any]], secrets: Mapping[tuple[str, str], str]) -
 
 
 def session_env(
-    ws: Workspace, secrets: Mapping[tuple[str, str], str], workdir: Path
+    ws: Workspace,
+    secrets: Mapping[tuple[str, str], str],
+    workdir: Path,
+    settings: OperatorSettings = SETTINGS,
 ) -> dict[str, str]:
     """The IDE container's environment, with its spark-defaults.conf written under workdir
     (the ConfigMap's mount) and nothing of this machine but PATH."""
     conf_dir = workdir / "conf"
     conf_dir.mkdir(exist_ok=True)
-    data = build_spark_config_map(ws, SETTINGS)["data"]
+    data = build_spark_config_map(ws, settings)["data"]
     (conf_dir / SPARK_DEFAULTS_FILE).write_text(data[SPARK_DEFAULTS_FILE])
-    pod = build_pod(ws, SETTINGS)
+    pod = build_pod(ws, settings)
     (ide,) = (c for c in pod["spec"]["containers"] if c["name"] == IDE_CONTAINER)
     password = {(names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY): "a password"}
     return {
