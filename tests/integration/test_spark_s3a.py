@@ -1,9 +1,11 @@
 """s3a:// from Spark as the images carry it (3.5.3 with images/hadoop-aws's jars), on
 the project's real S3 server, with the settings the operator renders for spec.spark.s3.
 
-Spark runs as a plain process (local master: the cluster's parts of spark-defaults.conf
-are overridden, nothing of s3a is); its environment is the IDE container's, the
-credentials Secret resolved the way the kubelet does.
+Spark runs as plain processes: a driver whose environment is the IDE container's (the
+credentials Secret resolved the way the kubelet does) and one executor JVM without
+credentials in its environment (Spark's local-cluster master: the cluster's parts of
+spark-defaults.conf are overridden, nothing of s3a is), so the executor's writes and
+reads prove the credentials travel with the job.
 """
 
 from __future__ import annotations
@@ -22,18 +24,28 @@ from tests.unit.workspaces import workspace
 
 SECRET = "alice-s3"
 PREFIX = "alice/numbers"
-# Client mode on Kubernetes replaced by a local master; the rest is spark-defaults.conf.
+# Client mode on Kubernetes replaced by a local cluster; the rest is spark-defaults.conf.
 JOB = """
 import sys
 from pyspark.sql import SparkSession
 jars, path = sys.argv[1], sys.argv[2]
 spark = (
-    SparkSession.builder.master("local[2]")
+    SparkSession.builder.master("local-cluster[1,1,1024]")
     .config("spark.driver.host", "127.0.0.1")
     .config("spark.driver.bindAddress", "127.0.0.1")
     .config("spark.jars", jars)
+    # spark.authenticate (rendered) on a standalone cluster: a secret of this test's.
+    .config("spark.authenticate.secret", "a-secret-of-this-test")
+    # The executor (its own JVM) inherits this process's variables: blanked, as on an
+    # executor pod, which has no credentials of its own.
+    .config("spark.executorEnv.AWS_ACCESS_KEY_ID", "")
+    .config("spark.executorEnv.AWS_SECRET_ACCESS_KEY", "")
     .getOrCreate()
 )
+executor_env = spark.sparkContext.parallelize([0], 1).map(
+    lambda _: __import__("os").environ.get("AWS_ACCESS_KEY_ID")
+).first()
+assert executor_env == "", executor_env
 spark.range(1000).write.mode("overwrite").parquet(path)
 numbers = spark.read.parquet(path)
 print(numbers.count(), numbers.selectExpr("sum(id)").first()[0])
