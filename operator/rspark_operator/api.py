@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
+from rspark_operator.contract import S3_CREDENTIAL_KEYS
 from rspark_operator.ide import DEFAULT_IDE, IDES, OPERATOR_MANAGED_ENV, IdeName
 from rspark_operator.idle import QUIET_BEFORE_REPORT
 from rspark_operator.quantity import (
@@ -479,6 +480,33 @@ SPARK_VALUE_RULE: JsonDict = {
 }
 
 
+S3_ENDPOINT_PATTERN = r"^https?://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?/?$"
+
+
+class SparkS3Spec(ApiModel):
+    """s3a:// from Spark: the credentials and, for a server other than AWS, its endpoint."""
+
+    credentials_secret: DnsName | None = Field(
+        default=None,
+        description="Secret in the workspace's namespace holding AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY: the IDE gets them as variables; Spark hands them to its "
+        "executors in the job's Hadoop configuration (no Secret on the executors). None: "
+        "s3a's own providers (e.g. a cloud identity of the node).",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=S3_ENDPOINT_PATTERN,
+        description="Endpoint of an S3-compatible server, e.g. http://minio.storage.svc:9000 "
+        "(fs.s3a.endpoint); none: AWS.",
+    )
+    path_style_access: bool | None = Field(
+        default=None,
+        description="Buckets in the path, not the host name (fs.s3a.path.style.access); "
+        "defaults to true with an endpoint, false without.",
+    )
+
+
 class SparkSpec(ApiModel):
     """Spark in client mode: the driver runs in the IDE's R or Python, executors are pods."""
 
@@ -513,6 +541,9 @@ class SparkSpec(ApiModel):
         default=None,
         description="Memory of the driver's JVM in the workspace (spark.driver.memory), e.g. 2g; "
         "it must fit in the workspace's own memory limit.",
+    )
+    s3: SparkS3Spec | None = Field(
+        default=None, description="s3a:// paths: credentials from a Secret you name, endpoint."
     )
     conf: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict,
@@ -653,6 +684,15 @@ class WorkspaceSpec(ApiModel):
         if managed:
             raise ValueError(f"{MANAGED_ENV_MESSAGE}: {', '.join(managed)}")
         return env
+
+    @model_validator(mode="after")
+    def _s3_credentials_once(self) -> WorkspaceSpec:
+        # spec.spark.s3 sets the credentials' variables from its Secret.
+        if self.spark.s3 is not None and self.spark.s3.credentials_secret is not None:
+            both = sorted(set(S3_CREDENTIAL_KEYS).intersection(var.name for var in self.env))
+            if both:
+                raise ValueError(f"spec.spark.s3 sets {', '.join(both)}: remove it from spec.env")
+        return self
 
 
 class Condition(ApiModel):

@@ -33,6 +33,10 @@ PASSWORD_ENV = "PASSWORD"
 # The URL prefix of the workspace (e.g. /team-a/alice/); unset when the IDE owns its host.
 ROOT_PATH_ENV = "RSPARK_WWW_ROOT_PATH"
 SPARK_CONF_DIR_ENV = "SPARK_CONF_DIR"
+# Spark Connect (a `connect` SparkProfile): the endpoint every PySpark session uses,
+# and the server's pre-shared token (Spark 4.0's name; its clients read it).
+SPARK_REMOTE_ENV = "SPARK_REMOTE"
+CONNECT_TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
 # The images' clean shutdown, the pod's preStop hook: the IDE saves what it holds in
 # memory into the home and stops, so the agent's last snapshot has it.
 PRESTOP_COMMAND = ("/usr/local/bin/rspark-prestop",)
@@ -135,5 +139,7 @@ IDES: Mapping[IdeName, Ide] = {
 
 # Every variable the operator sets or refuses in the IDE container, whatever spec.ide:
 # switching the IDE never turns a valid spec.env into an invalid one.
-WIRING_ENV = frozenset({USER_ENV, PASSWORD_ENV, ROOT_PATH_ENV, SPARK_CONF_DIR_ENV})
+WIRING_ENV = frozenset(
+    {USER_ENV, PASSWORD_ENV, ROOT_PATH_ENV, SPARK_CONF_DIR_ENV, SPARK_REMOTE_ENV, CONNECT_TOKEN_ENV}
+)
 OPERATOR_MANAGED_ENV = WIRING_ENV.union(*(ide.reserved_env for ide in IDES.values()))

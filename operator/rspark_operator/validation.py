@@ -76,6 +76,13 @@ def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
             "repository base (RSPARK_SNAPSHOT_REPOSITORY_BASE)"
         )
     problems.extend(_policy_problems(ws, settings))
+    s3 = ws.spec.spark.s3
+    if s3 is not None and s3.credentials_secret == settings.snapshot_credentials_secret:
+        # The IDE would hold the snapshots' bucket key (every workspace's homes).
+        problems.append(
+            f"spec.spark.s3.credentialsSecret: {s3.credentials_secret} is the snapshots' "
+            "key (RSPARK_SNAPSHOT_CREDENTIALS_SECRET); name a Secret of your own"
+        )
     assigned = replace(ws, spec=ws.spec.model_copy(update={"ingress": IngressSpec()}))
     host, assigned_host = ingress_host(ws, settings), ingress_host(assigned, settings)
     shared_paths = settings.ingress_mode == "path" and host == assigned_host

@@ -56,3 +56,8 @@ def child(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata}
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """An environment variable from one key of a Secret (read by the kubelet, not the pod)."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}

@@ -23,13 +23,19 @@ from rspark_operator.builders.identity import (
     ide_token_volume,
     token_mount,
 )
-from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
+from rspark_operator.builders.metadata import (
+    Manifest,
+    child,
+    secret_env,
+    workspace_pod_selector,
+)
 from rspark_operator.builders.signin import signin_container, signin_enabled, signin_volumes
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
     DRIVER_PORT,
     SPARK_CONF_DIR,
     SPARK_UI_PORT,
+    spark_env,
 )
 from rspark_operator.builders.url import ingress_path
 from rspark_operator.ide import (
@@ -82,10 +88,10 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
         raise ValueError("no snapshot repository: validate the workspace before building it")
     env: list[dict[str, Any]] = [
         {"name": contract.RESTIC_REPOSITORY, "value": repository},
-        _secret_env(
+        secret_env(
             contract.RESTIC_PASSWORD, names.passwords_secret_name(ws.name), RESTIC_PASSWORD_KEY
         ),
-        *(_secret_env(key, credentials, key) for key in contract.S3_CREDENTIAL_KEYS),
+        *(secret_env(key, credentials, key) for key in contract.S3_CREDENTIAL_KEYS),
         {"name": contract.WORKSPACE, "value": f"{ws.namespace}/{ws.name}"},
         {"name": contract.SNAPSHOT_HOST, "value": names.snapshot_host(ws.namespace, ws.name)},
         {"name": contract.SNAPSHOT_INTERVAL, "value": snapshot.interval},
@@ -97,10 +103,6 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
     if snapshot.restore_from:
         env.append({"name": contract.RESTORE_FROM, "value": snapshot.restore_from})
     return env
-
-
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
 def _home_mount() -> dict[str, Any]:
@@ -140,6 +142,7 @@ def ide_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
         *(var.wire() for var in ws.spec.env),
         {"name": USER_ENV, "value": IDE_USER},
         {"name": SPARK_CONF_DIR_ENV, "value": SPARK_CONF_DIR},
+        *spark_env(ws),
     ]
     ide = IDES[ws.spec.ide]
     if signin_enabled(settings):
@@ -148,9 +151,7 @@ def ide_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
         env += [{"name": name, "value": value} for name, value in proxied.items()]
     else:
         # The login password; authentication stays on (its switches are refused).
-        env.append(
-            _secret_env(PASSWORD_ENV, names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY)
-        )
+        env.append(secret_env(PASSWORD_ENV, names.passwords_secret_name(ws.name), IDE_PASSWORD_KEY))
     prefix = ingress_path(ws, settings)
     if prefix != "/":
         env.append({"name": ROOT_PATH_ENV, "value": prefix})

@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
-from rspark_operator import names
+from rspark_operator import contract, names
 from rspark_operator.api import Workspace
-from rspark_operator.builders.metadata import Manifest, child
+from rspark_operator.builders.metadata import Manifest, child, secret_env
+from rspark_operator.builders.url import ingress_host, ingress_path, url_scheme
+from rspark_operator.ide import CONNECT_TOKEN_ENV, SPARK_REMOTE_ENV
 from rspark_operator.quantity import spark_mebibytes
 from rspark_operator.settings import OperatorSettings
 
@@ -57,6 +59,32 @@ SPARK_PORT_RANGES = (DRIVER_PORTS, BLOCK_MANAGER_PORTS, UI_PORTS)
 DRIVER_PORT = DRIVER_PORTS.first
 BLOCK_MANAGER_PORT = BLOCK_MANAGER_PORTS.first
 SPARK_UI_PORT = UI_PORTS.first
+
+
+# The Spark UI under the workspace's URL. Not through the Ingress (Spark's UI has no
+# sign-in): the sign-in proxy in front of the IDE sends <prefix>spark/... to the UI of
+# the session's first application with the prefix stripped, and names the prefix in
+# X-Forwarded-Context, which Spark's UI puts before its links and, with
+# spark.ui.proxyRedirectUri (the workspace's scheme and host), its redirects. A
+# request without it (`kubectl port-forward`) gets plain links.
+SPARK_UI_PATH = "spark/"
+FORWARDED_CONTEXT_HEADER = "X-Forwarded-Context"
+
+
+@dataclass(frozen=True)
+class SparkUiRoute:
+    """What the sign-in proxy routes to the Spark UI: a path prefix to a port of the pod."""
+
+    path: str
+    port: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {FORWARDED_CONTEXT_HEADER: self.path.rstrip("/")}
+
+
+def spark_ui_route(ws: Workspace, settings: OperatorSettings) -> SparkUiRoute:
+    return SparkUiRoute(path=ingress_path(ws, settings) + SPARK_UI_PATH, port=UI_PORTS.first)
 
 
 @dataclass(frozen=True)
@@ -105,7 +133,7 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
     profile = ws.profile
     if profile is not None and profile.spec.connect is not None:
         # One Spark Connect server is the driver: nothing of client mode applies.
-        return {"spark.remote": profile.spec.connect.endpoint, **spark.conf}
+        return {"spark.remote": profile.spec.connect.endpoint, **s3a_properties(ws), **spark.conf}
     kubernetes = profile.spec.kubernetes if profile else None
     executor_image = (
         spark.executor_image
@@ -120,6 +148,7 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.blockManager.port": str(BLOCK_MANAGER_PORTS.first),
         "spark.ui.port": str(UI_PORTS.first),
+        "spark.ui.proxyRedirectUri": f"{url_scheme(ws, settings)}://{ingress_host(ws, settings)}",
         "spark.port.maxRetries": str(PORT_MAX_RETRIES),
         "spark.kubernetes.namespace": ws.namespace,
         "spark.kubernetes.authenticate.driver.serviceAccountName": names.service_account_name(
@@ -142,6 +171,7 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         "spark.authenticate": "true",
         **_executor_sizes(ws),
         **_placement_properties(executor_placement(ws, settings)),
+        **s3a_properties(ws),
     }
     if spark.driver_memory is not None:
         properties["spark.driver.memory"] = spark_mebibytes(spark.driver_memory)
@@ -154,6 +184,46 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         # workspace conf that sets what the profile governs).
         return {**properties, **kubernetes.conf, **spark.conf}
     return {**properties, **spark.conf}
+
+
+def s3a_properties(ws: Workspace) -> dict[str, str]:
+    """s3a:// (spec.spark.s3): where the server is. The credentials are not here: Spark
+    copies the driver's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (`spark_env`) into
+    the Hadoop configuration it ships with each job (fs.s3a.access.key, secret.key), so
+    executors read s3a:// without a Secret of their own."""
+    s3 = ws.spec.spark.s3
+    if s3 is None:
+        return {}
+    path_style = s3.path_style_access if s3.path_style_access is not None else bool(s3.endpoint)
+    properties = {"spark.hadoop.fs.s3a.path.style.access": str(path_style).lower()}
+    if s3.endpoint is not None:
+        properties["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
+        properties["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            s3.endpoint.startswith("https://")
+        ).lower()
+    return properties
+
+
+def spark_env(ws: Workspace) -> list[dict[str, Any]]:
+    """The IDE container's Spark variables: each from one key of a Secret, which the
+    kubelet reads (the workspace's identities get no right on Secrets).
+
+    A `connect` profile: every PySpark session connects to its endpoint (SPARK_REMOTE),
+    with its token (SPARK_CONNECT_AUTHENTICATE_TOKEN, read by Spark 4 clients).
+    spec.spark.s3: the S3 credentials, for the driver and, through it, the executors.
+    """
+    env: list[dict[str, Any]] = []
+    connect = ws.profile.spec.connect if ws.profile else None
+    if connect is not None:
+        env.append({"name": SPARK_REMOTE_ENV, "value": connect.endpoint})
+        if connect.token_secret is not None:
+            token = connect.token_secret
+            env.append(secret_env(CONNECT_TOKEN_ENV, token.name, token.key))
+    s3 = ws.spec.spark.s3
+    if s3 is not None and s3.credentials_secret is not None:
+        secret = s3.credentials_secret
+        env += [secret_env(key, secret, key) for key in contract.S3_CREDENTIAL_KEYS]
+    return env
 
 
 def _executor_sizes(ws: Workspace) -> dict[str, str]:

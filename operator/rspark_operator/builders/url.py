@@ -33,6 +33,9 @@ def tls_secret(ws: Workspace, settings: OperatorSettings) -> str | None:
     return ws.spec.ingress.tls_secret_name or settings.ingress_tls_secret
 
 
+def url_scheme(ws: Workspace, settings: OperatorSettings) -> str:
+    return "https" if tls_secret(ws, settings) else "http"
+
+
 def workspace_url(ws: Workspace, settings: OperatorSettings) -> str:
-    scheme = "https" if tls_secret(ws, settings) else "http"
-    return f"{scheme}://{ingress_host(ws, settings)}{ingress_path(ws, settings)}"
+    return f"{url_scheme(ws, settings)}://{ingress_host(ws, settings)}{ingress_path(ws, settings)}"
