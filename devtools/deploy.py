@@ -6,6 +6,7 @@ namespace with S3 credentials and the sample workspace, operator in the foregrou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import IO, ClassVar
 
 from devtools import localcluster
 from devtools.localcluster import ROOT, kubectl
+from devtools.network import HOST_ADDRESS
 from devtools.s3 import S3Credentials, free_port_pair
 
 CRDS = ROOT / "crds"
@@ -49,12 +51,14 @@ def credentials_secret(namespace: str, s3: S3Credentials) -> None:
 
 
 def operator_environment(s3: S3Credentials, **settings: str) -> dict[str, str]:
-    """The operator's environment on the local cluster: snapshots go to its S3 bucket."""
+    """The operator's environment on the local cluster: snapshots go to its S3 bucket;
+    the ingress controller (Traefik, on the host) reaches pods from the bridge address."""
     return {
         **os.environ,
         "KUBECONFIG": str(localcluster.KUBECONFIG),
         "RSPARK_SNAPSHOT_REPOSITORY_BASE": f"s3:{s3.endpoint}/{s3.bucket}",
         "RSPARK_SNAPSHOT_CREDENTIALS_SECRET": CREDENTIALS_SECRET,
+        "RSPARK_INGRESS_CONTROLLER_CIDRS": json.dumps([f"{HOST_ADDRESS}/32"]),
         **{f"RSPARK_{key.upper()}": value for key, value in settings.items()},
     }
 

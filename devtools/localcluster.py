@@ -4,8 +4,9 @@ kwokctl (`--runtime binary`) runs and supervises every process: etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler, the kwok controller
 (simulated nodes and kubelets), the S3 server and the volume provisioner, all
 bound to 127.0.0.1; a relay that exposes the API server and S3 on the cluster
-bridge (devtools.forward), and the real nodes' containerd, kubelet and kube-proxy
-(devtools.nodes), each in its node's network namespace. The binaries come from
+bridge (devtools.forward), the real nodes' containerd, kubelet, kube-proxy and
+kube-router (devtools.nodes), each in its node's network namespace, and the cluster
+services: CoreDNS, Traefik and the image registry (devtools.services). The binaries come from
 hack/tools.sh (built once per version, cached under ~/.cache/rspark-operator).
 """
 
@@ -25,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from devtools import nodes
+from devtools import nodes, services
 from devtools.forward import Forward
-from devtools.network import HOST_ADDRESS, REAL_NODES, SERVICE_RANGE
+from devtools.network import CLUSTER_DNS, HOST_ADDRESS, REAL_NODES, REGISTRY, SERVICE_RANGE
 from devtools.s3 import (
     HOST,
     S3Credentials,
@@ -44,6 +45,7 @@ LOCAL = ROOT / ".local"
 BIN = LOCAL / "bin"
 KUBECONFIG = LOCAL / "kubeconfig"
 S3_ENV = LOCAL / "s3.env"
+INGRESS_ENV = LOCAL / services.INGRESS_ENV_FILE
 KWOK_WORKDIR = LOCAL / "kwok"
 CLUSTER_NAME = "rspark"
 CLUSTER_DIR = KWOK_WORKDIR / "clusters" / CLUSTER_NAME
@@ -163,7 +165,7 @@ def node_components(api_port: int) -> list[dict[str, Any]]:
 
 
 def kwokctl_configuration(
-    s3: S3Credentials, s3_ports: S3Ports, api_port: int
+    s3: S3Credentials, s3_ports: S3Ports, api_port: int, service_ports: services.ServicePorts
 ) -> list[dict[str, Any]]:
     """The KwokctlConfiguration plus the kwok Stages, as YAML documents."""
     identities = STATE_DIR / "s3-identities.json"
@@ -253,6 +255,7 @@ def kwokctl_configuration(
                 "workDir": str(CLUSTER_DIR),
             },
             *node_components(api_port),
+            *services.components(services_layout(), service_ports),
         ],
     }
     stages_dir = kwok_module_dir() / "kustomize" / "stage"
@@ -267,6 +270,10 @@ def kwokctl_configuration(
                 }
             )
     return [config, *stages]
+
+
+def services_layout() -> services.ServicesLayout:
+    return services.ServicesLayout(BIN, STATE_DIR, CLUSTER_DIR, CLUSTER_DIR / "kubeconfig.yaml")
 
 
 def write_provisioner_wrapper() -> None:
@@ -384,7 +391,9 @@ def up() -> None:
         bucket=BUCKET,
     )
     config_path = STATE_DIR / "kwokctl.yaml"
-    config_path.write_text(yaml.safe_dump_all(kwokctl_configuration(s3, ports, api_port)))
+    service_ports = services.ServicePorts()
+    config = kwokctl_configuration(s3, ports, api_port, service_ports)
+    config_path.write_text(yaml.safe_dump_all(config))
     log("creating the cluster with kwokctl (runtime binary)")
     result = run(
         str(BIN / "kwokctl"), "create", "cluster", "--name", CLUSTER_NAME,
@@ -393,14 +402,19 @@ def up() -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([*map(node, NODE_NAMES), storage_class()]))
+    objects = [*map(node, NODE_NAMES), storage_class(), *services.cluster_objects()]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    services.wait_until_ready(service_ports)
+    INGRESS_ENV.write_text(services.ingress_env(service_ports))
     wait_for("nodes Ready", nodes_ready, timeout=300)
     wait_for_s3(s3.endpoint)
     create_bucket(s3, ports)
     S3_ENV.write_text("".join(f"{k}={v}\n" for k, v in s3.env().items()))
     log(f"up in {time.monotonic() - started:.1f}s: kube-apiserver, etcd, kube-controller-manager,")
     log(f"  kube-scheduler, kwok ({len(NODE_NAMES)} nodes), S3 at {s3.endpoint} bucket {BUCKET},")
-    log(f"  real nodes {', '.join(n.name for n in REAL_NODES)} (containerd, kubelet, kube-proxy)")
+    log(f"  real nodes {', '.join(n.name for n in REAL_NODES)} (containerd, kubelet, kube-proxy,")
+    log(f"  kube-router), CoreDNS at {CLUSTER_DNS}, registry at {REGISTRY},")
+    log(f"  Traefik at {service_ports.ingress_address} (in {INGRESS_ENV.relative_to(ROOT)})")
     log(f"  StorageClass {STORAGE_CLASS} with a local provisioner, restic in .local/bin")
     log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
 
@@ -462,7 +476,7 @@ def down() -> None:
         removed = nodes.teardown(NODES_DIR, owner=str(ROOT))
         if removed:
             log(f"removed what the real nodes left: {', '.join(removed)}")
-        for path in (KUBECONFIG, S3_ENV):
+        for path in (KUBECONFIG, S3_ENV, INGRESS_ENV):
             path.unlink(missing_ok=True)
         shutil.rmtree(STATE_DIR, ignore_errors=True)
 

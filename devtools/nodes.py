@@ -1,17 +1,18 @@
-"""Real nodes of the local cluster: containerd + runc, kubelet and kube-proxy per node.
+"""Real nodes of the local cluster: containerd + runc, kubelet, kube-proxy and
+kube-router (NetworkPolicy) per node.
 
 Design (like kind's node containers, without containers): each real node is a
 network namespace (/run/netns/<node>) joined to the host bridge by a veth, holding
-the node's address. Its containerd, kubelet and kube-proxy run in that namespace
-(`nsenter --net`, which keeps the host's /sys, unlike `ip netns exec`), so the
-iptables chains the kubelet and kube-proxy write, the CNI bridge and the pods'
-routes all live and die with the namespace. Each node has its own directory under
-the cluster's state (containerd root/state/socket, runc root, kubelet root, pod
-logs, CNI config and IP allocations, certificates) and its own cgroup root, so two
-nodes never share anything but the kernel. kwokctl supervises the processes
-(`python -m devtools.nodes run ...` sets a node up and execs the real binary), so
-they stop with `kwokctl delete cluster`; `teardown` removes what they leave:
-shims and containers, mounts, cgroups, the namespaces, veths and the bridge.
+the node's address. Its containerd, kubelet, kube-proxy and kube-router run in that
+namespace (`nsenter --net`, which keeps the host's /sys, unlike `ip netns exec`), so
+the iptables chains and ipsets the kubelet, kube-proxy and kube-router write, the CNI
+bridge and the pods' routes all live and die with the namespace. Each node has its
+own directory under the cluster's state (containerd root/state/socket, runc root,
+kubelet root, pod logs, CNI config and IP allocations, certificates) and its own
+cgroup root, so two nodes never share anything but the kernel. kwokctl supervises
+the processes (`python -m devtools.nodes run ...` sets a node up and execs the real
+binary), so they stop with `kwokctl delete cluster`; `teardown` removes what they
+leave: shims and containers, mounts, cgroups, the namespaces, veths and the bridge.
 
 Pure functions render every configuration (unit-tested); thin functions start and
 clean up.
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devtools import services
 from devtools.network import (
     BRIDGE,
     BRIDGE_PREFIX_LENGTH,
@@ -50,7 +52,7 @@ from devtools.network import (
     RealNode,
 )
 
-COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+COMPONENTS = ("containerd", "kubelet", "kube-proxy", services.KUBE_ROUTER)
 # The one local image every node imports at start: busybox-static, used as the pod
 # sandbox ("pause") image and by tests that need a shell in a real container.
 BUSYBOX_IMAGE = "localhost/rspark/busybox:static"
@@ -377,8 +379,9 @@ class Identity:
 def identities(node: RealNode) -> tuple[Identity, ...]:
     """The node's identities: kubelet (system:node:<name> in system:nodes, for the Node
     authorizer and NodeRestriction), the kubelet's serving certificate (for `kubectl
-    logs/exec`, checked against the cluster CA), and kube-proxy (system:kube-proxy,
-    bound to system:node-proxier by the default RBAC)."""
+    logs/exec`, checked against the cluster CA), kube-proxy (system:kube-proxy,
+    bound to system:node-proxier by the default RBAC) and kube-router (the read-only
+    user of services.kube_router_rbac)."""
     return (
         Identity("kubelet", f"system:node:{node.name}", "system:nodes", "clientAuth"),
         Identity(
@@ -390,6 +393,7 @@ def identities(node: RealNode) -> tuple[Identity, ...]:
             dns_sans=(node.name,),
         ),
         Identity("kube-proxy", "system:kube-proxy", None, "clientAuth"),
+        Identity(services.KUBE_ROUTER, services.KUBE_ROUTER_USER, None, "clientAuth"),
     )
 
 
@@ -658,7 +662,31 @@ def run_kube_proxy(setup: NodeSetup) -> None:
                  [f"--config={setup.root / 'kube-proxy.yaml'}"])  # fmt: skip
 
 
-RUNNERS = {"containerd": run_containerd, "kubelet": run_kubelet, "kube-proxy": run_kube_proxy}
+def run_kube_router(setup: NodeSetup) -> None:
+    """kube-router's firewall: NetworkPolicy as iptables chains and ipsets in the node.
+
+    It reads its Node once at start and exits when it cannot: wait until the kubelet
+    has registered the node and kube-router's RBAC lets it read it."""
+    issue_certificates(setup, (services.KUBE_ROUTER,))
+    config = setup.root / f"{services.KUBE_ROUTER}.kubeconfig"
+    write_yaml(config, kubeconfig(setup, services.KUBE_ROUTER))
+    get_node = (str(setup.bin_dir / "kubectl"), "--kubeconfig", str(config),
+                "get", "node", setup.node.name)  # fmt: skip
+    deadline = time.monotonic() + WAIT_SECONDS
+    while sh(*get_node, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"node {setup.node.name} not readable as {services.KUBE_ROUTER}")
+        time.sleep(1)
+    exec_in_node(setup, str(setup.bin_dir / services.KUBE_ROUTER),
+                 services.kube_router_args(setup.node.name, config))  # fmt: skip
+
+
+RUNNERS = {
+    "containerd": run_containerd,
+    "kubelet": run_kubelet,
+    "kube-proxy": run_kube_proxy,
+    services.KUBE_ROUTER: run_kube_router,
+}
 
 
 def component_wrapper(

@@ -5,7 +5,9 @@
 # containernetworking-plugins (CNI bridge + host-local), iptables (kube-proxy and
 # the kubelet write their rules with it; nft lets the cluster-down test read the
 # nftables rule set), conntrack, busybox-static (the pause and
-# test image), openssl (node certificates), nsenter (util-linux).
+# test image), openssl (node certificates), nsenter (util-linux); the local
+# cluster's image registry (docker-registry) and what kube-router's NetworkPolicy
+# firewall drives (ipset).
 set -euo pipefail
 
 missing=()
@@ -23,6 +25,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
   missing+=(busybox-static)
 need openssl openssl ""
 need nsenter util-linux ""
+need docker-registry docker-registry ""
+need ipset ipset ""
 ((${#missing[@]})) || exit 0
 
 sudo=()

@@ -62,9 +62,17 @@ build_helm() {
     helm=helm.sh/helm/v3/cmd/helm
 }
 
+# build_versioned TOOL MODULE VERSION_VAR NAME=PACKAGE: build with VERSION_VAR set to the
+# version hack/TOOL/go.mod pins for MODULE (what the binary prints as its version).
+build_versioned() {
+  local version
+  version="$(module_version "$1" "$2")"
+  build "$1" "-X $3=$version" "$4"
+}
+
 main() {
   local tool tools=("$@")
-  ((${#tools[@]})) || tools=(kube etcd kwok restic helm)
+  ((${#tools[@]})) || tools=(kube etcd kwok restic helm coredns traefik kube-router)
   for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
@@ -72,6 +80,16 @@ main() {
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
       helm) build_helm ;;
+      coredns) build coredns "" coredns=github.com/coredns/coredns ;;
+      traefik)
+        build_versioned traefik github.com/traefik/traefik/v3 \
+          github.com/traefik/traefik/v3/pkg/version.Version traefik=github.com/traefik/traefik/v3/cmd/traefik
+        ;;
+      kube-router)
+        build_versioned kube-router github.com/cloudnativelabs/kube-router/v2 \
+          github.com/cloudnativelabs/kube-router/v2/pkg/version.Version \
+          kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+        ;;
       *) log "unknown tool $tool"; exit 2 ;;
     esac
   done

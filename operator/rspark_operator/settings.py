@@ -6,7 +6,14 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -133,6 +140,12 @@ class OperatorSettings(BaseSettings):
         pattern=DNS_SUBDOMAIN_PATTERN,
         description="Namespace of the ingress controller: the only one that may reach RStudio.",
     )
+    ingress_controller_cidrs: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="JSON list of CIDRs the ingress controller's traffic comes from when it "
+        "runs outside the cluster's pods (on a node's or a host's network), e.g. "
+        '["10.200.0.1/32"]; allowed to reach the IDE as its namespace is.',
+    )
     metrics_namespace: OptionalName = Field(
         default=None,
         description="Namespace of Prometheus, allowed to scrape the agent's metrics port.",
@@ -211,7 +224,12 @@ class OperatorSettings(BaseSettings):
         '"real", "effect": "NoSchedule"}].',
     )
 
-    @field_validator("workspace_node_selector", "workspace_tolerations", mode="before")
+    @field_validator(
+        "workspace_node_selector",
+        "workspace_tolerations",
+        "ingress_controller_cidrs",
+        mode="before",
+    )
     @classmethod
     def _parse_json(cls, value: object) -> object:
         if not isinstance(value, str):

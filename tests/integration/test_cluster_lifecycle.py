@@ -1,7 +1,8 @@
 """cluster-up is a no-op on a running cluster; every cluster process listens on loopback
-(or, for the relay pods use, on the cluster's own bridge); cluster-down leaves no
-process, listening port, mount, network namespace, veth, bridge, cgroup, iptables or
-nftables rule, CNI state or pod log link behind."""
+(or, for the relay, the cluster DNS and the registry pods use, on the cluster's own
+bridge); cluster-down leaves no process, listening port, mount, network namespace,
+veth, bridge, cgroup, iptables or nftables rule, ipset, CNI state or pod log link
+behind."""
 
 from __future__ import annotations
 
@@ -16,36 +17,49 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from devtools import localcluster
+from devtools import dns, localcluster
 from devtools.deploy import OperatorProcess
-from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES
+from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES, REGISTRY, RealNode
 from devtools.nodes import (
     CGROUP_FS,
     CONTAINER_LOG_LINKS,
     KUBELET_DEVICE_SOCKET,
+    NETNS_DIR,
     SHIM_SOCKETS,
     cni_cache_entries,
     sysctls_file,
     veth_name,
 )
-from tests.support.nodes import run_probes
+from tests.support.kube import wait_until
+from tests.support.nodes import friends_only_policy, run_probes
 
 # kwokctl supervises: etcd, apiserver, controller-manager, scheduler, kwok, S3,
-# provisioner, the bridge relay, and containerd, kubelet, kube-proxy per real node.
-CLUSTER_PROCESSES = 8 + 3 * len(REAL_NODES)
-# Of those, these listen on the host's network (the nodes listen in their namespaces).
-HOST_LISTENERS = 7
+# provisioner, the bridge relay, CoreDNS, Traefik, the registry, and containerd,
+# kubelet, kube-proxy, kube-router per real node.
+CLUSTER_PROCESSES = 11 + 4 * len(REAL_NODES)
+# Of those, these listen on the host's network (the nodes listen in their namespaces):
+# at least the control plane's 7 ports, CoreDNS's 2, Traefik's 2, the registry's 1.
+HOST_LISTENERS = 12
+# What pods reach on the bridge address besides the relay's ports.
+BRIDGE_SERVICES = (f"{HOST_ADDRESS}:{dns.PORT}", REGISTRY)
+RELAY = localcluster.FORWARD_BINARY.name
+
+
+def listening() -> list[tuple[str, set[int]]]:
+    """Listening TCP and bound UDP sockets: (address:port, owning pids), from `ss`."""
+    lines = subprocess.run(
+        ["ss", "-H", "-ltunp"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    return [(line.split()[4], {int(p) for p in re.findall(r"pid=(\d+)", line)}) for line in lines]
 
 
 def listeners() -> list[tuple[int, set[int]]]:
-    """Listening TCP sockets: (port, owning pids), from `ss -ltnp`."""
-    lines = subprocess.run(
-        ["ss", "-H", "-ltnp"], check=True, capture_output=True, text=True
-    ).stdout.splitlines()
-    return [
-        (int(line.split()[3].rsplit(":", 1)[1]), {int(p) for p in re.findall(r"pid=(\d+)", line)})
-        for line in lines
-    ]
+    """Listening sockets: (port, owning pids)."""
+    return [(int(address.rsplit(":", 1)[1]), owners) for address, owners in listening()]
+
+
+def relay_pid() -> int:
+    return int((localcluster.CLUSTER_DIR / "pids" / f"{RELAY}.pid").read_text().strip())
 
 
 def ticks_since_boot() -> int:
@@ -64,19 +78,21 @@ def test_cluster_up_again_is_a_noop(
 
 
 def test_every_cluster_process_listens_on_loopback_only(local_cluster: Path) -> None:
+    """Loopback, except on the bridge: the relay, the cluster DNS and the registry."""
     pids = set(localcluster.cluster_processes())
     assert len(pids) == CLUSTER_PROCESSES
-    listening = subprocess.run(
-        ["ss", "-H", "-ltnp"], check=True, capture_output=True, text=True
-    ).stdout.splitlines()
-    ours = []
-    for line in listening:
-        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
-        if owners & pids:
-            ours.append(line.split()[3])
+    ours = [(address, owners) for address, owners in listening() if owners & pids]
     assert ours, "no listening socket found for the cluster processes"
-    allowed = ("127.0.0.1:", f"{HOST_ADDRESS}:")
-    assert all(address.startswith(allowed) for address in ours), ours
+    elsewhere = [
+        address
+        for address, owners in ours
+        if not address.startswith("127.0.0.1:")
+        and address not in BRIDGE_SERVICES
+        and not (address.startswith(f"{HOST_ADDRESS}:") and owners == {relay_pid()})
+    ]
+    assert elsewhere == []
+    on_bridge = {address for address, _ in ours if address.startswith(f"{HOST_ADDRESS}:")}
+    assert set(BRIDGE_SERVICES) <= on_bridge
 
 
 def test_stragglers_are_killed_after_a_bounded_wait() -> None:
@@ -122,6 +138,13 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
     core = client.CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": "t-cluster-down"}})  # goes with the cluster
     run_probes(core, "t-cluster-down")
+    # A policy on them: kube-router makes its ipsets in the nodes' namespaces.
+    client.NetworkingV1Api(kube).create_namespaced_network_policy(
+        "t-cluster-down", friends_only_policy()
+    )
+    wait_until(
+        "kube-router's ipsets in each node", lambda: all(map(kube_router_ipsets, REAL_NODES))
+    )
     node_dirs = [localcluster.NODES_DIR / node.name for node in REAL_NODES]
     assert mounts_under(node_dirs)
     assert any(f":/{REAL_NODES[0].name}/" in cgroups for _, _, cgroups in processes_now())
@@ -141,7 +164,8 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
             and any((localcluster.process_start(pid) or sys.maxsize) <= before for pid in owners)
         ]
         assert left == []
-        assert not localcluster.KUBECONFIG.exists() and not localcluster.S3_ENV.exists()
+        for written in (localcluster.KUBECONFIG, localcluster.S3_ENV, localcluster.INGRESS_ENV):
+            assert not written.exists()
         assert real_node_leftovers(node_dirs) == []
         assert {key: sysctl(key) for key in host_sysctls} == host_sysctls
     finally:
@@ -149,6 +173,13 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
     assert localcluster.api_is_up()
     assert len(localcluster.cluster_processes()) == CLUSTER_PROCESSES
     assert not set(localcluster.cluster_processes()) & set(processes)
+
+
+def kube_router_ipsets(node: RealNode | None = None) -> list[str]:
+    """The names of kube-router's ipsets in `node`'s namespace, or on the host."""
+    inside = ["nsenter", f"--net={NETNS_DIR / node.name}"] if node else []
+    names = command_output(*inside, "ipset", "list", "-n").splitlines()
+    return [name for name in names if name.removeprefix("inet6:").startswith("KUBE-")]
 
 
 def mounts_under(directories: list[Path]) -> list[str]:
@@ -194,6 +225,8 @@ def real_node_leftovers(node_dirs: list[Path]) -> list[str]:
     for dump in (("iptables-save",), ("ip6tables-save",), ("nft", "list", "ruleset")):
         left += [f"{dump[0]}: {line}" for line in command_output(*dump).splitlines()
                  if "KUBE-" in line or "CNI-" in line]  # fmt: skip
+    # kube-router's ipsets live in the nodes' namespaces: none may be on the host.
+    left += [f"ipset {name}" for name in kube_router_ipsets()]
     if CONTAINER_LOG_LINKS.is_dir():
         left += [f"log link {link}" for link in CONTAINER_LOG_LINKS.iterdir()
                  if any(str(link.readlink()).startswith(str(d)) for d in node_dirs)]  # fmt: skip

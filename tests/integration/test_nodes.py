@@ -1,5 +1,6 @@
 """The real nodes run real containers: containerd, the CNI bridge, kube-proxy, kubelet
-logs and exec, node credentials; kwok's pods stay on kwok's nodes."""
+logs and exec, node credentials, NetworkPolicy (kube-router), the cluster DNS and the
+registry from pods; kwok's pods stay on kwok's nodes."""
 
 from __future__ import annotations
 
@@ -13,10 +14,26 @@ import pytest
 from kubernetes import client
 
 from devtools import localcluster
-from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealNode
+from devtools.network import (
+    CLUSTER_DOMAIN,
+    HOST_ADDRESS,
+    REAL_NODE_LABEL,
+    REAL_NODE_VALUE,
+    REAL_NODES,
+    REGISTRY,
+    RealNode,
+)
 from devtools.s3 import S3Credentials
 from tests.support.kube import node_is_ready, wait_until
-from tests.support.nodes import probe_pod, run_probes, start_real_node, stop_real_node
+from tests.support.nodes import (
+    PROBE_PORT,
+    friends_only_policy,
+    probe_pod,
+    run_probes,
+    start_real_node,
+    stop_real_node,
+)
+from tests.support.services import host_ingress, ingress_get
 
 
 def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,6 +50,13 @@ def exec_in(namespace: str, pod: str, script: str) -> str:
     result = kubectl("exec", "-n", namespace, pod, "--", "/bin/sh", "-c", script)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def answers_from(namespace: str, pod: str, url: str) -> str | None:
+    """What `url` answers from inside `pod` within 3 s, None when it does not (busybox's
+    `wget -T` crashes here: `timeout` bounds it instead)."""
+    result = kubectl("exec", "-n", namespace, pod, "--", "timeout", "3", "wget", "-q", "-O-", url)
+    return result.stdout if result.returncode == 0 else None
 
 
 @pytest.fixture
@@ -140,11 +164,81 @@ def node_namespace_has_kube_chains(node: RealNode) -> bool:
         ["nsenter", f"--net=/run/netns/{node.name}", "iptables-save"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
-    return "KUBE-SERVICES" in rules and "KUBE-FIREWALL" in rules
+    return all(
+        chain in rules for chain in ("KUBE-SERVICES", "KUBE-FIREWALL", "KUBE-ROUTER-FORWARD")
+    )
 
 
-def test_kubelet_and_kube_proxy_rules_live_in_the_node_namespaces(local_cluster: Path) -> None:
+def test_kubelet_kube_proxy_and_kube_router_rules_live_in_the_node_namespaces(
+    local_cluster: Path,
+) -> None:
     assert all(node_namespace_has_kube_chains(node) for node in REAL_NODES)
+
+
+def test_network_policy_admits_only_the_pods_it_names(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str
+) -> None:
+    """kube-router on the target's node enforces the policy across nodes."""
+    caller, target = REAL_NODES
+    url = f"http://{probes[target.name].status.pod_ip}:{PROBE_PORT}/"
+
+    def answer() -> str | None:
+        return answers_from(namespace, f"probe-{caller.name}", url)
+
+    assert wait_until("the other probe answers", answer).strip() == target.name
+    client.NetworkingV1Api(kube).create_namespaced_network_policy(namespace, friends_only_policy())
+    wait_until("the policy refuses a stranger", lambda: answer() is None)
+    client.CoreV1Api(kube).patch_namespaced_pod(
+        f"probe-{caller.name}", namespace, {"metadata": {"labels": {"role": "friend"}}}
+    )
+    assert wait_until("the policy admits a friend", answer).strip() == target.name
+
+
+def test_the_ingress_controller_passes_a_policy_only_from_its_cidr(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str
+) -> None:
+    """Traefik runs on the host: its requests reach pods from the bridge address, not
+    from a namespace, so under a policy only an ipBlock peer lets them through (what
+    RSPARK_INGRESS_CONTROLLER_CIDRS adds to the workspace policy)."""
+    host = f"{namespace}.rspark.test"
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "probes"},
+        "spec": {"selector": {"app": "probe"}, "ports": [{"port": PROBE_PORT}]},
+    }
+    core, net = client.CoreV1Api(kube), client.NetworkingV1Api(kube)
+    core.create_namespaced_service(namespace, service)
+    net.create_namespaced_ingress(namespace, host_ingress("probes", host, "probes", PROBE_PORT))
+    nodes = {node.name for node in REAL_NODES}
+
+    def served() -> bool:
+        status, body = ingress_get(host)
+        return status == 200 and body.strip() in nodes
+
+    wait_until("the ingress controller reaches the probes", served)
+    policy = friends_only_policy()
+    net.create_namespaced_network_policy(namespace, policy)
+    wait_until("the policy refuses the ingress controller", lambda: ingress_get(host)[0] == 502)
+    policy["spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": f"{HOST_ADDRESS}/32"}})
+    net.replace_namespaced_network_policy(policy["metadata"]["name"], namespace, policy)
+    wait_until("the policy admits the ingress controller's address", served)
+
+
+def test_pods_resolve_services_through_the_cluster_dns(
+    kube: client.ApiClient, probes: dict[str, Any], namespace: str
+) -> None:
+    cluster_ip = client.CoreV1Api(kube).read_namespaced_service("kubernetes", "default")
+    name = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+    for node in REAL_NODES:
+        answer = exec_in(namespace, f"probe-{node.name}", f"nslookup {name}")
+        assert f"Address: {cluster_ip.spec.cluster_ip}" in answer, answer
+
+
+def test_pods_reach_the_registry(probes: dict[str, Any], namespace: str) -> None:
+    for node in REAL_NODES:
+        answer = answers_from(namespace, f"probe-{node.name}", f"http://{REGISTRY}/v2/")
+        assert answer is not None and answer.strip() == "{}"
 
 
 def test_a_pod_moves_off_a_real_node_that_loses_power(

@@ -11,8 +11,12 @@ from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealN
 from devtools.nodes import BUSYBOX_IMAGE, kill_node_processes
 from tests.support.kube import node_is_ready, wait_until
 
-# Each probe pod serves its node's name over HTTP and stays up.
-SERVE = 'echo "$NODE" > /tmp/index.html && echo "serving on $NODE" && exec httpd -f -p 8080 -h /tmp'
+# Each probe pod serves its node's name over HTTP on PROBE_PORT and stays up.
+PROBE_PORT = 8080
+SERVE = (
+    f'echo "$NODE" > /tmp/index.html && echo "serving on $NODE" '
+    f"&& exec httpd -f -p {PROBE_PORT} -h /tmp"
+)
 REAL_NODE_TOLERATION = {
     "key": REAL_NODE_LABEL,
     "operator": "Equal",
@@ -22,7 +26,7 @@ REAL_NODE_TOLERATION = {
 
 
 def probe_pod(node: RealNode) -> dict[str, Any]:
-    """A pod pinned to `node` that serves the node's name on port 8080."""
+    """A pod pinned to `node` that serves the node's name on PROBE_PORT."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -40,6 +44,25 @@ def probe_pod(node: RealNode) -> dict[str, Any]:
                     "env": [
                         {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
                     ],
+                }
+            ],
+        },
+    }
+
+
+def friends_only_policy() -> dict[str, Any]:
+    """Probes take connections on their port from pods labelled role=friend only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "friends-only"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "probe"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"role": "friend"}}}],
+                    "ports": [{"protocol": "TCP", "port": PROBE_PORT}],
                 }
             ],
         },

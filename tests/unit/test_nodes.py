@@ -9,7 +9,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from devtools import nodes
+from devtools import nodes, services
 from devtools.forward import Forward
 from devtools.network import (
     BRIDGE,
@@ -96,6 +96,11 @@ def test_node_identities_are_what_the_node_authorizer_expects() -> None:
     serving = by_stem["kubelet-serving"].extensions()
     assert f"IP:{node.address}" in serving and "serverAuth" in serving
     assert by_stem["kube-proxy"].subject() == "/CN=system:kube-proxy"
+    # kube-router is the user its read-only ClusterRole is bound to.
+    binding = services.kube_router_rbac()[1]
+    kube_router = by_stem[services.KUBE_ROUTER]
+    assert kube_router.subject() == f"/CN={binding['subjects'][0]['name']}"
+    assert kube_router.usage == "clientAuth"
 
 
 def test_kubeconfigs_reach_the_api_server_on_the_bridge() -> None:

@@ -53,6 +53,21 @@ def test_rstudio_only_from_the_ingress_controller_namespace() -> None:
     assert rule["ports"] == [{"protocol": "TCP", "port": 8787}]
 
 
+def test_rstudio_also_from_the_ingress_controller_cidrs() -> None:
+    """An ingress controller outside the pods (Traefik on the host) sends from its CIDRs."""
+    cidrs = settings(ingress_controller_cidrs=["10.200.0.1/32", "fd00:1::/64"])
+    policy = build_network_policy(workspace(), cidrs)
+    rule = rule_for(policy, 8787)
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+        {"ipBlock": {"cidr": "10.200.0.1/32"}},
+        {"ipBlock": {"cidr": "fd00:1::/64"}},
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8787}]
+    # Only the IDE: the Spark ports stay the executors'.
+    assert all("ipBlock" not in peer for peer in rule_for(policy, 7078)["from"])
+
+
 def test_spark_ports_only_from_executors_of_the_same_workspace() -> None:
     ws = workspace(name="demo")
     rule = rule_for(build_network_policy(ws, settings()), 7078)

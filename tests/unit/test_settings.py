@@ -105,6 +105,7 @@ def test_placement_defaults_to_anywhere(monkeypatch: pytest.MonkeyPatch) -> None
     loaded = load_settings()
     assert loaded.workspace_node_selector == {}
     assert loaded.workspace_tolerations == []
+    assert loaded.ingress_controller_cidrs == []
     assert loaded.jupyterlab_image == "ghcr.io/rspark-dev/jupyterlab:0.1.0"
 
 
@@ -149,6 +150,10 @@ def test_placement_defaults_to_anywhere(monkeypatch: pytest.MonkeyPatch) -> None
             "tolerationSeconds needs effect NoExecute",
         ),
         ("WORKSPACE_TOLERATIONS", '[{"key": "a/b/c"}]', "[0]", "is not a label key"),
+        ("INGRESS_CONTROLLER_CIDRS", "10.200.0.1/32", "", "not JSON"),
+        ("INGRESS_CONTROLLER_CIDRS", '"10.200.0.1/32"', "", "Input should be a valid list"),
+        ("INGRESS_CONTROLLER_CIDRS", '["10.200.0.1/24"]', "[0]", "not a valid IPv4 or IPv6"),
+        ("INGRESS_CONTROLLER_CIDRS", '["ok/8"]', "[0]", "not a valid IPv4 or IPv6 network"),
     ],
 )
 def test_bad_placement_is_named(

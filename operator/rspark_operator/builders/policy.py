@@ -32,7 +32,8 @@ def _namespace(name: str) -> dict[str, Any]:
 
 
 def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
-    """The IDE (its port) from the ingress controller's namespace only; the Spark driver and
+    """The IDE (its port) from the ingress controller only (its namespace, and the CIDRs it
+    sends from when it is not a pod: `ingress_controller_cidrs`); the Spark driver and
     block manager from this workspace's executors only (the UI, 4040, from nowhere: users
     reach it with kubectl port-forward); the agent's metrics from `metrics_namespace`
     when one is given (Prometheus), else from nowhere."""
@@ -46,7 +47,10 @@ def build_network_policy(ws: Workspace, settings: OperatorSettings) -> Manifest:
     }
     rules: list[dict[str, Any]] = [
         {
-            "from": [_namespace(settings.ingress_controller_namespace)],
+            "from": [
+                _namespace(settings.ingress_controller_namespace),
+                *({"ipBlock": {"cidr": str(cidr)}} for cidr in settings.ingress_controller_cidrs),
+            ],
             "ports": _tcp(IDES[ws.spec.ide].port),
         },
         {"from": [executors], "ports": [_tcp_range(DRIVER_PORTS), _tcp_range(BLOCK_MANAGER_PORTS)]},
