@@ -26,6 +26,7 @@ from devtools.install import (
 )
 from devtools.s3 import S3Credentials
 from tests.support.kube import describe_namespace
+from tests.support.workspaces import Workspaces, sample
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -169,3 +170,12 @@ def workspace_namespace(
     new_lines = operator.log()[start:]
     assert "Traceback" not in new_lines, new_lines
     assert "failed with an exception" not in new_lines, new_lines
+
+
+@pytest.fixture
+def alice(kube: client.ApiClient, workspace_namespace: str) -> Workspaces:
+    """The sample workspace `alice`, Running."""
+    workspaces = Workspaces(kube, workspace_namespace)
+    workspaces.create(sample("alice"))
+    workspaces.wait_phase("alice", "Running")
+    return workspaces

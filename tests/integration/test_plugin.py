@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from devtools import localcluster
 from rspark_operator import names
 from rspark_operator.plugin import EXIT_NOT_FOUND, EXIT_NOT_NOW, EXIT_USAGE
 from tests.support.kube import wait_until
-from tests.support.workspaces import Workspaces, restic_env, sample
+from tests.support.workspaces import Workspaces, restic_env
 
 # The venv's bin holds kubectl-rspark, as pip puts it next to the user's Python.
 SCRIPTS = Path(sys.executable).parent
@@ -34,14 +33,6 @@ def rspark(*args: str) -> subprocess.CompletedProcess[str]:
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def alice(kube: client.ApiClient, workspace_namespace: str) -> Workspaces:
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    return workspaces
 
 
 def test_list_status_and_open_show_the_running_workspace(alice: Workspaces) -> None:

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -26,15 +25,6 @@ CHILD_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Persistent
 # What outlives the workspace, with its snapshots: the key to them and the secret paths.
 KEPT_SECRETS = {"alice-passwords", "alice-home-secrets"}
 DEFAULT_IMAGES = OperatorSettings.model_fields
-
-
-@pytest.fixture
-def alice(kube: client.ApiClient, workspace_namespace: str) -> Workspaces:
-    """The sample workspace `alice`, Running."""
-    workspaces = Workspaces(kube, workspace_namespace)
-    workspaces.create(sample("alice"))
-    workspaces.wait_phase("alice", "Running")
-    return workspaces
 
 
 def workspace_events(core: client.CoreV1Api, namespace: str, reason: str) -> list[Any]:
