@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -234,6 +235,8 @@ def show_workspace(name: str, operator: OperatorProcess) -> None:
 
 
 def dev() -> None:
+    # A TERM (a supervisor, or `kill`) stops the operator as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     localcluster.up()
     refs = push_images()
     install_crds()
