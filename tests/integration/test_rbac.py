@@ -107,8 +107,8 @@ def test_it_cannot_grant_more_than_it_holds(
     """RBAC escalation prevention: a Role granting what the ClusterRole lacks is refused."""
     role = {
         "metadata": {"name": "too-much"},
-        "rules": [{"apiGroups": [""], "resources": ["persistentvolumeclaims"],
-                   "verbs": ["delete"]}],
+        "rules": [{"apiGroups": ["apps"], "resources": ["deployments"],
+                   "verbs": ["create"]}],
     }  # fmt: skip
     with pytest.raises(ApiException) as refused:
         client.RbacAuthorizationV1Api(as_operator).create_namespaced_role(namespace, role)

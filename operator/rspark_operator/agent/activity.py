@@ -81,7 +81,12 @@ def read_jupyter(runtime: Path, fetch: Fetch) -> idle.Activity | None:
     terminals = fetch(f"{url}api/terminals", headers)
     if not isinstance(kernels, list):
         return None
-    return idle.jupyter_activity(kernels, terminals if isinstance(terminals, list) else [])
+    return idle.jupyter_activity(_objects(kernels), _objects(terminals))
+
+
+def _objects(answer: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a list answer (anything else: none)."""
+    return [item for item in answer if isinstance(item, dict)] if isinstance(answer, list) else []
 
 
 def read_spark(ports: Iterable[int], fetch: Fetch) -> idle.Activity:
@@ -90,9 +95,9 @@ def read_spark(ports: Iterable[int], fetch: Fetch) -> idle.Activity:
     for port in ports:
         base = f"{LOOPBACK}{port}/api/v1/applications"
         applications = fetch(base, {})
-        for application in applications if isinstance(applications, list) else []:
+        for application in _objects(applications):
             jobs = fetch(f"{base}/{application.get('id')}/jobs?status=running", {})
-            running.append(jobs if isinstance(jobs, list) else [])
+            running.append(_objects(jobs))
     return idle.spark_activity(running)
 
 

@@ -162,7 +162,7 @@ class Runner:
             while not self.stopping.is_set():
                 try:
                     watch.check()
-                except OSError as exc:  # a home being restored or unmounted: next time
+                except Exception as exc:  # never end the watch: a stale Idle=True would stay
                     log.warning("activity not read: %s", exc)
                 self.stopping.wait(CHECK_SECONDS)
 

@@ -245,3 +245,11 @@ def test_the_proxys_last_user_request_counts(tmp_path: Path) -> None:
     assert watch.check()
     (runtime / LAST_USER_REQUEST_FILE).write_text("not a time")
     assert watch.check()  # unreadable: no activity, not an error
+
+
+def test_answers_of_another_shape_are_no_activity(tmp_path: Path) -> None:
+    runtime = runtime_for(tmp_path, "http://127.0.0.1:1/user/")
+    odd: list[Any] = [1, "kernel", None, ["busy"]]
+    assert read_jupyter(runtime, lambda url, headers: odd) == idle.Activity("jupyter")
+    assert not read_spark([4040], lambda url, headers: odd).busy
+    assert read_jupyter(runtime, lambda url, headers: {"message": "Forbidden"}) is None
