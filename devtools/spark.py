@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from rspark_operator.ide import CONNECT_TOKEN_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("RSPARK_CACHE", Path.home() / ".cache" / "rspark-operator"))
 UV = CACHE / "uv-0.13.8" / "bin" / "uv"
@@ -46,10 +48,10 @@ def hadoop_aws_jars() -> list[Path]:
     return [Path(line) for line in listing.stdout.splitlines()]
 
 
-def spark_venv(requirements: Path) -> Path:
+def hashed_venv(requirements: Path, name: str) -> Path:
     """A virtual environment with these hashed requirements, cached per their content."""
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
-    venv = CACHE / f"spark-{requirements.name.split('-')[0]}-{digest}"
+    venv = CACHE / f"{name}-{digest}"
     if not (venv / ".complete").exists():
         env = {**os.environ, "UV_CACHE_DIR": str(CACHE / "uv")}
         python = str(venv / "bin" / "python")
@@ -70,6 +72,11 @@ def spark_venv(requirements: Path) -> Path:
     return venv
 
 
+def spark_venv(requirements: Path) -> Path:
+    """SPARK_S3A's or SPARK_CONNECT's environment."""
+    return hashed_venv(requirements, f"spark-{requirements.name.split('-')[0]}")
+
+
 def spark_home(venv: Path) -> Path:
     """pyspark's package directory: a Spark distribution (bin/, jars/)."""
     found = sorted(venv.glob("lib/python3*/site-packages/pyspark"))
@@ -85,9 +92,9 @@ def free_port() -> int:
 
 
 class ConnectServer:
-    """Spark's Connect server (local[2]) on 127.0.0.1, with a pre-shared token."""
+    """Spark's Connect server (local[2]) on 127.0.0.1, with a pre-shared token or none."""
 
-    def __init__(self, venv: Path, workdir: Path, token: str) -> None:
+    def __init__(self, venv: Path, workdir: Path, token: str | None) -> None:
         self.venv, self.workdir, self.token = venv, workdir, token
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -104,10 +111,12 @@ class ConnectServer:
             **os.environ,
             "SPARK_HOME": str(home),
             "SPARK_LOCAL_IP": HOST,
-            # Spark 4.0's name for the token, read by the server (and by its clients).
-            "SPARK_CONNECT_AUTHENTICATE_TOKEN": self.token,
             "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}",
         }
+        env.pop(CONNECT_TOKEN_ENV, None)
+        if self.token is not None:
+            # Spark 4.0's name for the token, read by the server (and by its clients).
+            env[CONNECT_TOKEN_ENV] = self.token
         command = [
             str(home / "bin" / "spark-submit"),
             "--master",

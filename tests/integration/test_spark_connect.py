@@ -2,9 +2,10 @@
 
 The workspace and its profile go through the operator's validation and profile
 choice; the IDE container's environment and spark-defaults.conf are what the
-builders render. A PySpark client started with only that environment (the Secret's
+builders render. A PySpark 4 client started with only that environment (the Secret's
 key resolved the way the kubelet does) runs a query; with a wrong token the server
-refuses it.
+refuses it. The JupyterLab image's PySpark 3.5.3, with its pinned libraries, runs a
+query on a server that asks for no token.
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devtools.spark import SPARK_CONNECT, ConnectServer, spark_venv
+from devtools.spark import (
+    ROOT,
+    SPARK_CONNECT,
+    SPARK_S3A,
+    ConnectServer,
+    hashed_venv,
+    spark_home,
+    spark_venv,
+)
 from rspark_operator.api import Workspace, WorkspaceSpec
 from rspark_operator.profiles import choose_profile
 from tests.support.spark import session_env
@@ -28,6 +38,7 @@ QUERY = (
     "print(spark.range(100).selectExpr('sum(id) AS total').collect()[0].total)\n"
 )
 CLIENT_TIMEOUT_SECONDS = 300
+JUPYTERLAB_REQUIREMENTS = ROOT / "images" / "jupyterlab" / "requirements.txt"
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +46,8 @@ def venv() -> Path:
     return spark_venv(SPARK_CONNECT)
 
 
-@pytest.fixture(scope="module")
-def server(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServer]:
-    connect = ConnectServer(venv, tmp_path_factory.mktemp("connect"), TOKEN)
+def start_server(venv: Path, workdir: Path, token: str | None) -> Iterator[ConnectServer]:
+    connect = ConnectServer(venv, workdir, token)
     connect.start()
     try:
         yield connect
@@ -45,14 +55,35 @@ def server(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Con
         connect.stop()
 
 
-def connect_workspace(endpoint: str) -> Workspace:
+@pytest.fixture(scope="module")
+def server(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServer]:
+    yield from start_server(venv, tmp_path_factory.mktemp("connect"), TOKEN)
+
+
+@pytest.fixture(scope="module")
+def open_server(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServer]:
+    """A server that asks for no token (a private network's)."""
+    yield from start_server(venv, tmp_path_factory.mktemp("open-connect"), None)
+
+
+@pytest.fixture(scope="module")
+def jupyterlab_python(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The JupyterLab image's Python (its pinned environment) and the directory that
+    makes its Spark distribution, pyspark 3.5.3, importable (the image's .pth)."""
+    venv = hashed_venv(JUPYTERLAB_REQUIREMENTS, "jupyterlab-test")
+    site = tmp_path_factory.mktemp("spark-python")
+    (site / "pyspark").symlink_to(spark_home(spark_venv(SPARK_S3A)))
+    return venv / "bin" / "python", site
+
+
+def connect_workspace(endpoint: str, token: bool = True) -> Workspace:
     """A workspace of namespace team under a `connect` profile, as the operator attaches it."""
+    connect: dict[str, Any] = {"endpoint": endpoint}
+    if token:
+        connect["tokenSecret"] = {"name": SECRET, "key": KEY}
     profile = {
         "metadata": {"name": "shared-connect"},
-        "spec": {
-            "kind": "connect",
-            "connect": {"endpoint": endpoint, "tokenSecret": {"name": SECRET, "key": KEY}},
-        },
+        "spec": {"kind": "connect", "connect": connect},
     }
     ws = Workspace(
         name="alice",
@@ -67,13 +98,14 @@ def connect_workspace(endpoint: str) -> Workspace:
 
 
 def run_client(
-    venv: Path, workdir: Path, token: str, endpoint: str
+    python: Path, ws: Workspace, workdir: Path, token: str | None = None, **image_env: str
 ) -> subprocess.CompletedProcess[str]:
     """PySpark in a process whose Spark settings are only what the operator renders."""
-    env = session_env(connect_workspace(endpoint), {(SECRET, KEY): token}, workdir)
+    secrets = {(SECRET, KEY): token} if token is not None else {}
+    env = session_env(ws, secrets, workdir)
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-c", QUERY],
-        env=env,
+        [str(python), "-c", QUERY],
+        env={**env, **image_env},
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -85,14 +117,28 @@ def run_client(
 def test_a_workspace_under_a_connect_profile_runs_a_query(
     venv: Path, server: ConnectServer, tmp_path: Path
 ) -> None:
-    result = run_client(venv, tmp_path, TOKEN, server.endpoint)
+    ws = connect_workspace(server.endpoint)
+    result = run_client(venv / "bin" / "python", ws, tmp_path, TOKEN)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "4950"
 
 
 def test_a_wrong_token_is_refused(venv: Path, server: ConnectServer, tmp_path: Path) -> None:
-    result = run_client(venv, tmp_path, "not-the-token", server.endpoint)
+    ws = connect_workspace(server.endpoint)
+    result = run_client(venv / "bin" / "python", ws, tmp_path, "not-the-token")
     assert result.returncode != 0
     assert "UNAUTHENTICATED" in result.stderr or "Invalid authentication token" in result.stderr, (
         result.stderr
     )
+
+
+def test_the_jupyterlab_images_pyspark_runs_a_query_on_a_server_without_token(
+    jupyterlab_python: tuple[Path, Path], open_server: ConnectServer, tmp_path: Path
+) -> None:
+    # PySpark 3.5.3 sends a token only over TLS, which Spark's server does not speak:
+    # from the images, a server without a token or one behind a TLS proxy.
+    python, spark_python = jupyterlab_python
+    ws = connect_workspace(open_server.endpoint, token=False)
+    result = run_client(python, ws, tmp_path, PYTHONPATH=str(spark_python))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4950"

@@ -205,8 +205,8 @@ def s3a_properties(ws: Workspace) -> dict[str, str]:
 
 
 def spark_env(ws: Workspace) -> list[dict[str, Any]]:
-    """The IDE container's Spark variables: each from one key of a Secret, which the
-    kubelet reads (the workspace's identities get no right on Secrets).
+    """The IDE container's Spark variables; a secret one comes from one key of a Secret,
+    which the kubelet reads (the workspace's identities get no right on Secrets).
 
     A `connect` profile: every PySpark session connects to its endpoint (SPARK_REMOTE),
     with its token (SPARK_CONNECT_AUTHENTICATE_TOKEN, read by Spark 4 clients).

@@ -7,7 +7,6 @@ script with a URL prefix and a password, on 127.0.0.1.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from devtools.spark import hashed_venv
 from tests.integration.images.conftest import IMAGES, run
 
 JUPYTERLAB = IMAGES / "jupyterlab"
@@ -28,8 +28,6 @@ START = str(JUPYTERLAB / "rspark-jupyterlab")
 PRESTOP = str(JUPYTERLAB / "rspark-prestop")
 HEALTHCHECK = str(JUPYTERLAB / "rspark-healthcheck")
 REQUIREMENTS = JUPYTERLAB / "requirements.txt"
-CACHE = Path(os.environ.get("RSPARK_CACHE", Path.home() / ".cache" / "rspark-operator"))
-UV = CACHE / "uv-0.13.8" / "bin" / "uv"
 ROOT_PATH = "/team-a/alice/"
 PASSWORD = "correct horse battery"
 START_TIMEOUT_SECONDS = 120
@@ -38,33 +36,7 @@ START_TIMEOUT_SECONDS = 120
 @pytest.fixture(scope="session")
 def jupyter_venv() -> Path:
     """JupyterLab as the image pins it, in a virtual environment cached per requirements."""
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
-    venv = CACHE / f"jupyterlab-test-{digest}"
-    if not (venv / ".complete").exists():
-        assert UV.exists(), "uv is installed by hack/venv.sh (make venv)"
-        env = {**os.environ, "UV_CACHE_DIR": str(CACHE / "uv")}
-        subprocess.run(
-            [str(UV), "venv", "--quiet", "--allow-existing", "--python", "python3", str(venv)],
-            check=True,
-            env=env,
-        )
-        subprocess.run(
-            [
-                str(UV),
-                "pip",
-                "install",
-                "--quiet",
-                "--require-hashes",
-                "--python",
-                str(venv / "bin" / "python"),
-                "-r",
-                str(REQUIREMENTS),
-            ],
-            check=True,
-            env=env,
-        )
-        (venv / ".complete").touch()
-    return venv
+    return hashed_venv(REQUIREMENTS, "jupyterlab-test")
 
 
 def free_port() -> int:
