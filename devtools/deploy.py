@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ REAL_NODE_TOLERATION = {
     "value": REAL_NODE_VALUE,
     "effect": "NoSchedule",
 }
+# The operator's image and settings ConfigMap in manifests/base.
+OPERATOR_IMAGE = "ghcr.io/rspark-dev/operator"
+SETTINGS_CONFIG_MAP = "rspark-operator-settings"
 # A first pull of the JupyterLab image onto a node takes minutes on a busy machine.
 DEV_READY_TIMEOUT_SECONDS = 900
 CREDENTIALS_SECRET = "rspark-s3-credentials"
@@ -105,6 +109,37 @@ def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
         "workspace_node_selector": json.dumps({REAL_NODE_LABEL: REAL_NODE_VALUE}),
         "workspace_tolerations": json.dumps([REAL_NODE_TOLERATION]),
     }
+
+
+def real_node_overlay(refs: dict[str, str], s3: S3Credentials) -> Path:
+    """A kustomization on manifests/base, as a platform team writes one, for the local
+    cluster's real nodes: the operator image of `make images-local` (`refs`), the
+    settings of `local_cluster_settings` and `real_node_settings` (so the admission
+    policy allows the local executor image), written under .local/overlays."""
+    directory = localcluster.LOCAL / "overlays" / "real-nodes"
+    directory.mkdir(parents=True, exist_ok=True)
+    operator_name, operator_tag = refs["operator"].rsplit(":", 1)
+    settings = settings_env({**local_cluster_settings(s3), **real_node_settings(refs)})
+    base = Path(os.path.relpath(ROOT / "manifests", directory))
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [str(base / "base")],
+        "images": [
+            {"name": OPERATOR_IMAGE, "newName": operator_name, "newTag": operator_tag},
+        ],
+        "configMapGenerator": [
+            {
+                "name": SETTINGS_CONFIG_MAP,
+                "namespace": "rspark-system",
+                "behavior": "merge",
+                "literals": [f"{key}={value}" for key, value in settings.items()],
+            }
+        ],
+        "components": [str(base / "components" / "admission-settings")],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return directory
 
 
 def push_images(names: tuple[str, ...] = WORKSPACE_IMAGES) -> dict[str, str]:
@@ -234,6 +269,8 @@ def show_workspace(name: str, operator: OperatorProcess) -> None:
 
 
 def dev() -> None:
+    # A TERM (a supervisor, or `kill`) stops the operator as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     localcluster.up()
     refs = push_images()
     install_crds()

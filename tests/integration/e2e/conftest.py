@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devtools.deploy import OperatorProcess, push_images, real_node_settings, settings_env
-from devtools.install import SYSTEM_NAMESPACE, session_operator_stopped
+from devtools.deploy import OperatorProcess, push_images, real_node_overlay, real_node_settings
+from devtools.install import deploy, session_operator_stopped
 from devtools.network import REAL_NODES
 from devtools.s3 import S3Credentials
 from tests.integration.conftest import assert_clean, start_operator
@@ -23,10 +23,6 @@ FIRST_START_SECONDS = 600
 # Small enough that two workspaces and a few executors fit on the two real nodes.
 E2E_RESOURCES = {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}}
 E2E_SPARK = {"maxExecutors": 2, "executorMemory": "512m"}
-# The admission policy's copy of the settings (manifests/base/admission.yaml): the
-# executors' images it lets a workspace's driver create.
-ADMISSION_SETTINGS = "rspark-admission-settings"
-ADMISSION_KEYS = ("spark_executor_image", "allowed_image_prefixes")
 
 
 @pytest.fixture(scope="session")
@@ -36,19 +32,16 @@ def local_images(local_cluster: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def real_node_admission(
-    kube: client.ApiClient, operator_kubeconfig: Path, local_images: dict[str, str]
-) -> Iterator[None]:
-    """The admission policy's settings of a platform that runs the local images (as an
-    overlay would set them); the base's values again after."""
-    core = client.CoreV1Api(kube)
-    settings = real_node_settings(local_images)
-    wanted = settings_env({key: settings[key] for key in ADMISSION_KEYS})
-    before = core.read_namespaced_config_map(ADMISSION_SETTINGS, SYSTEM_NAMESPACE).data or {}
-    core.patch_namespaced_config_map(ADMISSION_SETTINGS, SYSTEM_NAMESPACE, {"data": wanted})
-    yield
-    restored = {key: before.get(key) for key in wanted}
-    core.patch_namespaced_config_map(ADMISSION_SETTINGS, SYSTEM_NAMESPACE, {"data": restored})
+def real_node_install(
+    operator_kubeconfig: Path, cluster_s3: S3Credentials, local_images: dict[str, str]
+) -> Iterator[Path]:
+    """manifests/base through the real-node overlay (`devtools.deploy.real_node_overlay`:
+    the local operator image, the real-node settings, which the admission policy
+    follows); the base again after."""
+    overlay = real_node_overlay(local_images, cluster_s3)
+    deploy(overlay)
+    yield overlay
+    deploy()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def real_node_operator(
     operator_kubeconfig: Path,
     cluster_s3: S3Credentials,
     local_images: dict[str, str],
-    real_node_admission: None,
+    real_node_install: Path,
 ) -> Iterator[OperatorProcess]:
     """The operator with the real-node settings (`make dev`'s), under the manifests'
     ServiceAccount; the session's operator is stopped meanwhile."""

@@ -13,9 +13,6 @@ from kubernetes import client
 from devtools.deploy import (
     REAL_NODE_TOLERATION,
     OperatorProcess,
-    local_cluster_settings,
-    real_node_settings,
-    settings_env,
 )
 from devtools.install import (
     SERVICE_ACCOUNT,
@@ -26,7 +23,6 @@ from devtools.install import (
 )
 from devtools.localcluster import kubectl
 from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES
-from devtools.s3 import S3Credentials
 from tests.integration.e2e.conftest import create_on_real_nodes
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces
@@ -40,31 +36,19 @@ OPERATOR_PODS = "app.kubernetes.io/name=rspark-operator,app.kubernetes.io/compon
 def operator_in_cluster(
     kube: client.ApiClient,
     operator: OperatorProcess,
-    operator_kubeconfig: Path,
-    cluster_s3: S3Credentials,
     local_images: dict[str, str],
-    real_node_admission: None,
+    real_node_install: Path,
 ) -> Iterator[Any]:
-    """The base's Deployment with the local operator image, one replica on a real node,
-    the real-node settings; the session's operator stopped meanwhile. The base's
-    Deployment again after."""
+    """The real-node overlay's Deployment (the local operator image, the real-node
+    settings) with one replica placed on a real node; the session's operator stopped
+    meanwhile. The overlay's Deployment again after."""
     apps = client.AppsV1Api(kube)
     core = client.CoreV1Api(kube)
-    settings = {**local_cluster_settings(cluster_s3), **real_node_settings(local_images)}
-    env = [{"name": name, "value": value} for name, value in settings_env(settings).items()]
-    container = {"name": CONTAINER, "image": local_images["operator"], "env": env}
-    patch = {
-        "spec": {
-            "replicas": 1,
-            "template": {
-                "spec": {
-                    "nodeSelector": {REAL_NODE_LABEL: REAL_NODE_VALUE},
-                    "tolerations": [REAL_NODE_TOLERATION],
-                    "containers": [container],
-                }
-            },
-        }
+    placement = {
+        "nodeSelector": {REAL_NODE_LABEL: REAL_NODE_VALUE},
+        "tolerations": [REAL_NODE_TOLERATION],
     }
+    patch = {"spec": {"replicas": 1, "template": {"spec": placement}}}
     with session_operator_stopped(operator):
         apps.patch_namespaced_deployment(DEPLOYMENT, SYSTEM_NAMESPACE, patch)
 
@@ -80,6 +64,7 @@ def operator_in_cluster(
                 p
                 for p in pods
                 if p.spec.containers[0].image == local_images["operator"]
+                and p.spec.node_name in {n.name for n in REAL_NODES}
                 and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
             ]
             return ready[0] if len(pods) == 1 and ready else None
@@ -89,7 +74,7 @@ def operator_in_cluster(
             yield pod
         finally:
             apps.delete_namespaced_deployment(DEPLOYMENT, SYSTEM_NAMESPACE)
-            deploy()
+            deploy(real_node_install)
 
 
 def test_the_operator_image_runs_in_cluster_under_its_service_account(
