@@ -71,7 +71,7 @@ def signin_operator(
     operator_kubeconfig: Path,
     cluster_s3: S3Credentials,
     local_images: dict[str, str],
-    real_node_admission: None,
+    real_node_install: Path,
     identity_provider: keycloak.KeycloakProcess,
 ) -> Iterator[OperatorProcess]:
     """The operator with the real-node settings and sign-in through Keycloak."""
