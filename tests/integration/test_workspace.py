@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
