@@ -127,11 +127,13 @@ def started(tmp_path: Path, jupyter_venv: Path, **extra: str) -> Iterator[Server
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'server.log').read_text()}")
         time.sleep(0.5)
-    yield server
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
+    try:
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 @pytest.fixture
