@@ -39,7 +39,14 @@ ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{VERSION}:zip"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 PORT = 8180
 REALM = "rspark"
-ISSUER_URL = f"http://{HOST_ADDRESS}:{PORT}/realms/{REALM}"
+
+
+def issuer_url(address: str = HOST_ADDRESS) -> str:
+    return f"http://{address}:{PORT}/realms/{REALM}"
+
+
+# Where the local cluster's pods and this machine's browser both reach it.
+ISSUER_URL = issuer_url()
 CLIENT_ID = "rspark-workspaces"
 # A development realm's client secret: the realm lives in memory on a local address.
 CLIENT_SECRET = "rspark-local-client-secret"
@@ -120,24 +127,25 @@ def realm() -> dict[str, Any]:
     }
 
 
-def arguments() -> list[str]:
-    """`kc.sh` in development mode on the bridge address, the realm imported at start."""
+def arguments(address: str = HOST_ADDRESS) -> list[str]:
+    """`kc.sh` in development mode on `address` (the bridge's, for the cluster), the
+    realm imported at start."""
     return [
         "start-dev",
         "--import-realm",
         "--db=dev-mem",
-        f"--http-host={HOST_ADDRESS}",
+        f"--http-host={address}",
         f"--http-port={PORT}",
-        f"--hostname=http://{HOST_ADDRESS}:{PORT}",
+        f"--hostname=http://{address}:{PORT}",
         "--health-enabled=false",
         "--log-console-output=default",
     ]
 
 
-def logout_url(redirect: str) -> str:
+def logout_url(redirect: str, issuer: str = ISSUER_URL) -> str:
     """The provider's end of session, then back to `redirect` (RP-initiated logout)."""
     query = urllib.parse.urlencode({"client_id": CLIENT_ID, "post_logout_redirect_uri": redirect})
-    return f"{ISSUER_URL}/protocol/openid-connect/logout?{query}"
+    return f"{issuer}/protocol/openid-connect/logout?{query}"
 
 
 def install() -> Path:
@@ -169,15 +177,17 @@ def write_realm(keycloak: Path) -> None:
     (imports / f"{REALM}-realm.json").write_text(json.dumps(realm(), indent=2))
 
 
-def ready() -> bool:
-    return answers(f"{ISSUER_URL}/.well-known/openid-configuration")
+def ready(issuer: str) -> bool:
+    return answers(f"{issuer}/.well-known/openid-configuration")
 
 
 class KeycloakProcess:
     """Keycloak as a child process, ready once its realm's discovery document answers."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, address: str = HOST_ADDRESS) -> None:
         self.log_path = log_path
+        self.address = address
+        self.issuer = issuer_url(address)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file: IO[bytes] | None = None
         self.start_seconds = 0.0
@@ -185,18 +195,18 @@ class KeycloakProcess:
     def start(self) -> None:
         keycloak = install()
         write_realm(keycloak)
-        if ready():
-            raise RuntimeError(f"something already answers at {ISSUER_URL}")
+        if ready(self.issuer):
+            raise RuntimeError(f"something already answers at {self.issuer}")
         started = time.monotonic()
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(keycloak / "bin" / "kc.sh"), *arguments()],
+            [str(keycloak / "bin" / "kc.sh"), *arguments(self.address)],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = started + START_TIMEOUT_SECONDS
-        while not ready():
+        while not ready(self.issuer):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Keycloak did not start: see {self.log_path}")

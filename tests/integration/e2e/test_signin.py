@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import secrets
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
-from selenium.webdriver.common.by import By
 
 from devtools import keycloak
 from devtools.deploy import OperatorProcess, browser_url, push_images, real_node_settings
@@ -26,32 +24,16 @@ from devtools.localcluster import LOCAL, kubectl
 from devtools.s3 import S3Credentials
 from rspark_operator import names
 from rspark_operator.builders.signin import (
+    ALLOWED_KEY,
     CLIENT_SECRET_KEY,
     COOKIE_SECRET_KEY,
-    PROXY_PATH,
     SIGNIN_CONTAINER,
 )
 from tests.integration.conftest import assert_clean, start_operator
 from tests.integration.e2e.conftest import create_on_real_nodes
-from tests.support.browser import R_NOTEBOOK_CARD, Browser, chromium
 from tests.support.kube import wait_until
+from tests.support.signin import walk_through
 from tests.support.workspaces import Workspaces
-
-# Keycloak's login form (its keycloak.v2 theme) and its logout confirmation.
-USERNAME = (By.ID, "username")
-PASSWORD = (By.ID, "password")
-LOGIN = (By.ID, "kc-login")
-CONFIRM_LOGOUT = (By.ID, "kc-logout")
-# Keycloak sets its login cookies Secure (SameSite=None) even over plain http; a
-# browser keeps Secure cookies only from a secure context, which the local provider
-# (http on the bridge address, not a loopback one) is not and a production one
-# (https) is. The test's browser counts that one origin as secure.
-PROVIDER_AS_SECURE = (
-    f"--unsafely-treat-insecure-origin-as-secure=http://{urllib.parse.urlsplit(keycloak.ISSUER_URL).netloc}",
-)
-# The kubelet refreshes a mounted ConfigMap within its sync period (a minute) plus
-# its cache's lifetime; the proxy re-reads its list as soon as the file changes.
-ACCESS_PROPAGATION_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
@@ -103,19 +85,6 @@ def signin_secret(namespace: str) -> None:
     kubectl("apply", "-f", "-", stdin=manifest)
 
 
-def sign_in(browser: Browser, person: keycloak.Person) -> None:
-    """On the provider's login form: the person's name and password."""
-    browser.visible(USERNAME).send_keys(person.username)
-    browser.visible(PASSWORD).send_keys(person.password)
-    browser.screenshot(f"{person.username}-login-form")
-    browser.visible(LOGIN).click()
-
-
-def on_login_page(browser: Browser) -> bool:
-    browser.visible(USERNAME)
-    return browser.driver.current_url.startswith(keycloak.ISSUER_URL)
-
-
 def test_only_the_owner_and_spec_access_pass_the_sign_in(
     kube: client.ApiClient,
     workspace_namespace: str,
@@ -132,64 +101,22 @@ def test_only_the_owner_and_spec_access_pass_the_sign_in(
     ws = create_on_real_nodes(workspaces, "alice", user=keycloak.ALICE.email)
     pod = workspaces.running_pod("alice")
     assert SIGNIN_CONTAINER in {c.name for c in pod.spec.containers}
-    url = browser_url(ws["status"]["url"])
 
-    with chromium(artifacts / "alice", *PROVIDER_AS_SECURE) as alice:
-        alice.driver.get(url)
-        assert on_login_page(alice)
-        alice.screenshot("unauthenticated-login-page")
-        sign_in(alice, keycloak.ALICE)
-        alice.visible(R_NOTEBOOK_CARD, timeout=120)
-        assert alice.driver.current_url.startswith(url)
-        alice.screenshot("alice-in-her-jupyterlab")
+    def add_bob() -> None:
+        workspaces.patch("alice", {"access": [keycloak.BOB.email]})
+        allowed = names.signin_config_map_name("alice")
 
-        with chromium(artifacts / "bob", *PROVIDER_AS_SECURE) as bob:
-            bob.driver.get(url)
-            assert on_login_page(bob)
-            sign_in(bob, keycloak.BOB)
-            bob.wait(60).until(lambda driver: "403" in driver.title)
-            page = bob.driver.find_element(By.TAG_NAME, "body").text
-            assert "Forbidden" in page and "spec.access" in page, page
-            bob.screenshot("bob-forbidden")
+        def listed() -> bool:
+            data = client.CoreV1Api(kube).read_namespaced_config_map(allowed, ns).data
+            return keycloak.BOB.email in data[ALLOWED_KEY]
 
-            workspaces.patch("alice", {"access": [keycloak.BOB.email]})
-            allowed = names.signin_config_map_name("alice")
+        wait_until("bob in the sign-in list", listed, timeout=60)
 
-            def listed() -> bool:
-                data = client.CoreV1Api(kube).read_namespaced_config_map(allowed, ns).data
-                return keycloak.BOB.email in data["allowed-users"]
-
-            wait_until("bob in the sign-in list", listed, timeout=60)
-
-            def bob_is_in() -> bool:
-                """Through the provider (bob's session there signs him in at once): the
-                403 page again, or JupyterLab."""
-                bob.driver.get(url)
-                bob.wait(60).until(
-                    lambda driver: "403" in driver.title or driver.find_elements(*R_NOTEBOOK_CARD)
-                )
-                return "403" not in bob.driver.title
-
-            wait_until("bob reaches alice's JupyterLab", bob_is_in, ACCESS_PROPAGATION_SECONDS, 5)
-            bob.visible(R_NOTEBOOK_CARD, timeout=120)
-            bob.screenshot("bob-in-after-spec-access")
-        # The same pod all along: spec.access reached the running proxy.
-        after = workspaces.running_pod("alice")
-        assert after.metadata.uid == pod.metadata.uid
-        assert [s.restart_count for s in after.status.container_statuses] == [
-            s.restart_count for s in pod.status.container_statuses
-        ]
-
-        # Sign out: the proxy's session, then the provider's.
-        end_session = keycloak.logout_url(url)
-        alice.driver.get(
-            f"{url}{PROXY_PATH}/sign_out?rd={urllib.parse.quote(end_session, safe='')}"
-        )
-        alice.visible(CONFIRM_LOGOUT).click()
-        assert on_login_page(alice)
-        alice.screenshot("alice-signed-out")
-        alice.driver.get(url)
-        assert on_login_page(alice)
-        alice.screenshot("alice-must-sign-in-again")
-
+    walk_through(artifacts, browser_url(ws["status"]["url"]), keycloak.ISSUER_URL, add_bob)
+    # The same pod all along: spec.access reached the running proxy.
+    after = workspaces.running_pod("alice")
+    assert after.metadata.uid == pod.metadata.uid
+    assert [s.restart_count for s in after.status.container_statuses] == [
+        s.restart_count for s in pod.status.container_statuses
+    ]
     (artifacts / "keycloak.txt").write_text(identity_provider.measured() + "\n")

@@ -2,12 +2,15 @@
 
 The pinned requirements (images/jupyterlab/requirements.txt) are installed once into
 a cached virtual environment; the real server is started through the image's start
-script with a URL prefix and a password, on 127.0.0.1.
+script with a URL prefix and a password, on 127.0.0.1; or with its login off, behind
+the real sign-in proxy (oauth2-proxy with the operator's arguments) and Keycloak on
+127.0.0.1, in Chromium.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,8 +23,24 @@ from pathlib import Path
 import pytest
 import requests
 
+from devtools import keycloak
+from devtools.localcluster import BIN
+from devtools.services import answers
 from devtools.spark import hashed_venv
+from rspark_operator.builders.signin import (
+    ALLOWED_KEY,
+    CLIENT_SECRET_KEY,
+    CONFIG_DIR,
+    COOKIE_SECRET_KEY,
+    SECRET_DIR,
+    allowed_users,
+    proxy_args,
+)
+from rspark_operator.ide import IDES, LOOPBACK
 from tests.integration.images.conftest import IMAGES, run
+from tests.support.browser import ARTIFACTS
+from tests.support.signin import walk_through
+from tests.unit.workspaces import settings, workspace
 
 JUPYTERLAB = IMAGES / "jupyterlab"
 START = str(JUPYTERLAB / "rspark-jupyterlab")
@@ -31,6 +50,8 @@ REQUIREMENTS = JUPYTERLAB / "requirements.txt"
 ROOT_PATH = "/team-a/alice/"
 PASSWORD = "correct horse battery"
 START_TIMEOUT_SECONDS = 120
+# The sign-in proxy on 127.0.0.1 (the pod's is on the IDE's port).
+PROXY_PORT = 4180
 
 
 @pytest.fixture(scope="session")
@@ -99,11 +120,13 @@ def started(tmp_path: Path, jupyter_venv: Path, **extra: str) -> Iterator[Server
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'server.log').read_text()}")
         time.sleep(0.5)
-    yield server
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
+    try:
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 @pytest.fixture
@@ -227,3 +250,70 @@ def test_the_login_is_off_only_on_loopback(
     result = run(["bash", START], env)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+@pytest.fixture(scope="module")
+def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Keycloak with the local realm on 127.0.0.1 (the cluster's is on the bridge)."""
+    process = keycloak.KeycloakProcess(
+        tmp_path_factory.mktemp("keycloak") / "keycloak.log", address=LOOPBACK
+    )
+    process.start()
+    yield process.issuer
+    process.stop()
+
+
+def test_behind_the_real_sign_in_proxy_only_the_owner_and_spec_access_pass(
+    tmp_path: Path, jupyter_venv: Path, identity_provider: str
+) -> None:
+    """The proxy's arguments as the operator builds them for alice's workspace in path
+    mode (JupyterLab under /team-a/alice/), its files in tmp_path; adding bob rewrites
+    its list as the kubelet does (a new file renamed over the old one)."""
+    ws = workspace(name="alice", namespace="team-a", ide="jupyterlab", user=keycloak.ALICE.email)
+    oidc = settings(
+        ingress_mode="path",
+        signin="oidc",
+        oidc_issuer_url=identity_provider,
+        oidc_client_id=keycloak.CLIENT_ID,
+    )
+    files = {CONFIG_DIR: tmp_path / "config", SECRET_DIR: tmp_path / "secret"}
+    for directory in files.values():
+        directory.mkdir()
+    allowed = files[CONFIG_DIR] / ALLOWED_KEY
+    allowed.write_text("".join(f"{person}\n" for person in allowed_users(ws)))
+    (files[SECRET_DIR] / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)
+    (files[SECRET_DIR] / COOKIE_SECRET_KEY).write_text(secrets.token_hex(16))
+    ide = IDES["jupyterlab"]
+    with started(tmp_path, jupyter_venv, RSPARK_JUPYTER_LOGIN="off") as lab:
+        lab_port = lab.env["RSPARK_JUPYTER_PORT"]
+        arguments = []
+        for argument in proxy_args(ws, oidc):
+            for pod_path, here in files.items():
+                argument = argument.replace(f"={pod_path}/", f"={here}/")
+            argument = argument.replace(f"0.0.0.0:{ide.port}", f"{LOOPBACK}:{PROXY_PORT}")
+            arguments.append(argument.replace(f":{ide.proxied_port}/", f":{lab_port}/"))
+        log = (tmp_path / "proxy.log").open("w")
+        proxy = subprocess.Popen(
+            [str(BIN / "oauth2-proxy"), *arguments], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while not answers(f"http://{LOOPBACK}:{PROXY_PORT}/ping"):
+                assert proxy.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "proxy.log"
+                ).read_text()
+                time.sleep(0.2)
+
+            def add_bob() -> None:
+                listed = allowed.with_suffix(".new")
+                listed.write_text(allowed.read_text() + f"{keycloak.BOB.email}\n")
+                listed.rename(allowed)
+
+            url = f"http://{oidc.ingress_domain}:{PROXY_PORT}{ROOT_PATH}"
+            walk_through(
+                ARTIFACTS / "jupyterlab-behind-the-sign-in-proxy", url, identity_provider, add_bob
+            )
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=30)
+            log.close()

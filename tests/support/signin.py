@@ -1,0 +1,100 @@
+"""Sign-in at a workspace's URL as alice and bob see it in Chromium: Keycloak's login
+form, the sign-in proxy's 403 page, JupyterLab behind it, signing out."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+from selenium.webdriver.common.by import By
+
+from devtools import keycloak
+from rspark_operator.builders.signin import PROXY_PATH
+from tests.support.browser import Browser, chromium
+from tests.support.kube import wait_until
+
+# Keycloak's login form (its keycloak.v2 theme) and its logout confirmation.
+USERNAME = (By.ID, "username")
+PASSWORD = (By.ID, "password")
+LOGIN = (By.ID, "kc-login")
+CONFIRM_LOGOUT = (By.ID, "kc-logout")
+# JupyterLab's launcher: one card per kernel and tool, whatever the kernels.
+LAUNCHER_CARD = (By.CSS_SELECTOR, ".jp-LauncherCard")
+# The kubelet refreshes a mounted ConfigMap within its sync period (a minute) plus
+# its cache's lifetime; the proxy re-reads its list as soon as the file changes.
+ACCESS_PROPAGATION_SECONDS = 180
+
+
+def provider_as_secure(issuer: str) -> str:
+    """Keycloak sets its login cookies Secure (SameSite=None) even over plain http; a
+    browser keeps Secure cookies only from a secure context, which the local cluster's
+    provider (http on the bridge address, not a loopback one) is not and a production
+    one (https) is. The tests' browser counts that one origin as secure."""
+    return (
+        f"--unsafely-treat-insecure-origin-as-secure=http://{urllib.parse.urlsplit(issuer).netloc}"
+    )
+
+
+def sign_in(browser: Browser, person: keycloak.Person) -> None:
+    """On the provider's login form: the person's name and password."""
+    browser.visible(USERNAME).send_keys(person.username)
+    browser.visible(PASSWORD).send_keys(person.password)
+    browser.screenshot(f"{person.username}-login-form")
+    browser.visible(LOGIN).click()
+
+
+def on_login_page(browser: Browser, issuer: str) -> bool:
+    browser.visible(USERNAME)
+    return browser.driver.current_url.startswith(issuer)
+
+
+def walk_through(artifacts: Path, url: str, issuer: str, add_bob: Callable[[], None]) -> None:
+    """Unauthenticated: the provider's login page. alice signs in and reaches her
+    JupyterLab; bob, signed in, gets the proxy's 403 page; `add_bob` lists him and he
+    gets in; alice signs out of the proxy and the provider and must sign in again."""
+    secure = provider_as_secure(issuer)
+    with chromium(artifacts / "alice", secure) as alice:
+        alice.driver.get(url)
+        assert on_login_page(alice, issuer)
+        alice.screenshot("unauthenticated-login-page")
+        sign_in(alice, keycloak.ALICE)
+        alice.visible(LAUNCHER_CARD, timeout=120)
+        assert alice.driver.current_url.startswith(url)
+        alice.screenshot("alice-in-her-jupyterlab")
+
+        with chromium(artifacts / "bob", secure) as bob:
+            bob.driver.get(url)
+            assert on_login_page(bob, issuer)
+            sign_in(bob, keycloak.BOB)
+            bob.wait(60).until(lambda driver: "403" in driver.title)
+            page = bob.driver.find_element(By.TAG_NAME, "body").text
+            assert "Forbidden" in page and "spec.access" in page, page
+            bob.screenshot("bob-forbidden")
+
+            add_bob()
+
+            def bob_is_in() -> bool:
+                """Through the provider (bob's session there signs him in at once): the
+                403 page again, or JupyterLab."""
+                bob.driver.get(url)
+                bob.wait(60).until(
+                    lambda driver: "403" in driver.title or driver.find_elements(*LAUNCHER_CARD)
+                )
+                return "403" not in bob.driver.title
+
+            wait_until("bob reaches alice's JupyterLab", bob_is_in, ACCESS_PROPAGATION_SECONDS, 5)
+            bob.visible(LAUNCHER_CARD, timeout=120)
+            bob.screenshot("bob-in-after-spec-access")
+
+        # Sign out: the proxy's session, then the provider's.
+        end_session = keycloak.logout_url(url, issuer)
+        alice.driver.get(
+            f"{url}{PROXY_PATH}/sign_out?rd={urllib.parse.quote(end_session, safe='')}"
+        )
+        alice.visible(CONFIRM_LOGOUT).click()
+        assert on_login_page(alice, issuer)
+        alice.screenshot("alice-signed-out")
+        alice.driver.get(url)
+        assert on_login_page(alice, issuer)
+        alice.screenshot("alice-must-sign-in-again")
