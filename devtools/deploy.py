@@ -1,11 +1,14 @@
 """Install the operator's CRDs on the local cluster and run the operator as in production.
 
-`python -m devtools.deploy` is `make dev`: cluster up, CRDs installed, a
-namespace with S3 credentials and the sample workspace, operator in the foreground.
+`python -m devtools.deploy` is `make dev`: cluster up, the local images built and
+pushed, CRDs installed, a namespace with S3 credentials and the JupyterLab sample,
+the operator with the real-node settings; it prints the workspace's URL (through
+the ingress controller) and its password, and keeps the operator in the foreground.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,16 +17,33 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
-from devtools import localcluster
+import yaml
+
+from devtools import images, localcluster, services
 from devtools.localcluster import ROOT, kubectl
-from devtools.network import HOST_ADDRESS
+from devtools.network import HOST_ADDRESS, REAL_NODE_LABEL, REAL_NODE_VALUE, REGISTRY
 from devtools.s3 import S3Credentials, free_port_pair
+from rspark_operator.builders.pod import IDE_PASSWORD_KEY
+from rspark_operator.names import passwords_secret_name
 
 CRDS = ROOT / "crds"
-SAMPLES = ROOT / "manifests" / "samples"
+DEV_SAMPLE = ROOT / "manifests" / "samples" / "jupyterlab.yaml"
 DEV_NAMESPACE = "rspark-dev"
+# The images a JupyterLab workspace on the real nodes runs (the IDE and Spark's
+# driver, the snapshot agent, Spark's executors), from `make images-local`.
+WORKSPACE_IMAGES = ("jupyterlab", "agent", "spark")
+# Pods that mean to run real containers tolerate the real nodes' taint.
+REAL_NODE_TOLERATION = {
+    "key": REAL_NODE_LABEL,
+    "operator": "Equal",
+    "value": REAL_NODE_VALUE,
+    "effect": "NoSchedule",
+}
+# A first pull of the JupyterLab image onto a node takes minutes on a busy machine.
+DEV_READY_TIMEOUT_SECONDS = 900
 CREDENTIALS_SECRET = "rspark-s3-credentials"
 PEERING = """
 apiVersion: kopf.dev/v1
@@ -61,6 +81,47 @@ def operator_environment(s3: S3Credentials, **settings: str) -> dict[str, str]:
         "RSPARK_INGRESS_CONTROLLER_CIDRS": json.dumps([f"{HOST_ADDRESS}/32"]),
         **{f"RSPARK_{key.upper()}": value for key, value in settings.items()},
     }
+
+
+def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
+    """Operator settings that put workspaces and their executors on the real nodes,
+    with the images of `make images-local` (`refs`: image name to reference)."""
+    return {
+        "jupyterlab_image": refs["jupyterlab"],
+        "agent_image": refs["agent"],
+        "spark_executor_image": refs["spark"],
+        "allowed_image_prefixes": f"{REGISTRY}/",
+        "workspace_node_selector": json.dumps({REAL_NODE_LABEL: REAL_NODE_VALUE}),
+        "workspace_tolerations": json.dumps([REAL_NODE_TOLERATION]),
+    }
+
+
+def push_images(names: tuple[str, ...] = WORKSPACE_IMAGES) -> dict[str, str]:
+    """`make images-local` for `names` (cached builds) into the cluster's registry."""
+    return images.build_and_push(list(names), REGISTRY)
+
+
+def ingress_address() -> str:
+    """host:port of the ingress controller (Traefik on 127.0.0.1), from .local/ingress.env."""
+    lines = (localcluster.LOCAL / services.INGRESS_ENV_FILE).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)[services.INGRESS_HTTP_KEY]
+
+
+def browser_url(status_url: str) -> str:
+    """A workspace's status.url as a browser on this machine opens it: the same host
+    (`*.localhost` names resolve to 127.0.0.1) on the ingress controller's port."""
+    parts = urlsplit(status_url)
+    port = ingress_address().rsplit(":", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+
+
+def ide_password(namespace: str, workspace: str) -> str:
+    """The IDE's password, as the user guide tells the user to read it."""
+    encoded = kubectl(
+        "get", "secret", passwords_secret_name(workspace), "-n", namespace,
+        "-o", f"jsonpath={{.data.{IDE_PASSWORD_KEY}}}",
+    )  # fmt: skip
+    return base64.b64decode(encoded).decode()
 
 
 def operator_command(liveness_port: int) -> list[str]:
@@ -123,8 +184,15 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def workspace_status(namespace: str, name: str) -> dict[str, Any]:
+    found = kubectl("get", "rsw", name, "-n", namespace, "-o", "json", "--ignore-not-found")
+    status: dict[str, Any] = json.loads(found).get("status") or {} if found.strip() else {}
+    return status
+
+
 def dev() -> None:
     localcluster.up()
+    refs = push_images()
     install_crds()
     s3 = localcluster.s3_credentials()
     kubectl(
@@ -134,19 +202,42 @@ def dev() -> None:
         stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
     )
     credentials_secret(DEV_NAMESPACE, s3)
-    kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(SAMPLES))
+    kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
+    name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
+    log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
+    operator.start()
+    kubectl_line = f"KUBECONFIG={localcluster.KUBECONFIG} .local/bin/kubectl -n {DEV_NAMESPACE}"
     print(
-        f"[dev] CRDs installed; sample workspace applied in namespace {DEV_NAMESPACE}.\n"
-        f"[dev] Watch it:  KUBECONFIG={localcluster.KUBECONFIG} "
-        f".local/bin/kubectl -n {DEV_NAMESPACE} get rsw,pods -w\n"
-        "[dev] Running the operator in the foreground (Ctrl-C stops it; make cluster-down "
-        "stops the cluster).",
+        f"[dev] operator running (log: {log_path}); sample workspace {name} in namespace "
+        f"{DEV_NAMESPACE} starts on a real node (the first pull of the image takes minutes).\n"
+        f"[dev] Watch it:  {kubectl_line} get rsw,pods -w",
         flush=True,
     )
-    script = Path(sys.executable).parent / "rspark-operator"
-    # path-prefix.yaml chooses its host in example.com.
-    environment = operator_environment(s3, allowed_ingress_domains="example.com")
-    os.execve(script, [str(script)], environment)
+    deadline = time.monotonic() + DEV_READY_TIMEOUT_SECONDS
+    status = workspace_status(DEV_NAMESPACE, name)
+    while status.get("phase") != "Running" and time.monotonic() < deadline:
+        time.sleep(2)
+        status = workspace_status(DEV_NAMESPACE, name)
+    if status.get("phase") == "Running":
+        print(
+            f"[dev] Open {browser_url(status['url'])} in a browser on this machine "
+            "(*.localhost names are 127.0.0.1; from elsewhere, send that Host header to "
+            f"{ingress_address()}).\n"
+            f"[dev] Sign in with the password alone: {ide_password(DEV_NAMESPACE, name)}\n"
+            f"[dev] ({kubectl_line} get secret {passwords_secret_name(name)} "
+            f"-o jsonpath='{{.data.{IDE_PASSWORD_KEY}}}' | base64 -d)",
+            flush=True,
+        )
+    else:
+        print(f"[dev] {name} is not Running yet: {status}; see the watch line above.", flush=True)
+    print("[dev] Ctrl-C stops the operator; make cluster-down stops the cluster.", flush=True)
+    assert operator.process is not None
+    try:
+        operator.process.wait()
+    except KeyboardInterrupt:
+        operator.stop()
 
 
 if __name__ == "__main__":

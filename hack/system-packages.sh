@@ -10,6 +10,7 @@
 # firewall drives (ipset).
 # `make images-local` (devtools/images.py): mmdebstrap (the Debian bases), buildah
 # (builds the Dockerfiles without a daemon) and skopeo (pushes).
+# The end-to-end tests' browser: chromium and its chromedriver (Selenium drives it).
 set -euo pipefail
 
 missing=()
@@ -32,6 +33,8 @@ need buildah buildah ""
 need skopeo skopeo ""
 need docker-registry docker-registry ""
 need ipset ipset ""
+need chromium chromium ""
+need chromedriver chromium-driver ""
 ((${#missing[@]})) || exit 0
 
 sudo=()

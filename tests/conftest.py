@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "integration")
+TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

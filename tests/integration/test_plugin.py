@@ -3,7 +3,6 @@ against a workspace the session operator runs on the local cluster."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ from devtools import localcluster
 from rspark_operator import names
 from rspark_operator.plugin import EXIT_NOT_FOUND, EXIT_NOT_NOW, EXIT_USAGE
 from tests.support.kube import wait_until
-from tests.support.workspaces import Workspaces, sample
+from tests.support.workspaces import Workspaces, restic_env, sample
 
 # The venv's bin holds kubectl-rspark, as pip puts it next to the user's Python.
 SCRIPTS = Path(sys.executable).parent
@@ -96,28 +95,6 @@ def test_exit_codes_for_a_missing_workspace_and_bad_usage(workspace_namespace: s
     assert missing.returncode == EXIT_NOT_FOUND and "no workspace nobody" in missing.stderr
     assert rspark("status").returncode == EXIT_USAGE
     assert rspark("frobnicate", "x").returncode == EXIT_USAGE
-
-
-def restic_env(kube: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
-    """The repository of a workspace and its keys, as the operator noted them."""
-    core = client.CoreV1Api(kube)
-    notes = core.read_namespaced_secret(
-        names.home_secrets_name(name), namespace
-    ).metadata.annotations
-    password = core.read_namespaced_secret(names.passwords_secret_name(name), namespace).data
-    credentials = core.read_namespaced_secret(
-        notes[names.SNAPSHOT_CREDENTIALS_ANNOTATION], namespace
-    ).data
-
-    def decode(data: dict[str, str], key: str) -> str:
-        return base64.b64decode(data[key]).decode()
-
-    return {
-        **os.environ, "TZ": "UTC",
-        "RESTIC_REPOSITORY": notes[names.SNAPSHOT_REPOSITORY_ANNOTATION],
-        "RESTIC_PASSWORD": decode(password, "restic-password"),
-        **{key: decode(credentials, key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-    }  # fmt: skip
 
 
 def snapshot(env: dict[str, str], home: Path, at: str) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 from kubernetes import client
 
 from devtools import localcluster
-from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE, REAL_NODES, RealNode
+from devtools.deploy import REAL_NODE_TOLERATION
+from devtools.network import REAL_NODES, RealNode
 from devtools.nodes import BUSYBOX_IMAGE, kill_node_processes
 from tests.support.kube import node_is_ready, wait_until
 
@@ -17,12 +18,6 @@ SERVE = (
     f'echo "$NODE" > /tmp/index.html && echo "serving on $NODE" '
     f"&& exec httpd -f -p {PROBE_PORT} -h /tmp"
 )
-REAL_NODE_TOLERATION = {
-    "key": REAL_NODE_LABEL,
-    "operator": "Equal",
-    "value": REAL_NODE_VALUE,
-    "effect": "NoSchedule",
-}
 
 
 def probe_pod(node: RealNode) -> dict[str, Any]:

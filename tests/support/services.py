@@ -6,8 +6,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from devtools import services
-from devtools.localcluster import LOCAL
+from devtools.deploy import ingress_address
 
 
 def host_ingress(name: str, host: str, service: str, port: int) -> dict[str, Any]:
@@ -30,12 +29,7 @@ def host_ingress(name: str, host: str, service: str, port: int) -> dict[str, Any
 
 def ingress_get(host: str, path: str = "/") -> tuple[int, str]:
     """Status and body of GET `path` on `host` through the ingress controller."""
-    address = dict(
-        line.split("=", 1)
-        for line in (LOCAL / services.INGRESS_ENV_FILE).read_text().splitlines()
-        if "=" in line
-    )[services.INGRESS_HTTP_KEY]
-    request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host})
+    request = urllib.request.Request(f"http://{ingress_address()}{path}", headers={"Host": host})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status), response.read().decode()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client
 
+from rspark_operator import names
 from rspark_operator.api import GROUP, PLURAL, VERSION
+from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
 from rspark_operator.conditions import READY, find
 from tests.support.kube import wait_until
 
@@ -87,3 +91,25 @@ class Workspaces:
             return pods[0] if len(pods) == 1 else None
 
         return wait_until(f"one running pod of {name}", running)
+
+
+def restic_env(kube: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """The repository of a workspace and its keys, as the operator noted them."""
+    core = client.CoreV1Api(kube)
+    notes = core.read_namespaced_secret(
+        names.home_secrets_name(name), namespace
+    ).metadata.annotations
+    password = core.read_namespaced_secret(names.passwords_secret_name(name), namespace).data
+    credentials = core.read_namespaced_secret(
+        notes[names.SNAPSHOT_CREDENTIALS_ANNOTATION], namespace
+    ).data
+
+    def decode(data: dict[str, str], key: str) -> str:
+        return base64.b64decode(data[key]).decode()
+
+    return {
+        **os.environ, "TZ": "UTC",
+        "RESTIC_REPOSITORY": notes[names.SNAPSHOT_REPOSITORY_ANNOTATION],
+        "RESTIC_PASSWORD": decode(password, RESTIC_PASSWORD_KEY),
+        **{key: decode(credentials, key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+    }  # fmt: skip

@@ -1,0 +1,74 @@
+"""Fixtures of the end-to-end tests: workspaces on the real nodes, their images from
+`make images-local` in the cluster's registry, reached through the ingress controller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devtools.deploy import OperatorProcess, push_images, real_node_settings
+from devtools.install import session_operator_stopped
+from devtools.network import REAL_NODES
+from devtools.s3 import S3Credentials
+from tests.integration.conftest import assert_clean, start_operator
+from tests.support.browser import ARTIFACTS
+from tests.support.workspaces import Workspaces, sample
+
+# The first pull of the JupyterLab image (1.5 GB unpacked) onto a node.
+FIRST_START_SECONDS = 600
+# Small enough that two workspaces and a few executors fit on the two real nodes.
+E2E_RESOURCES = {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}}
+E2E_SPARK = {"maxExecutors": 2, "executorMemory": "512m"}
+
+
+@pytest.fixture(scope="session")
+def local_images(local_cluster: Path) -> dict[str, str]:
+    """`make images-local` (cached) in the cluster's registry: image name to reference."""
+    return push_images(("jupyterlab", "agent", "spark", "operator"))
+
+
+@pytest.fixture(scope="module")
+def real_node_operator(
+    operator: OperatorProcess,
+    operator_kubeconfig: Path,
+    cluster_s3: S3Credentials,
+    local_images: dict[str, str],
+) -> Iterator[OperatorProcess]:
+    """The operator with the real-node settings (`make dev`'s), under the manifests'
+    ServiceAccount; the session's operator is stopped meanwhile."""
+    with session_operator_stopped(operator):
+        process = start_operator(
+            "e2e", operator_kubeconfig, cluster_s3, **real_node_settings(local_images)
+        )
+        try:
+            yield process
+        finally:
+            process.stop()
+    assert_clean(process)
+
+
+@pytest.fixture
+def real_workspaces(
+    kube: client.ApiClient, workspace_namespace: str, real_node_operator: OperatorProcess
+) -> Callable[..., dict[str, Any]]:
+    """Create a JupyterLab workspace on the real nodes and wait until it is Running."""
+    workspaces = Workspaces(kube, workspace_namespace)
+
+    def create(name: str, **spec: Any) -> dict[str, Any]:
+        manifest = sample(name, ide="jupyterlab", resources=E2E_RESOURCES, spark=E2E_SPARK, **spec)
+        workspaces.create(manifest)
+        running = workspaces.wait_phase(name, "Running", timeout=FIRST_START_SECONDS)
+        assert workspaces.running_pod(name).spec.node_name in {n.name for n in REAL_NODES}
+        return running
+
+    return create
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """Where this test's screenshots go: .local/artifacts/e2e/<test>/."""
+    return ARTIFACTS / str(request.node.name)

@@ -1,0 +1,127 @@
+"""Spark on Kubernetes from a JupyterLab workspace on the real nodes, driven from R
+through reticulate and pyspark; and the workspace's NetworkPolicy, enforced by
+kube-router, around the driver and the IDE."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from devtools.localcluster import BIN, KUBECONFIG, tool_env
+from devtools.network import REAL_NODES
+from rspark_operator import names
+from rspark_operator.builders.pod import HOME, IDE_CONTAINER
+from rspark_operator.builders.spark import DRIVER_PORT
+from rspark_operator.ide import IDES
+from tests.integration.e2e.test_jupyterlab import ide_exec
+from tests.support.kube import wait_until
+
+STOP_FILE = f"{HOME}/.e2e-stop-spark"
+# Nothing but what the operator's spark-defaults.conf says: master, driver host and
+# ports, executor image, namespace, owner. The session stays up until STOP_FILE exists.
+SPARK_FROM_R = f"""
+library(reticulate)
+pyspark <- import("pyspark.sql")
+spark <- pyspark$SparkSession$builder$getOrCreate()
+total <- spark$range(100000L, numPartitions = 4L)$selectExpr("sum(id) AS total")$first()$total
+cat(sprintf("master=%s total=%.0f\\n", spark$sparkContext$master, total))
+flush(stdout())
+waited <- 0
+while (!file.exists("{STOP_FILE}") && waited < 300) {{ Sys.sleep(0.5); waited <- waited + 0.5 }}
+spark$stop()
+cat("stopped\\n")
+"""
+EXPECTED_TOTAL = sum(range(100000))
+# A connection kube-router's policy drops gets no answer: give up after this.
+CONNECT_TIMEOUT_SECONDS = 5
+PROBE = (
+    "import socket, sys\n"
+    "s = socket.socket()\n"
+    f"s.settimeout({CONNECT_TIMEOUT_SECONDS})\n"
+    "try:\n"
+    "    s.connect((sys.argv[1], int(sys.argv[2])))\n"
+    "    print('open')\n"
+    "except OSError as error:\n"
+    "    print('closed', error)\n"
+)
+
+
+def executor_pods(core: client.CoreV1Api, namespace: str, workspace: str) -> list[Any]:
+    selector = (
+        f"{names.WORKSPACE_LABEL}={workspace},"
+        f"{names.COMPONENT_LABEL}={names.SPARK_EXECUTOR_COMPONENT}"
+    )
+    return list(core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def reaches(namespace: str, pod: str, address: str, port: int) -> bool:
+    """Whether `pod`'s IDE container opens a TCP connection to address:port."""
+    answer = ide_exec(namespace, pod, "python3", "-c", PROBE, address, str(port)).strip()
+    return answer == "open"
+
+
+def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy(
+    kube: client.ApiClient,
+    workspace_namespace: str,
+    real_workspaces: Callable[..., dict[str, Any]],
+) -> None:
+    """Client mode from R (reticulate + pyspark) with the operator's spark-defaults only:
+    executors are pods on the real nodes, owned by the workspace pod, that call the
+    driver back through its headless Service; they are gone after. Meanwhile another
+    workspace's pod cannot open the driver's port nor the IDE's; the ingress
+    controller's address (the host's bridge address, where Traefik sends from) can."""
+    ns = workspace_namespace
+    core = client.CoreV1Api(kube)
+    real_workspaces("alice")
+    real_workspaces("bob")
+    alice = core.read_namespaced_pod(names.pod_name("alice"), ns)
+    driver_service = core.read_namespaced_service(names.spark_driver_service_name("alice"), ns)
+    assert driver_service.spec.cluster_ip == "None"
+
+    session = subprocess.Popen(
+        [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), "exec", alice.metadata.name,
+         "-n", ns, "-c", IDE_CONTAINER, "--", "Rscript", "-e", SPARK_FROM_R],
+        env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert session.stdout is not None
+    output: list[str] = []
+    try:
+        for line in session.stdout:
+            output.append(line)
+            if line.startswith("master="):
+                break
+        result = dict(field.split("=", 1) for field in output[-1].split())
+        assert result["master"].startswith("k8s://"), "".join(output)
+        assert int(result["total"]) == EXPECTED_TOTAL, "".join(output)
+
+        executors = [p for p in executor_pods(core, ns, "alice") if p.status.phase == "Running"]
+        assert executors, "no running executor while the session holds them"
+        for executor in executors:
+            assert executor.spec.node_name in {n.name for n in REAL_NODES}
+            owner = executor.metadata.owner_references[0]
+            assert (owner.kind, owner.name, owner.uid) == (
+                "Pod",
+                alice.metadata.name,
+                alice.metadata.uid,
+            )
+
+        bob = names.pod_name("bob")
+        ide_port = IDES["jupyterlab"].port
+        assert not reaches(ns, bob, alice.status.pod_ip, DRIVER_PORT)
+        assert not reaches(ns, bob, alice.status.pod_ip, ide_port)
+        with socket.create_connection((alice.status.pod_ip, ide_port), timeout=10):
+            pass  # from this machine's bridge address, as Traefik connects
+    finally:
+        subprocess.run(
+            [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), "exec", alice.metadata.name,
+             "-n", ns, "-c", IDE_CONTAINER, "--", "touch", STOP_FILE],
+            env=tool_env(), check=False, timeout=60,
+        )  # fmt: skip
+        rest = session.communicate(timeout=180)[0]
+    assert session.returncode == 0, "".join(output) + rest
+    assert "stopped" in rest
+    wait_until("the executors gone", lambda: not executor_pods(core, ns, "alice"), timeout=120)

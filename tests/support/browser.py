@@ -1,0 +1,109 @@
+"""A user's browser in the end-to-end tests: Debian's chromium, headless, driven by
+Selenium through Debian's chromedriver (both from hack/system-packages.sh).
+
+Workspace hosts are under `rspark.localhost`: Chromium resolves every `*.localhost`
+name to 127.0.0.1 itself, where the ingress controller listens, so the browser sends
+the workspace's own Host header with no resolver rule. Screenshots go to
+`.local/artifacts/e2e/<test>/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from devtools.localcluster import LOCAL
+
+ARTIFACTS = LOCAL / "artifacts" / "e2e"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# The tests run as root (the real nodes need it): Chromium's sandbox refuses root.
+CHROMIUM_ARGUMENTS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,900",
+)
+# JupyterLab's login page (jupyter_server's templates/login.html).
+PASSWORD_INPUT = (By.ID, "password_input")
+LOGIN_BUTTON = (By.ID, "login_submit")
+# The launcher's card of the R kernel (IRkernel's kernelspec display name is "R").
+R_NOTEBOOK_CARD = (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"][title="R"]')
+FIRST_CELL_EDITOR = (By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell .cm-content")
+CELL_OUTPUT = (By.CSS_SELECTOR, ".jp-NotebookPanel .jp-OutputArea-output")
+
+
+class Browser:
+    """One headless Chromium; every step saves a screenshot under `artifacts`."""
+
+    def __init__(self, driver: WebDriver, artifacts: Path) -> None:
+        self.driver = driver
+        self.artifacts = artifacts
+        self.shots = 0
+
+    def screenshot(self, what: str) -> Path:
+        self.shots += 1
+        path = self.artifacts / f"{self.shots:02d}-{what}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def wait(self, timeout: float) -> WebDriverWait[WebDriver]:
+        return WebDriverWait(self.driver, timeout)
+
+    def visible(self, locator: tuple[str, str], timeout: float = 60) -> WebElement:
+        element: WebElement = self.wait(timeout).until(
+            expected_conditions.visibility_of_element_located(locator)
+        )
+        return element
+
+    def jupyterlab_login(self, url: str, password: str) -> None:
+        """Open the workspace's URL and sign in with the password, as a user does."""
+        self.driver.get(url)
+        self.visible(PASSWORD_INPUT).send_keys(password)
+        self.screenshot("login")
+        self.visible(LOGIN_BUTTON).click()
+        self.visible(R_NOTEBOOK_CARD, timeout=90)
+        self.screenshot("launcher")
+
+    def run_r_cell(self, code: str, expected: str, timeout: float = 120) -> str:
+        """A new R notebook from the launcher; type `code` into its first cell, run it
+        (Shift+Enter) and wait until an output shows `expected`; return that output."""
+        self.visible(R_NOTEBOOK_CARD).click()
+        editor = self.visible(FIRST_CELL_EDITOR, timeout=90)
+        editor.click()
+        editor.send_keys(code)
+        editor.send_keys(Keys.SHIFT, Keys.ENTER)
+        try:
+            self.wait(timeout).until(
+                expected_conditions.text_to_be_present_in_element(CELL_OUTPUT, expected)
+            )
+        finally:
+            self.screenshot("r-cell")
+        return self.driver.find_element(*CELL_OUTPUT).text
+
+
+@contextmanager
+def chromium(artifacts: Path) -> Iterator[Browser]:
+    """A headless Chromium for one test; its screenshots in `artifacts` (emptied first)."""
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in CHROMIUM_ARGUMENTS:
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield Browser(driver, artifacts)
+    finally:
+        driver.quit()
