@@ -114,5 +114,9 @@ class Api(Protocol):
     ) -> None:
         """Delete that incarnation (`uid`) of the object; gone is fine."""
 
+    def label(self, obj: Manifest, key: str, value: str | None) -> Manifest | None:
+        """Set (None: remove) one label of that incarnation of `obj`; the object as it is
+        afterwards, None when it is gone."""
+
     def event(self, obj: Manifest, reason: str, message: str, *, warning: bool) -> None:
         """Record a Kubernetes event about `obj`."""

@@ -311,6 +311,30 @@ class Kube:
         target = Target(obj["apiVersion"], obj["kind"], metadata["namespace"])
         self.request("PATCH", path, body=patch, content_type=JSON_PATCH, target=target)
 
+    def label(self, obj: dict[str, Any], key: str, value: str | None) -> dict[str, Any] | None:
+        """Set (None: remove) one label, if `obj` is still that incarnation (a JSON patch
+        test of its uid); None when it is gone or replaced."""
+        metadata = obj["metadata"]
+        path = "/metadata/labels/" + key.replace("~", "~0").replace("/", "~1")
+        change = {"op": "remove", "path": path} if value is None else {
+            "op": "add", "path": path, "value": value}  # fmt: skip
+        patch = [{"op": "test", "path": "/metadata/uid", "value": metadata["uid"]}, change]
+        target = Target(obj["apiVersion"], obj["kind"], metadata["namespace"])
+        try:
+            patched: dict[str, Any] = self.request(
+                "PATCH",
+                url(obj["apiVersion"], obj["kind"], metadata["namespace"], metadata["name"]),
+                body=patch,
+                content_type=JSON_PATCH,
+                target=target,
+            )
+        except KubeError as error:
+            # Gone, or another incarnation (the test failed: 422).
+            if error.failure not in (Failure.NOT_FOUND, Failure.REJECTED):
+                raise
+            return None
+        return patched
+
     def dry_run_create(self, manifest: dict[str, Any]) -> None:
         """Would the API server create this object? Raises KubeError when it would not.
 

@@ -23,10 +23,10 @@ created only once the old one is gone. A pod on a lost node stays Terminating
 forever (no kubelet confirms it stopped); past its deadline the operator
 force-deletes it so the workspace can start elsewhere.
 
-A pod on a cordoned node (being drained) is moved at once, whatever the rollout:
-its PodDisruptionBudget (`builders/disruption.py`) refuses the drain's eviction, so
-the operator deletes it gracefully (the agent takes the last snapshot) and the
-next pod starts on another node; the drain then completes.
+A pod on a cordoned node (being drained) is released from its PodDisruptionBudget
+(`RELEASE`: a label, see `builders/disruption.py`) so that the drain evicts it
+gracefully (the agent takes the last snapshot); the next pod then starts on another
+node. A released pod whose node is uncordoned is protected again (`PROTECT`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ POD_RESTARTING = "PodRestarting"
 PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
 NODE_DRAINED = "NodeDrained"
+NODE_UNCORDONED = "NodeUncordoned"
 
 
 class PodAction(Enum):
@@ -59,6 +60,8 @@ class PodAction(Enum):
     WAIT = "wait"  # it is terminating: the next one starts once it is gone
     FORCE_DELETE = "force-delete"  # terminating on a lost node past its deadline
     HOLD = "hold"  # differs for the operator's reasons: kept until a restart or the rollout
+    RELEASE = "release"  # its node is cordoned: out of its disruption budget, for the drain
+    PROTECT = "protect"  # released, and its node is uncordoned: back in its budget
 
 
 # Actions that put a new pod in place of what exists.
@@ -116,23 +119,28 @@ def decide_pod(
         return PodPlan(
             PodAction.DELETE, Reason.POD_FAILED, "the pod ended; replacing it", warning=True
         )
-    if node_cordoned:
-        return PodPlan(
-            PodAction.REPLACE,
-            NODE_DRAINED,
-            f"moving off node {node_name(pod)}, which is cordoned "
-            "(being drained): the pod takes its last snapshot as it stops "
-            "(status.lastSnapshot), then starts on another node",
-        )
     if restart_requested:
         return PodPlan(PodAction.REPLACE, POD_RESTARTING, "restart requested; replacing the pod")
-    if not spec_current(pod, desired):
-        if user_edit:
-            return PodPlan(
-                PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
-            )
-        return PodPlan(PodAction.HOLD)
-    return NOTHING
+    if not spec_current(pod, desired) and user_edit:
+        return PodPlan(
+            PodAction.REPLACE, Reason.POD_REPLACING, "the pod spec changed; replacing the pod"
+        )
+    released = names.DRAIN_LABEL in (pod["metadata"].get("labels") or {})
+    if node_cordoned and not released:
+        return PodPlan(
+            PodAction.RELEASE,
+            NODE_DRAINED,
+            f"node {node_name(pod)} is cordoned (being drained): the pod may be evicted now; "
+            "it takes its last snapshot as it stops (status.lastSnapshot) and the workspace "
+            "starts again on another node",
+        )
+    if released and not node_cordoned:
+        return PodPlan(
+            PodAction.PROTECT,
+            NODE_UNCORDONED,
+            f"node {node_name(pod)} is uncordoned: the pod is protected from evictions again",
+        )
+    return NOTHING if spec_current(pod, desired) else PodPlan(PodAction.HOLD)
 
 
 def roll_out(pod: Mapping[str, Any], desired: Mapping[str, Any]) -> PodPlan:

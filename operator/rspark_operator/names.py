@@ -23,6 +23,10 @@ RESTART_ANNOTATION = f"{GROUP}/restart-requested-at"
 SNAPSHOT_REPOSITORY_ANNOTATION = f"{GROUP}/snapshot-repository"
 SNAPSHOT_CREDENTIALS_ANNOTATION = f"{GROUP}/snapshot-credentials-secret"
 
+# On a workspace pod whose node is cordoned: its disruption budget no longer covers it,
+# so the drain may evict it (builders/disruption.py).
+DRAIN_LABEL = f"{GROUP}/drain"
+
 RSTUDIO_COMPONENT = "rstudio"
 SPARK_EXECUTOR_COMPONENT = "spark-executor"
 

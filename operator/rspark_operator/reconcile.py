@@ -375,6 +375,10 @@ def _carry_out(
             return None, False
     if pod is None or plan.action in (PodAction.NONE, PodAction.WAIT):
         return pod, False
+    if plan.action in (PodAction.RELEASE, PodAction.PROTECT):
+        value = "true" if plan.action is PodAction.RELEASE else None
+        labelled = api.label(pod, names.DRAIN_LABEL, value)
+        return labelled, labelled is not None
     metadata = pod["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     force = plan.action is PodAction.FORCE_DELETE

@@ -247,13 +247,15 @@ def test_a_drain_moves_the_pod_gracefully_and_completes(
     old = alice.running_pod("alice")
     core = client.CoreV1Api(kube)
 
-    def guarded() -> Any:
+    def counted() -> Any:
         budget = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(
             "alice", workspace_namespace
         )
-        return budget.status and budget.status.current_healthy == 1
+        status = budget.status
+        current = status.observed_generation == budget.metadata.generation
+        return budget if current and status.current_healthy == 1 else None
 
-    wait_until("the budget counts the Ready pod", guarded)
+    assert wait_until("the budget counts the Ready pod", counted).status.disruptions_allowed == 0
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod_eviction(
             "alice",

@@ -137,6 +137,18 @@ class FakeApi:
         else:
             del self.objects[key]
 
+    def label(self, obj: Manifest, key: str, value: str | None) -> Manifest | None:
+        found = self.objects.get(_key(obj))
+        if found is None or found["metadata"]["uid"] != obj["metadata"]["uid"]:
+            return None
+        self.writes.append(Write("label", _key(obj)))
+        labels = found["metadata"].setdefault("labels", {})
+        if value is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+        return copy.deepcopy(found)
+
     def event(self, obj: Manifest, reason: str, message: str, *, warning: bool) -> None:
         self.events.append((reason, message, warning))
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rspark_operator.lifecycle import PodAction, PodPlan, decide_pod, waiting_on_lost_node
-from rspark_operator.names import POD_SPEC_HASH_ANNOTATION, workspace_of
+from rspark_operator.names import DRAIN_LABEL, POD_SPEC_HASH_ANNOTATION, workspace_of
 
 pytestmark = pytest.mark.unit
 
@@ -116,32 +116,42 @@ def test_force_delete_can_be_turned_off() -> None:
     assert decision.action == PodAction.WAIT
 
 
+def released(current: dict[str, Any]) -> dict[str, Any]:
+    current["metadata"]["labels"] = {DRAIN_LABEL: "true"}
+    return current
+
+
 @pytest.mark.parametrize(
-    ("case", "suspended", "current", "user_edit", "action", "reason"),
+    ("case", "suspended", "current", "cordoned", "action", "reason"),
     [
-        ("current pod: moved", False, pod(), False, PodAction.REPLACE, "NodeDrained"),
-        # Not held for the rollout: the drain waits for it.
-        ("held for the rollout: moved", False, pod(spec_hash="old"), False, PodAction.REPLACE,
+        ("current pod: released for the drain", False, pod(), True, PodAction.RELEASE,
          "NodeDrained"),
-        ("already stopping: wait", False, pod(deadline=NOW + timedelta(seconds=60)), False,
+        ("held for the rollout: released too", False, pod(spec_hash="old"), True,
+         PodAction.RELEASE, "NodeDrained"),
+        ("released: the drain evicts it", False, released(pod()), True, PodAction.NONE, ""),
+        ("released and held: still held", False, released(pod(spec_hash="old")), True,
+         PodAction.HOLD, ""),
+        ("released, node uncordoned: protected again", False, released(pod()), False,
+         PodAction.PROTECT, "NodeUncordoned"),
+        ("already stopping: wait", False, pod(deadline=NOW + timedelta(seconds=60)), True,
          PodAction.WAIT, ""),
-        ("suspended: stopped, not moved", True, pod(), False, PodAction.DELETE, "PodStopping"),
-        ("ended: deleted, the next one starts elsewhere", False, pod(phase="Failed"), False,
+        ("suspended: stopped", True, pod(), True, PodAction.DELETE, "PodStopping"),
+        ("ended: deleted, the next one starts elsewhere", False, pod(phase="Failed"), True,
          PodAction.DELETE, "PodFailed"),
     ],
 )  # fmt: skip
-def test_a_pod_on_a_cordoned_node_is_moved(
+def test_a_pod_on_a_cordoned_node_is_left_to_the_drain(
     case: str,
     suspended: bool,
     current: dict[str, Any],
-    user_edit: bool,
+    cordoned: bool,
     action: PodAction,
     reason: str,
 ) -> None:
-    decision = decide(suspended, current, node_=None, user_edit=user_edit, cordoned=True)
+    decision = decide(suspended, current, node_=None, user_edit=False, cordoned=cordoned)
     assert (decision.action, decision.reason) == (action, reason), case
-    if action is PodAction.REPLACE:
-        assert "node-a" in decision.message and "last snapshot" in decision.message
+    if action in (PodAction.RELEASE, PodAction.PROTECT):
+        assert "node-a" in decision.message
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,14 @@ import pytest
 
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import READY, find
-from rspark_operator.lifecycle import NODE_DRAINED, PENDING_RESTART, POD_CREATED, POD_RESTARTING
-from rspark_operator.names import RESTART_ANNOTATION
+from rspark_operator.lifecycle import (
+    NODE_DRAINED,
+    NODE_UNCORDONED,
+    PENDING_RESTART,
+    POD_CREATED,
+    POD_RESTARTING,
+)
+from rspark_operator.names import DRAIN_LABEL, RESTART_ANNOTATION
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings
@@ -313,47 +319,58 @@ def test_a_finished_replacement_wakes_the_workspace_that_waited_longest() -> Non
     assert rollout.admit(c)
 
 
-def test_a_pod_on_a_cordoned_node_moves_off_it_even_when_the_rollout_is_full() -> None:
+def test_a_pod_on_a_cordoned_node_is_released_to_the_drain_then_starts_elsewhere() -> None:
     fake = FakeApi()
     running(fake)
     old_uid = fake.objects[POD]["metadata"]["uid"]
-    upgraded = settings(workspace_image="rstudio:upgraded", allowed_image_prefixes=["rstudio:"])
-    full = Rollout(max_pods=1)
-    assert full.admit(("team", "someone-else"))
 
     def reconcile_on(cordoned: set[str]) -> Outcome:
         body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
         assert body is not None
-        return reconcile(fake, upgraded, body, no_warnings, full,
+        return reconcile(fake, SETTINGS, body, no_warnings, ROLLOUT,
                          cordoned=cordoned.__contains__, children=False, now=NOW)  # fmt: skip
 
-    assert reconcile_on({"node-b"}).status["pendingRestart"] is True  # held: not its node
-    assert not fake.objects[POD]["metadata"].get("deletionTimestamp")
+    assert reconcile_on({"node-b"}).events == []  # not its node
     outcome = reconcile_on({"node-a", "node-b"})
-    # Deleted gracefully (its grace period: RStudio's shutdown, the last snapshot).
-    assert fake.objects[POD]["metadata"]["deletionTimestamp"]
-    assert fake.objects[POD]["metadata"]["uid"] == old_uid
-    assert [e.reason for e in outcome.events] == [NODE_DRAINED, Reason.POD_REPLACING]
+    labels = fake.objects[POD]["metadata"]["labels"]
+    assert labels[DRAIN_LABEL] == "true"  # out of its budget: the drain may evict it
+    assert not fake.objects[POD]["metadata"].get("deletionTimestamp")  # the drain does
+    assert [e.reason for e in outcome.events] == [NODE_DRAINED]
     assert "node-a" in outcome.events[0].message
-    assert full.under_way() == 1  # the drain took no place in the rollout
+    fake.writes.clear()
+    assert reconcile_on({"node-a"}).events == []
+    assert fake.writes == []  # once
+    # The drain evicts it: a graceful deletion; once gone, the next pod starts.
+    fake.delete("v1", "Pod", NAMESPACE, NAME, old_uid)
     reconcile_on({"node-a"})
-    assert fake.objects[POD]["metadata"]["uid"] == old_uid  # no second pod meanwhile
     fake.finish_termination(*POD)
-    outcome = reconcile_on({"node-a"})
+    reconcile_on({"node-a"})
     pod = fake.objects[POD]
     assert pod["metadata"]["uid"] != old_uid
+    assert DRAIN_LABEL not in pod["metadata"]["labels"]  # protected by its budget
     assert "nodeName" not in pod["spec"]  # the scheduler places it, off the cordoned node
-    assert pod["spec"]["containers"][0]["image"] == "rstudio:upgraded"
-    assert [e.reason for e in outcome.events] == [POD_CREATED, Reason.POD_NOT_READY]
 
 
-def test_every_workspace_has_a_disruption_budget_for_its_pod_alone() -> None:
+def test_a_released_pod_is_protected_again_when_its_node_is_uncordoned() -> None:
+    fake = FakeApi()
+    running(fake)
+    body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+    assert body is not None
+    reconcile(fake, SETTINGS, body, no_warnings, ROLLOUT, cordoned={"node-a"}.__contains__,
+              children=False, now=NOW)  # fmt: skip
+    outcome = run(fake, children=False)
+    assert DRAIN_LABEL not in fake.objects[POD]["metadata"]["labels"]
+    assert [e.reason for e in outcome.events] == [NODE_UNCORDONED]
+
+
+def test_a_budget_selects_the_pod_until_it_is_released() -> None:
     fake = FakeApi()
     running(fake)
     budget = fake.get("policy/v1", "PodDisruptionBudget", NAMESPACE, NAME)
     pod = fake.objects[POD]
     assert budget is not None
-    selector = budget["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= pod["metadata"]["labels"].items()
+    selector = budget["spec"]["selector"]
+    assert selector["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert selector["matchExpressions"] == [{"key": DRAIN_LABEL, "operator": "DoesNotExist"}]
     assert budget["spec"]["minAvailable"] == 1
     assert budget["metadata"]["ownerReferences"][0]["uid"] == "ws-uid"

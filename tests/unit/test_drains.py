@@ -1,0 +1,50 @@
+"""The watch of cordoned nodes (`main.node_cordoned`): what it queues and remembers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+
+from rspark_operator.main import BY_NODE, node_cordoned
+from rspark_operator.resync import ResyncQueue
+
+pytestmark = pytest.mark.unit
+
+NOW = 100.0
+
+
+def node_event(memo: kopf.Memo, kind: str | None, name: str, unschedulable: bool) -> None:
+    body = {"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}}
+    index: dict[str, list[tuple[str | None, str]]] = {
+        "node-a": [("team", "alice"), ("team", "bob")],
+        "node-b": [("team", "carol")],
+    }
+    kwargs: dict[str, Any] = {BY_NODE: index}
+    event: Any = {"type": kind, "object": body}
+    asyncio.run(node_cordoned(event=event, body=body, name=name, memo=memo, **kwargs))  # type: ignore[arg-type]
+
+
+def memo() -> kopf.Memo:
+    return kopf.Memo(queue=ResyncQueue(600, clock=lambda: NOW), cordoned=set())
+
+
+def test_a_cordoned_node_queues_the_workspaces_of_its_pods_and_is_remembered() -> None:
+    ours = memo()
+    node_event(ours, "MODIFIED", "node-a", unschedulable=True)
+    assert ours.cordoned == {"node-a"}
+    assert ours.queue.due_at(("team", "alice")) == NOW
+    assert ours.queue.due_at(("team", "bob")) == NOW
+    assert ours.queue.due_at(("team", "carol")) is None
+
+
+def test_an_uncordoned_node_is_forgotten() -> None:
+    ours = memo()
+    node_event(ours, None, "node-a", unschedulable=True)  # listed at start
+    node_event(ours, None, "node-b", unschedulable=True)
+    # Leaving the watch's selection (uncordoned) comes as a deletion.
+    node_event(ours, "DELETED", "node-a", unschedulable=False)
+    node_event(ours, "MODIFIED", "node-b", unschedulable=False)
+    assert ours.cordoned == set()
