@@ -204,15 +204,17 @@ async def workspaces_by_node(body: kopf.Body, **_: Any) -> dict[str, tuple[str |
 async def node_cordoned(
     event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """A node was cordoned (a drain begins) or uncordoned: its workspaces' pods move off
-    it (see `builders/disruption.py`)."""
+    """A node was cordoned (a drain begins) or uncordoned: its workspaces' pods leave
+    their disruption budgets, or come back under them (see `builders/disruption.py`)."""
     cordoned: set[str] = memo.cordoned
     if event["type"] == "DELETED" or not (body.get("spec") or {}).get("unschedulable"):
+        if name not in cordoned:
+            return
         cordoned.discard(name)
+    elif name in cordoned:
         return
-    if name in cordoned:
-        return
-    cordoned.add(name)
+    else:
+        cordoned.add(name)
     index: kopf.Index[str, tuple[str | None, str]] = kwargs[BY_NODE]
     for namespace, workspace in index.get(name, ()):
         if namespace:

@@ -40,11 +40,23 @@ def test_a_cordoned_node_queues_the_workspaces_of_its_pods_and_is_remembered() -
     assert ours.queue.due_at(("team", "carol")) is None
 
 
-def test_an_uncordoned_node_is_forgotten() -> None:
+def test_an_uncordoned_node_is_forgotten_and_queues_its_workspaces_again() -> None:
     ours = memo()
     node_event(ours, None, "node-a", unschedulable=True)  # listed at start
     node_event(ours, None, "node-b", unschedulable=True)
+    ours.queue = ResyncQueue(600, clock=lambda: NOW)
     # Leaving the watch's selection (uncordoned) comes as a deletion.
     node_event(ours, "DELETED", "node-a", unschedulable=False)
     node_event(ours, "MODIFIED", "node-b", unschedulable=False)
     assert ours.cordoned == set()
+    assert ours.queue.due_at(("team", "alice")) == NOW  # its pod back under its budget
+    assert ours.queue.due_at(("team", "carol")) == NOW
+
+
+def test_a_node_seen_cordoned_again_queues_nothing_more() -> None:
+    ours = memo()
+    node_event(ours, "MODIFIED", "node-a", unschedulable=True)
+    ours.queue = ResyncQueue(600, clock=lambda: NOW)
+    node_event(ours, "MODIFIED", "node-a", unschedulable=True)  # its status, say
+    node_event(ours, "DELETED", "node-c", unschedulable=False)  # never seen cordoned
+    assert len(ours.queue) == 0
