@@ -24,8 +24,6 @@ from devtools.localcluster import ROOT, kubectl
 from tests.support.kube import wait_until
 
 CHART = ROOT / "charts" / "rspark-operator"
-# The admission policy's parameters: the settings under a fixed name (manifests/base).
-ADMISSION_SETTINGS = "rspark-admission-settings"
 Key = tuple[str, str, str, str]
 
 
@@ -102,21 +100,13 @@ def test_values_change_only_what_they_name(helm: Any) -> None:
         "settings.RSPARK_SNAPSHOT_REPOSITORY_BASE=s3:https://s3.example.com/b",
         "settings.RSPARK_RESYNC_SECONDS=300",
     )
-    # The operator's settings (a hashed name) and the admission policy's copy of them.
-    settings = [o for o in changed.values() if o["kind"] == "ConfigMap"]
-    old_settings = [o for o in default.values() if o["kind"] == "ConfigMap"]
-    (config_map,) = [o for o in settings if o["metadata"]["name"] != ADMISSION_SETTINGS]
-    (old_config_map,) = [o for o in old_settings if o["metadata"]["name"] != ADMISSION_SETTINGS]
-    (admission,) = [o for o in settings if o["metadata"]["name"] == ADMISSION_SETTINGS]
-    assert (
-        config_map["data"]
-        == admission["data"]
-        == {
-            **old_config_map["data"],
-            "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:https://s3.example.com/b",
-            "RSPARK_RESYNC_SECONDS": "300",
-        }
-    )
+    (config_map,) = [o for o in changed.values() if o["kind"] == "ConfigMap"]
+    (old_config_map,) = [o for o in default.values() if o["kind"] == "ConfigMap"]
+    assert config_map["data"] == {
+        **old_config_map["data"],
+        "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:https://s3.example.com/b",
+        "RSPARK_RESYNC_SECONDS": "300",
+    }
     assert config_map["metadata"]["name"] != old_config_map["metadata"]["name"]
     (deployment,) = [o for o in changed.values() if o["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 3
@@ -125,6 +115,28 @@ def test_values_change_only_what_they_name(helm: Any) -> None:
     assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
     same = {k for k in default if k[1] not in ("ConfigMap", "Deployment")}
     assert {k: changed[k] for k in same} == {k: default[k] for k in same}
+
+
+def test_image_settings_reach_the_admission_policy(helm: Any) -> None:
+    default = render(helm)
+    changed = render(
+        helm,
+        "settings.RSPARK_ALLOWED_IMAGE_PREFIXES=registry.example.com/rspark/",
+        "settings.RSPARK_SPARK_EXECUTOR_IMAGE=registry.example.com/rspark/spark:1",
+    )
+
+    def variables(objects: dict[Key, dict[str, Any]]) -> dict[str, str]:
+        (policy,) = [o for o in objects.values() if o["kind"] == "ValidatingAdmissionPolicy"]
+        return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+    before, after = variables(default), variables(changed)
+    assert after["prefixes"] == before["prefixes"].replace(
+        "''.split", "'registry.example.com/rspark/'.split"
+    )
+    assert after["executorImage"] == "'registry.example.com/rspark/spark:1'"
+    assert {k: v for k, v in after.items() if k not in ("prefixes", "executorImage")} == {
+        k: v for k, v in before.items() if k not in ("prefixes", "executorImage")
+    }
 
 
 def test_an_unknown_setting_is_refused(helm: Any) -> None:
@@ -145,9 +157,9 @@ def test_helm_lint_is_clean(helm: Any) -> None:
 
 
 def test_the_charts_crds_and_base_are_the_repositorys_own() -> None:
-    assert (CHART / "crds").resolve() == ROOT / "crds"
-    assert (CHART / "base").resolve() == BASE
-    assert (CHART / "crds").is_symlink() and (CHART / "base").is_symlink()
+    links = {"crds": ROOT / "crds", "base": BASE, "components": BASE.parent / "components"}
+    for name, target in links.items():
+        assert (CHART / name).is_symlink() and (CHART / name).resolve() == target, name
 
 
 def exists(manifest: dict[str, Any]) -> bool:

@@ -27,7 +27,12 @@ BASE_KINDS = {
     "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 }  # fmt: skip
 # What the admission policy reads from its copy of the settings (admission.yaml).
-ADMISSION_KEYS = ("RSPARK_SPARK_EXECUTOR_IMAGE", "RSPARK_ALLOWED_IMAGE_PREFIXES")
+# The admission policy's variables that carry an operator setting
+# (manifests/components/admission-settings).
+ADMISSION_VARIABLES = {
+    "prefixes": "RSPARK_ALLOWED_IMAGE_PREFIXES",
+    "executorImage": "RSPARK_SPARK_EXECUTOR_IMAGE",
+}
 
 
 def apply(manifest: dict[str, Any], *, dry_run: bool) -> str:
@@ -219,9 +224,16 @@ def test_make_crds_leaves_the_committed_crd_alone_when_generation_fails() -> Non
 
 
 @pytest.mark.parametrize("kustomization", [BASE, OVERLAYS / "dev", OVERLAYS / "production-example"])
-def test_the_admission_policy_reads_the_operators_image_settings(kustomization: Path) -> None:
+def test_the_admission_policy_enforces_the_operators_image_settings(kustomization: Path) -> None:
     objects = build(kustomization)
     operator = config_map(objects, "rspark-operator-settings")
-    admission = config_map(objects, "rspark-admission-settings")
-    for key in ADMISSION_KEYS:
-        assert operator.get(key) == admission.get(key), key
+    (policy,) = [o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"]
+    # The setting is the CEL string literal of the variable's expression.
+    written = {
+        variable["name"]: variable["expression"].split("'")[1]
+        for variable in policy["spec"]["variables"]
+        if variable["name"] in ADMISSION_VARIABLES
+    }
+    assert written == {name: operator[key] for name, key in ADMISSION_VARIABLES.items()}
+    if kustomization.name == "production-example":
+        assert written["executorImage"].startswith("registry.example.com/")

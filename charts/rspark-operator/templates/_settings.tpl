@@ -3,9 +3,7 @@ The settings ConfigMap as kustomize's configMapGenerator makes it from the
 base's env file, with .Values.settings over it. Its name carries kustomize's
 content hash (sha256 of {"data":...,"kind":"ConfigMap","name":""} as JSON,
 first 10 hex digits, 0 1 3 a e spelled g h k m t), so that with default values
-it is the base's very name and a change of settings rolls the Deployment; an
-entry with disableNameSuffixHash keeps its plain name (the admission policy's
-parameters, which its binding names).
+it is the base's very name and a change of settings rolls the Deployment.
 Input: dict "root" $ "generator" (one configMapGenerator entry) "labels" {...}.
 */}}
 {{- define "rspark-operator.settings" -}}
@@ -31,9 +29,6 @@ Input: dict "root" $ "generator" (one configMapGenerator entry) "labels" {...}.
 {{- $hash := dict "data" $data "kind" "ConfigMap" "name" "" | toJson | sha256sum | trunc 10 -}}
 {{- $hash = $hash | replace "0" "g" | replace "1" "h" | replace "3" "k" | replace "a" "m" | replace "e" "t" -}}
 {{- $name := printf "%s-%s" $generator.name $hash -}}
-{{- if and $generator.options $generator.options.disableNameSuffixHash -}}
-{{- $name = $generator.name -}}
-{{- end -}}
 {{- $metadata := dict "name" $name "namespace" $generator.namespace "labels" .labels -}}
 {{- dict "apiVersion" "v1" "kind" "ConfigMap" "metadata" $metadata "data" $data | toYaml -}}
 {{- end -}}
