@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
-.PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration lint crds bench
+.PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration e2e lint crds bench
 .PHONY: manifests deploy images images-local lint-images e2e-kind docs chart lint-chart
 
 venv:
@@ -37,6 +37,11 @@ test-unit: venv
 
 test-integration: venv tools
 	@$(PY) -m pytest -m integration tests
+
+# The end-to-end tests alone (tests/integration/e2e, also part of `make test`): JupyterLab
+# workspaces on the real nodes, a browser through the ingress controller, Spark from R.
+e2e: venv tools
+	@$(PY) -m pytest -m e2e tests
 
 lint: venv
 	@$(VENV)/bin/ruff check .

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ REAL_NODE_TOLERATION = {
     "value": REAL_NODE_VALUE,
     "effect": "NoSchedule",
 }
+# The operator's image and settings ConfigMap in manifests/base.
+OPERATOR_IMAGE = "ghcr.io/rspark-dev/operator"
+SETTINGS_CONFIG_MAP = "rspark-operator-settings"
 # A first pull of the JupyterLab image onto a node takes minutes on a busy machine.
 DEV_READY_TIMEOUT_SECONDS = 900
 CREDENTIALS_SECRET = "rspark-s3-credentials"
@@ -70,17 +74,28 @@ def credentials_secret(namespace: str, s3: S3Credentials) -> None:
     kubectl("apply", "-f", "-", stdin=manifest)
 
 
+def local_cluster_settings(s3: S3Credentials) -> dict[str, str]:
+    """The operator's settings on the local cluster: snapshots go to its S3 bucket; the
+    ingress controller (Traefik, on the host) reaches pods from the bridge address."""
+    return {
+        "snapshot_repository_base": f"s3:{s3.endpoint}/{s3.bucket}",
+        "snapshot_credentials_secret": CREDENTIALS_SECRET,
+        "ingress_controller_cidrs": json.dumps([f"{HOST_ADDRESS}/32"]),
+    }
+
+
 def operator_environment(s3: S3Credentials, **settings: str) -> dict[str, str]:
-    """The operator's environment on the local cluster: snapshots go to its S3 bucket;
-    the ingress controller (Traefik, on the host) reaches pods from the bridge address."""
+    """The environment of an operator process on this machine, on the local cluster."""
     return {
         **os.environ,
         "KUBECONFIG": str(localcluster.KUBECONFIG),
-        "RSPARK_SNAPSHOT_REPOSITORY_BASE": f"s3:{s3.endpoint}/{s3.bucket}",
-        "RSPARK_SNAPSHOT_CREDENTIALS_SECRET": CREDENTIALS_SECRET,
-        "RSPARK_INGRESS_CONTROLLER_CIDRS": json.dumps([f"{HOST_ADDRESS}/32"]),
-        **{f"RSPARK_{key.upper()}": value for key, value in settings.items()},
+        **settings_env({**local_cluster_settings(s3), **settings}),
     }
+
+
+def settings_env(settings: dict[str, str]) -> dict[str, str]:
+    """Operator settings (`OperatorSettings` field names) as its environment variables."""
+    return {f"RSPARK_{key.upper()}": value for key, value in settings.items()}
 
 
 def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
@@ -94,6 +109,37 @@ def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
         "workspace_node_selector": json.dumps({REAL_NODE_LABEL: REAL_NODE_VALUE}),
         "workspace_tolerations": json.dumps([REAL_NODE_TOLERATION]),
     }
+
+
+def real_node_overlay(refs: dict[str, str], s3: S3Credentials) -> Path:
+    """A kustomization on manifests/base, as a platform team writes one, for the local
+    cluster's real nodes: the operator image of `make images-local` (`refs`), the
+    settings of `local_cluster_settings` and `real_node_settings` (so the admission
+    policy allows the local executor image), written under .local/overlays."""
+    directory = localcluster.LOCAL / "overlays" / "real-nodes"
+    directory.mkdir(parents=True, exist_ok=True)
+    operator_name, operator_tag = refs["operator"].rsplit(":", 1)
+    settings = settings_env({**local_cluster_settings(s3), **real_node_settings(refs)})
+    base = Path(os.path.relpath(ROOT / "manifests", directory))
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [str(base / "base")],
+        "images": [
+            {"name": OPERATOR_IMAGE, "newName": operator_name, "newTag": operator_tag},
+        ],
+        "configMapGenerator": [
+            {
+                "name": SETTINGS_CONFIG_MAP,
+                "namespace": "rspark-system",
+                "behavior": "merge",
+                "literals": [f"{key}={value}" for key, value in settings.items()],
+            }
+        ],
+        "components": [str(base / "components" / "admission-settings")],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return directory
 
 
 def push_images(names: tuple[str, ...] = WORKSPACE_IMAGES) -> dict[str, str]:
@@ -190,27 +236,12 @@ def workspace_status(namespace: str, name: str) -> dict[str, Any]:
     return status
 
 
-def dev() -> None:
-    localcluster.up()
-    refs = push_images()
-    install_crds()
-    s3 = localcluster.s3_credentials()
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
-    )
-    credentials_secret(DEV_NAMESPACE, s3)
-    kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
-    name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
-    log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
-    operator.start()
+def show_workspace(name: str, operator: OperatorProcess) -> None:
+    """Print how to watch the sample, then its URL and password once it is Running;
+    return when the operator stops."""
     kubectl_line = f"KUBECONFIG={localcluster.KUBECONFIG} .local/bin/kubectl -n {DEV_NAMESPACE}"
     print(
-        f"[dev] operator running (log: {log_path}); sample workspace {name} in namespace "
+        f"[dev] operator running (log: {operator.log_path}); sample workspace {name} in namespace "
         f"{DEV_NAMESPACE} starts on a real node (the first pull of the image takes minutes).\n"
         f"[dev] Watch it:  {kubectl_line} get rsw,pods -w",
         flush=True,
@@ -234,9 +265,34 @@ def dev() -> None:
         print(f"[dev] {name} is not Running yet: {status}; see the watch line above.", flush=True)
     print("[dev] Ctrl-C stops the operator; make cluster-down stops the cluster.", flush=True)
     assert operator.process is not None
+    operator.process.wait()
+
+
+def dev() -> None:
+    # A TERM (a supervisor, or `kill`) stops the operator as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    localcluster.up()
+    refs = push_images()
+    install_crds()
+    s3 = localcluster.s3_credentials()
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
+    )
+    credentials_secret(DEV_NAMESPACE, s3)
+    kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
+    name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
+    log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
+    operator.start()
     try:
-        operator.process.wait()
+        show_workspace(name, operator)
     except KeyboardInterrupt:
+        pass
+    finally:
         operator.stop()
 
 

@@ -13,6 +13,7 @@ hack/tools.sh (built once per version, cached under ~/.cache/rspark-operator).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import secrets
@@ -190,8 +191,10 @@ def kwokctl_configuration(
             "kubeAdmission": True,
             "securePort": True,
             "kubeApiserverPort": api_port,
-            # Pods and kubelets reach the API server on the bridge (devtools.forward).
-            "kubeApiserverCertSANs": [HOST_ADDRESS],
+            # Pods and kubelets reach the API server on the bridge (devtools.forward);
+            # in-cluster clients (KUBERNETES_SERVICE_HOST) at the `kubernetes` Service's
+            # ClusterIP, the first address of the Service range.
+            "kubeApiserverCertSANs": [HOST_ADDRESS, str(ipaddress.ip_network(SERVICE_RANGE)[1])],
             # kwokctl multiplies every heartbeat setting by this factor (default 5).
             "heartbeatFactor": 1,
             # A node whose simulated kubelet stops is noticed within 20 s, not 40 s or more.

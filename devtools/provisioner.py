@@ -24,6 +24,7 @@ from kubernetes.client.rest import ApiException
 PROVISIONER_NAME = "rspark.dev/local-hostpath"
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 POLL_SECONDS = 1.0
+VOLUME_MODE = 0o777
 
 log = logging.getLogger("provisioner")
 
@@ -92,6 +93,10 @@ class Provisioner:
         name = f"pvc-{metadata['uid']}"
         path = self.root / name
         path.mkdir(parents=True, exist_ok=True)
+        # The kubelet applies a pod's fsGroup to real volumes, never to hostPath ones:
+        # writable by every user, as Rancher's local-path-provisioner makes its
+        # directories, so that the pods' non-root users (uid 1000) own what they write.
+        path.chmod(VOLUME_MODE)
         size = spec["resources"]["requests"]["storage"]
         body = {
             "apiVersion": "v1",

@@ -42,6 +42,11 @@ LOGIN_BUTTON = (By.ID, "login_submit")
 R_NOTEBOOK_CARD = (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"][title="R"]')
 FIRST_CELL_EDITOR = (By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell .cm-content")
 CELL_OUTPUT = (By.CSS_SELECTOR, ".jp-NotebookPanel .jp-OutputArea-output")
+# The notebook toolbar's kernel indicator: idle once the kernel has started.
+KERNEL_IDLE = (
+    By.CSS_SELECTOR,
+    '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]',
+)
 
 
 class Browser:
@@ -81,6 +86,7 @@ class Browser:
         (Shift+Enter) and wait until an output shows `expected`; return that output."""
         self.visible(R_NOTEBOOK_CARD).click()
         editor = self.visible(FIRST_CELL_EDITOR, timeout=90)
+        self.visible(KERNEL_IDLE, timeout=timeout)
         editor.click()
         editor.send_keys(code)
         editor.send_keys(Keys.SHIFT, Keys.ENTER)

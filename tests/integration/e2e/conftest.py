@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devtools.deploy import OperatorProcess, push_images, real_node_settings
-from devtools.install import session_operator_stopped
+from devtools.deploy import OperatorProcess, push_images, real_node_overlay, real_node_settings
+from devtools.install import deploy, session_operator_stopped
 from devtools.network import REAL_NODES
 from devtools.s3 import S3Credentials
 from tests.integration.conftest import assert_clean, start_operator
@@ -32,11 +32,25 @@ def local_images(local_cluster: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def real_node_install(
+    operator_kubeconfig: Path, cluster_s3: S3Credentials, local_images: dict[str, str]
+) -> Iterator[Path]:
+    """manifests/base through the real-node overlay (`devtools.deploy.real_node_overlay`:
+    the local operator image, the real-node settings, which the admission policy
+    follows); the base again after."""
+    overlay = real_node_overlay(local_images, cluster_s3)
+    deploy(overlay)
+    yield overlay
+    deploy()
+
+
+@pytest.fixture(scope="module")
 def real_node_operator(
     operator: OperatorProcess,
     operator_kubeconfig: Path,
     cluster_s3: S3Credentials,
     local_images: dict[str, str],
+    real_node_install: Path,
 ) -> Iterator[OperatorProcess]:
     """The operator with the real-node settings (`make dev`'s), under the manifests'
     ServiceAccount; the session's operator is stopped meanwhile."""
@@ -51,21 +65,23 @@ def real_node_operator(
     assert_clean(process)
 
 
+def create_on_real_nodes(workspaces: Workspaces, name: str, **spec: Any) -> dict[str, Any]:
+    """A JupyterLab workspace, Running on a real node (the operator must have the
+    real-node settings)."""
+    manifest = sample(name, ide="jupyterlab", resources=E2E_RESOURCES, spark=E2E_SPARK, **spec)
+    workspaces.create(manifest)
+    running = workspaces.wait_phase(name, "Running", timeout=FIRST_START_SECONDS)
+    assert workspaces.running_pod(name).spec.node_name in {n.name for n in REAL_NODES}
+    return running
+
+
 @pytest.fixture
 def real_workspaces(
     kube: client.ApiClient, workspace_namespace: str, real_node_operator: OperatorProcess
 ) -> Callable[..., dict[str, Any]]:
     """Create a JupyterLab workspace on the real nodes and wait until it is Running."""
     workspaces = Workspaces(kube, workspace_namespace)
-
-    def create(name: str, **spec: Any) -> dict[str, Any]:
-        manifest = sample(name, ide="jupyterlab", resources=E2E_RESOURCES, spark=E2E_SPARK, **spec)
-        workspaces.create(manifest)
-        running = workspaces.wait_phase(name, "Running", timeout=FIRST_START_SECONDS)
-        assert workspaces.running_pod(name).spec.node_name in {n.name for n in REAL_NODES}
-        return running
-
-    return create
+    return lambda name, **spec: create_on_real_nodes(workspaces, name, **spec)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,21 @@ def ide_exec(namespace: str, pod: str, *command: str) -> str:
     return kubectl("exec", pod, "-n", namespace, "-c", IDE_CONTAINER, "--", *command)
 
 
-def latest_snapshot_files(env: dict[str, str]) -> set[str]:
-    """The paths in the repository's latest snapshot (restic on this machine)."""
-    listed = subprocess.run(
-        [str(BIN / "restic"), "ls", "latest", "--json"],
+def restic(env: dict[str, str], *args: str) -> Any:
+    """restic on this machine, on a workspace's repository; its JSON answer."""
+    answer = subprocess.run(
+        [str(BIN / "restic"), *args, "--json"],
         env=env, check=True, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
-    entries = (json.loads(line) for line in listed.splitlines() if line.strip())
+    return [json.loads(line) for line in answer.splitlines() if line.strip()]
+
+
+def files_of_last_snapshot_before(env: dict[str, str], moment: datetime) -> set[str]:
+    """The paths in the latest snapshot restic records before `moment` (UTC)."""
+    (snapshots,) = restic(env, "snapshots")
+    before = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    last = max((s for s in snapshots if s["time"][:19] < before), key=lambda s: s["time"])
+    entries = restic(env, "ls", last["id"])
     return {entry["path"] for entry in entries if entry.get("struct_type") == "node"}
 
 
@@ -82,7 +91,10 @@ def test_a_user_runs_r_in_jupyterlab_through_the_ingress_and_the_home_outlives_t
     )
     workspaces.wait_phase("alice", "Running", timeout=300)
     assert ide_exec(ns, second.metadata.name, "cat", f"{HOME}/from-the-browser.txt") == "42\n"
-    snapshot = latest_snapshot_files(restic_env(kube, ns, "alice"))
+    # The new pod is created once the old one is gone: after its shutdown snapshot.
+    snapshot = files_of_last_snapshot_before(
+        restic_env(kube, ns, "alice"), second.metadata.creation_timestamp
+    )
     assert any(path.endswith("/just-before-delete.txt") for path in snapshot), sorted(snapshot)
 
 

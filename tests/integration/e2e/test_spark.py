@@ -27,7 +27,7 @@ SPARK_FROM_R = f"""
 library(reticulate)
 pyspark <- import("pyspark.sql")
 spark <- pyspark$SparkSession$builder$getOrCreate()
-total <- spark$range(100000L, numPartitions = 4L)$selectExpr("sum(id) AS total")$first()$total
+total <- spark$range(10000L, numPartitions = 4L)$selectExpr("sum(id) AS total")$first()$total
 cat(sprintf("master=%s total=%.0f\\n", spark$sparkContext$master, total))
 flush(stdout())
 waited <- 0
@@ -35,7 +35,7 @@ while (!file.exists("{STOP_FILE}") && waited < 300) {{ Sys.sleep(0.5); waited <-
 spark$stop()
 cat("stopped\\n")
 """
-EXPECTED_TOTAL = sum(range(100000))
+EXPECTED_TOTAL = sum(range(10000))  # within R's 32-bit integers (reticulate)
 # A connection kube-router's policy drops gets no answer: give up after this.
 CONNECT_TIMEOUT_SECONDS = 5
 PROBE = (
