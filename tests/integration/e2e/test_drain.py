@@ -34,12 +34,11 @@ def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def restic(env: dict[str, str], *args: str) -> list[Any]:
-    listed = subprocess.run(
+def restic(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
         [str(BIN / "restic"), *args, "--json"],
         env=env, check=True, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
-    return [json.loads(line) for line in listed.splitlines() if line.strip()]
 
 
 def test_a_drain_moves_the_workspace_after_its_last_snapshot(
@@ -80,10 +79,11 @@ def test_a_drain_moves_the_workspace_after_its_last_snapshot(
     began: datetime = moved.first_timestamp or moved.event_time
     created: datetime = new.metadata.creation_timestamp
     shutdown = [
-        s for s in restic(env, "snapshots", "--host", names.snapshot_host(ns, "dora"))
+        s for s in json.loads(restic(env, "snapshots", "--host", names.snapshot_host(ns, "dora")))
         if began <= parse_time(s["time"]).replace(microsecond=0) <= created
     ]  # fmt: skip
     assert shutdown, "no snapshot between the move and the new pod"
-    files = {entry["path"] for entry in restic(env, "ls", shutdown[-1]["id"])
-             if entry.get("struct_type") == "node"}  # fmt: skip
+    # `ls` answers one JSON object a line: the snapshot, then its files.
+    listed = [json.loads(line) for line in restic(env, "ls", shutdown[-1]["id"]).splitlines()]
+    files = {entry["path"] for entry in listed if entry.get("struct_type") == "node"}
     assert any(path.endswith(f"/{WRITTEN}") for path in files), sorted(files)
