@@ -18,7 +18,6 @@ import yaml
 from rspark_operator import contract, names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, secret_env
-from rspark_operator.builders.url import ingress_host, ingress_path, url_scheme
 from rspark_operator.ide import CONNECT_TOKEN_ENV, SPARK_REMOTE_ENV
 from rspark_operator.quantity import spark_mebibytes
 from rspark_operator.settings import OperatorSettings
@@ -59,32 +58,6 @@ SPARK_PORT_RANGES = (DRIVER_PORTS, BLOCK_MANAGER_PORTS, UI_PORTS)
 DRIVER_PORT = DRIVER_PORTS.first
 BLOCK_MANAGER_PORT = BLOCK_MANAGER_PORTS.first
 SPARK_UI_PORT = UI_PORTS.first
-
-
-# The Spark UI under the workspace's URL. Not through the Ingress (Spark's UI has no
-# sign-in): the sign-in proxy in front of the IDE sends <prefix>spark/... to the UI of
-# the session's first application with the prefix stripped, and names the prefix in
-# X-Forwarded-Context, which Spark's UI puts before its links and, with
-# spark.ui.proxyRedirectUri (the workspace's scheme and host), its redirects. A
-# request without it (`kubectl port-forward`) gets plain links.
-SPARK_UI_PATH = "spark/"
-FORWARDED_CONTEXT_HEADER = "X-Forwarded-Context"
-
-
-@dataclass(frozen=True)
-class SparkUiRoute:
-    """What the sign-in proxy routes to the Spark UI: a path prefix to a port of the pod."""
-
-    path: str
-    port: int
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {FORWARDED_CONTEXT_HEADER: self.path.rstrip("/")}
-
-
-def spark_ui_route(ws: Workspace, settings: OperatorSettings) -> SparkUiRoute:
-    return SparkUiRoute(path=ingress_path(ws, settings) + SPARK_UI_PATH, port=UI_PORTS.first)
 
 
 @dataclass(frozen=True)
@@ -148,7 +121,6 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.blockManager.port": str(BLOCK_MANAGER_PORTS.first),
         "spark.ui.port": str(UI_PORTS.first),
-        "spark.ui.proxyRedirectUri": f"{url_scheme(ws, settings)}://{ingress_host(ws, settings)}",
         "spark.port.maxRetries": str(PORT_MAX_RETRIES),
         "spark.kubernetes.namespace": ws.namespace,
         "spark.kubernetes.authenticate.driver.serviceAccountName": names.service_account_name(
