@@ -41,10 +41,11 @@ AGENT_VARIABLES: Final = (
 # there): the JupyterLab image keeps its server's local URL and API token in it
 # (JUPYTER_RUNTIME_DIR), which the agent reads to ask about kernels (agent/activity.py).
 IDE_RUNTIME_DIR: Final = "/run/rspark/jupyter"
-# In it, the time (RFC 3339) of the last request through the workspace's proxy that was
-# its user's (`idle.user_request`), written by the proxy when it moves on (at most once
-# a minute is enough): the agent counts it as activity.
-LAST_USER_REQUEST_FILE: Final = "last-user-request"
+# The sign-in proxy's log (RSPARK_SIGNIN=oidc), an emptyDir of the proxy and the agent
+# (read-only there): a line a request (`idle.REQUEST_LOG_FORMAT`), which the agent reads
+# for the last request of someone signed in (agent/activity.py), and its other lines.
+SIGNIN_LOG_DIR: Final = "/run/rspark/signin-log"
+SIGNIN_LOG_FILE: Final = "proxy.log"
 
 # The keys of RSPARK_RETENTION (a JSON object; spec.snapshot.retention on the wire).
 RETENTION_KEYS: Final = ("keepLast", "keepHourly", "keepDaily", "keepWeekly")

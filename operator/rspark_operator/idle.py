@@ -17,11 +17,11 @@ Signals, each an `Activity` (busy now, and the last time it saw its user):
 - CPU: the IDE container's cgroup `cpu.stat` (`usage_usec`) read twice: more than
   `CPU_BUSY_CORES` between the two readings is busy (a long computation with the
   browser closed and no Spark);
-- requests through the workspace's proxy (`user_request`, `request_activity`, for
-  the proxy's log): what the IDE's own background polling sends does not count
-  (RStudio's `get_events` long poll, Jupyter's kernel, session, terminal, status
-  and file-listing polling); the proxy writes the time of the last user request
-  into the runtime directory the agent reads (`contract.LAST_USER_REQUEST_FILE`).
+- requests through the sign-in proxy (RSPARK_SIGNIN=oidc): its log, one line a
+  request in `REQUEST_LOG_FORMAT` (`parse_request_line`, `request_activity`); a
+  request counts when it reached the IDE for someone signed in and is not the IDE's
+  own background polling (`user_request`: RStudio's `get_events` long poll,
+  Jupyter's kernel, session, terminal, status and file-listing polling).
 
 The agent reports `Idle=True` once nothing was active for `QUIET_BEFORE_REPORT`,
 with lastTransitionTime the last activity, and `Idle=False` as soon as something is:
@@ -149,17 +149,23 @@ BACKGROUND_REQUESTS = (
     # RStudio: the event long poll and the periodic client state and connection checks.
     re.compile(r"/rpc/(get_events|set_client_state|client_init_ping)$"),
     re.compile(r"/events/get_events$"),
-    # Jupyter Server: the kernel's and terminal's websockets (kept open while a tab is).
-    re.compile(r"/api/(kernels/[^/]+/channels|terminals/websocket/[^/]+)$"),
+    # Jupyter Server: the kernels', terminals' and events' websockets (open while a tab
+    # is; logged when they close, with the time they opened).
+    re.compile(r"/api/kernels/[^/]+/channels$"),
+    re.compile(r"/terminals/websocket/[^/]+$"),
+    # JupyterLab saves its layout every 10 s (PUT lab/api/workspaces/default).
     re.compile(r"/lab/api/(workspaces|settings|translations)(/.*)?$"),
     re.compile(r"/api/contents(/.*)?/checkpoints$"),
 )
-# Read-only requests the IDEs repeat by themselves: JupyterLab's polling of kernels,
-# sessions, terminals and its status, its file browser's listing. The same paths
-# written to (a kernel started, a notebook saved) are the user's.
+# Reads a Jupyter page sends by itself, seen through the real proxy in front of
+# JupyterLab (tests/unit/samples/idle/proxy): its polling of the REST APIs every 10 s
+# (kernels, sessions, terminals, the file browser's listing), and files it loads on
+# its own (code chunks loaded late, kernel logos, the favicon it swaps while a kernel
+# is busy). The same APIs written to (a kernel started, a notebook saved) and the pages
+# opened (lab, lab/tree/..., files/...) are the user's.
 BACKGROUND_READS = (
-    re.compile(r"/api/(kernels|sessions|terminals|kernelspecs|me|status)(/[^/]+)?/?$"),
-    re.compile(r"/api/contents(/.*)?$"),
+    re.compile(r"/(api|lab/api|lsp)/"),
+    re.compile(r"/(static|kernelspecs)/"),
 )
 READS = frozenset({"GET", "HEAD"})
 
@@ -173,9 +179,64 @@ def user_request(path: str, method: str = "GET") -> bool:
     return not any(pattern.search(path) for pattern in background)
 
 
-def request_activity(requests: Iterable[tuple[datetime, str, str]]) -> Activity:
-    """The proxy's log, (time, method, path) of each request: the last user request."""
-    last = _latest(t for t, method, path in requests if user_request(path, method))
+# The sign-in proxy's line for each request (oauth2-proxy's --request-logging-format,
+# a Go template): a marker, when it started (UTC with --logging-local-time=false, to
+# the second), its status (0: a websocket, answered by the upstream on the hijacked
+# connection), method, the upstream that answered (`-`: the proxy itself: sign-in,
+# 403...), the URI (Go-quoted) and last who was signed in (`-`: nobody).
+REQUEST_LOG_MARKER = "rspark-request"
+REQUEST_LOG_FORMAT = " ".join(
+    (
+        REQUEST_LOG_MARKER,
+        "{{.Timestamp}} {{.StatusCode}} {{.RequestMethod}} {{.Upstream}}",
+        "{{.RequestURI}} {{.Username}}",
+    )
+)
+_REQUEST_LINE = re.compile(
+    rf"^{REQUEST_LOG_MARKER} (\d{{4}}/\d\d/\d\d \d\d:\d\d:\d\d) (\d+) (\S+) (\S+) "
+    r'"((?:[^"\\]|\\.)*)" (.+)$'
+)
+NOBODY = "-"
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """One request as the sign-in proxy logged it."""
+
+    at: datetime
+    status: int
+    method: str
+    upstream: str
+    uri: str
+    person: str
+
+
+def parse_request_line(line: str) -> ProxyRequest | None:
+    """A request line of the sign-in proxy's log; None for its other lines (sign-in
+    attempts, its own messages)."""
+    match = _REQUEST_LINE.match(line.rstrip("\r\n"))
+    if match is None:
+        return None
+    at, status, method, upstream, uri, person = match.groups()
+    when = datetime.strptime(at, "%Y/%m/%d %H:%M:%S").replace(tzinfo=UTC)
+    return ProxyRequest(when, int(status), method, upstream, uri, person)
+
+
+def person_request(request: ProxyRequest) -> bool:
+    """A request someone signed in sent to the IDE themselves: it reached an upstream
+    (the proxy's own answers, a 403 of someone not let in included, do not) and is not
+    background polling."""
+    return (
+        request.person != NOBODY
+        and request.upstream != NOBODY
+        and user_request(request.uri, request.method)
+    )
+
+
+def request_activity(lines: Iterable[str]) -> Activity:
+    """The sign-in proxy's log lines: the start of the last request a person sent."""
+    requests = (parse_request_line(line) for line in lines)
+    last = _latest(r.at for r in requests if r is not None and person_request(r))
     return Activity("requests", last=last)
 
 

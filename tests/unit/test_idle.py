@@ -6,7 +6,11 @@ a terminal open; `spark/` of a real pyspark 3.5.3 driver UI with no job and with
 job running; `cgroup/` two real cgroup v2 cpu.stat readings 10 s apart, of a busy
 cgroup and of an empty one; `rstudio-*/` RStudio session property files as
 RStudio's RActiveSession writes them (one file per property; `last_used` in
-milliseconds since the epoch), since RStudio cannot run here.
+milliseconds since the epoch), since RStudio cannot run here; `proxy/jupyterlab.log`
+the log of the real sign-in proxy (oauth2-proxy 7.15.6 with the operator's arguments)
+in front of that JupyterLab, written by
+`tests/integration/images/test_jupyterlab_scripts.py`: alice signs in, opens a new
+notebook, leaves the tab untouched from 00:28:19 on; bob, not let in, tries.
 """
 
 from __future__ import annotations
@@ -110,11 +114,15 @@ def test_cpu_stat_without_usage_is_refused() -> None:
         ("GET", "/api/kernels/2c4e1ad2-8c7a-442b-bc81-78dc13fb7548/channels?session_id=x"),
         ("GET", "/api/sessions"),
         ("GET", "/api/terminals"),
-        ("GET", "/api/terminals/websocket/1"),
+        ("GET", "/team-a/alice/terminals/websocket/1"),
         ("GET", "/api/me?permissions=%7B%7D"),
         ("GET", "/api/status"),
+        ("GET", "/api/events/subscribe"),
         ("GET", "/lab/api/workspaces/default"),
+        ("PUT", "/team-a/alice/lab/api/workspaces/default?1795998525403"),
         ("GET", "/api/contents/work?content=1"),
+        ("GET", "/team-a/alice/static/favicons/favicon-busy-1.ico"),
+        ("GET", "/team-a/alice/static/lab/5132.1738325d3b452d0c.js?v=1738325d3b452d0c"),
     ],
 )
 def test_background_polling_is_not_activity(method: str, path: str) -> None:
@@ -126,6 +134,7 @@ def test_background_polling_is_not_activity(method: str, path: str) -> None:
     [
         ("POST", "/rpc/console_input"),
         ("POST", "/rpc/execute_code"),
+        ("GET", "/team-a/alice/lab?"),
         ("GET", "/team-a/alice/lab/tree/analysis.ipynb"),
         ("PUT", "/api/contents/analysis.ipynb"),
         ("POST", "/api/kernels"),
@@ -138,13 +147,45 @@ def test_user_requests_are_activity(method: str, path: str) -> None:
     assert idle.user_request(path, method)
 
 
-def test_request_activity_is_the_last_user_request() -> None:
-    log = [
-        (NOW - timedelta(minutes=30), "PUT", "/api/contents/a.ipynb"),
-        (NOW - timedelta(minutes=1), "POST", "/rpc/get_events"),
-        (NOW - timedelta(minutes=1), "GET", "/api/kernels"),
+def proxy_log() -> list[str]:
+    return (SAMPLES / "proxy" / "jupyterlab.log").read_text().splitlines()
+
+
+def test_the_proxys_request_lines_are_read_its_other_lines_are_not() -> None:
+    for line in proxy_log():
+        parsed = idle.parse_request_line(line)
+        assert (parsed is not None) == line.startswith(idle.REQUEST_LOG_MARKER), line
+    patch = idle.parse_request_line(
+        'rspark-request 2026/11/30 00:28:18 200 PATCH / "/team-a/alice/api/sessions/8?17" a@x.org'
+    )
+    assert patch == idle.ProxyRequest(
+        datetime(2026, 11, 30, 0, 28, 18, tzinfo=UTC),
+        200,
+        "PATCH",
+        "/",
+        "/team-a/alice/api/sessions/8?17",
+        "a@x.org",
+    )
+    quoted = idle.parse_request_line(r'rspark-request 2026/11/30 00:28:18 0 GET / "/a\"b" x y')
+    assert quoted is not None and quoted.uri == r"/a\"b" and quoted.person == "x y"
+
+
+def test_through_the_real_proxy_only_alices_own_requests_count() -> None:
+    """Her page load, the notebook she made and its kernel; not JupyterLab's polling
+    while the tab stays open, nor the sign-in, nor bob's 403."""
+    requests = [r for r in map(idle.parse_request_line, proxy_log()) if r is not None]
+    counted = [(r.method, r.uri.split("?")[0]) for r in requests if idle.person_request(r)]
+    assert counted == [
+        ("GET", "/team-a/alice/"),
+        ("GET", "/team-a/alice/lab"),
+        ("POST", "/team-a/alice/api/contents"),
+        ("POST", "/team-a/alice/api/sessions"),
+        ("PATCH", "/team-a/alice/api/sessions/89b09feb-ef7b-47b2-b58d-4e7f24bf2a98"),
+        ("PATCH", "/team-a/alice/api/sessions/89b09feb-ef7b-47b2-b58d-4e7f24bf2a98"),
     ]
-    assert idle.request_activity(log).last == NOW - timedelta(minutes=30)
+    untouched = datetime(2026, 11, 30, 0, 28, 19, tzinfo=UTC)
+    assert [r for r in requests if r.at > untouched and r.person != idle.NOBODY]  # polling
+    assert idle.request_activity(proxy_log()).last == datetime(2026, 11, 30, 0, 28, 18, tzinfo=UTC)
     assert idle.request_activity([]).last is None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rspark_operator import names
+from rspark_operator import contract, idle, names
 from rspark_operator.builders import build_children, build_pod
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.builders.signin import (
@@ -118,6 +118,30 @@ def test_the_proxy_reads_its_secrets_from_files_and_runs_restricted() -> None:
     assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
     assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert proxy["resources"]["limits"]["memory"]
+
+
+def test_the_proxy_logs_each_request_into_a_file_the_agent_reads() -> None:
+    """oauth2-proxy's own flags (pkg/apis/options/logging.go of 7.15.6): one line a
+    request in the agent's format, UTC, the file kept small; the agent mounts the
+    proxy's volume read-only."""
+    pod = build_pod(workspace(), oidc())
+    proxy = containers(pod)[SIGNIN_CONTAINER]
+    agent = pod["spec"]["initContainers"][0]
+    args = args_of(proxy)
+    log_file = f"{contract.SIGNIN_LOG_DIR}/{contract.SIGNIN_LOG_FILE}"
+    assert args["logging-filename"] == log_file
+    assert args["request-logging-format"] == idle.REQUEST_LOG_FORMAT
+    assert args["logging-local-time"] == "false"
+    assert (args["logging-max-size"], args["logging-max-backups"]) == ("1", "1")
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    (written,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == contract.SIGNIN_LOG_DIR]
+    (read,) = [m for m in agent["volumeMounts"] if m["mountPath"] == contract.SIGNIN_LOG_DIR]
+    assert written["name"] == read["name"] and read["readOnly"] and not written["readOnly"]
+    assert volumes[read["name"]]["emptyDir"]["sizeLimit"]
+    # The agent reads the file the proxy writes (mode 0600): the same uid.
+    assert proxy["securityContext"]["runAsUser"] == agent["securityContext"]["runAsUser"]
+    plain = build_pod(workspace(), settings())["spec"]["initContainers"][0]
+    assert contract.SIGNIN_LOG_DIR not in {m["mountPath"] for m in plain["volumeMounts"]}
 
 
 @pytest.mark.parametrize(

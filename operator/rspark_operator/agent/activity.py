@@ -4,8 +4,8 @@ judges it), and the `Idle` condition it reports from that.
 The agent shares the pod with the IDE: the home (RStudio's session files), the
 pod's loopback (Jupyter's REST API, Spark's driver UIs) and the IDE's runtime
 directory (`IDE_RUNTIME`, an emptyDir of both containers: Jupyter's local URL and
-API token, the IDE container's `cpu.stat` where its image publishes it, and the
-last user request where a proxy in the pod writes it).
+API token, the IDE container's `cpu.stat` where its image publishes it) and, with
+the sign-in proxy, its log (`SIGNIN_LOG`, read on from where the last check stopped).
 Nothing the IDE does not run is an error: a missing file or a refused connection
 is no activity. Each check is a few local reads, every `CHECK_SECONDS`; the
 workspace status is written only when the verdict changes (`Idle` True or False).
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rspark_operator import contract, idle
 from rspark_operator.agent.report import Status
@@ -30,6 +31,9 @@ from rspark_operator.conditions import IDLE, timestamp
 log = logging.getLogger("rspark.agent")
 
 IDE_RUNTIME = Path(contract.IDE_RUNTIME_DIR)
+SIGNIN_LOG = Path(contract.SIGNIN_LOG_DIR) / contract.SIGNIN_LOG_FILE
+# At most this much of the proxy's log is read a check (its file moves aside at 1 MB).
+LOG_READ_LIMIT = 4 << 20
 # Written by the JupyterLab image's start script (images/jupyterlab/rspark-jupyterlab).
 JUPYTER_URL_FILE = "rspark-server-url"
 JUPYTER_TOKEN_FILE = "rspark-server-token"
@@ -101,13 +105,58 @@ def read_spark(ports: Iterable[int], fetch: Fetch) -> idle.Activity:
     return idle.spark_activity(running)
 
 
-def read_requests(runtime: Path) -> idle.Activity | None:
-    """The proxy's last user request, where a proxy writes it; None without one."""
-    try:
-        text = (runtime / contract.LAST_USER_REQUEST_FILE).read_text().strip()
-    except OSError:
+class ProxyLog:
+    """The sign-in proxy's log, read on from where the last read stopped, as `tail -F`
+    does: the open file is read to its end before its successor (the proxy moves the
+    file aside at its size limit and opens a new one) is opened from the start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: IO[bytes] | None = None
+        self.partial = b""
+
+    def lines(self) -> list[str] | None:
+        """The whole lines written since the last call; None while there is no log."""
+        complete = self._complete(self._read())
+        if self._moved():
+            if self.file is not None:
+                self.file.close()
+            self.file, self.partial = None, b""  # the old file's unfinished line is lost
+            complete += self._complete(self._read())
+        return complete if self.file is not None or complete else None
+
+    def _complete(self, data: bytes) -> list[str]:
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in complete]
+
+    def _read(self) -> bytes:
+        if self.file is None:
+            try:
+                self.file = self.path.open("rb")
+            except OSError:
+                return b""
+        return self.file.read(LOG_READ_LIMIT)
+
+    def _moved(self) -> bool:
+        """Whether the path names another file than the one open (or none)."""
+        if self.file is None:
+            return False
+        try:
+            return self.path.stat().st_ino != os.fstat(self.file.fileno()).st_ino
+        except OSError:
+            return True
+
+
+def read_requests(proxy_log: ProxyLog) -> idle.Activity | None:
+    """The last request of a person through the sign-in proxy since the last read; None
+    without the proxy. Its other lines go on to the agent's log."""
+    lines = proxy_log.lines()
+    if lines is None:
         return None
-    return idle.Activity("requests", last=idle.parse_time(text))
+    for line in lines:
+        if line and idle.parse_request_line(line) is None:
+            log.info("signin-proxy: %s", line)
+    return idle.request_activity(lines)
 
 
 def read_cpu(runtime: Path, at: float) -> idle.CpuSample | None:
@@ -136,6 +185,7 @@ class ActivityWatch:
         status: Status,
         *,
         runtime: Path = IDE_RUNTIME,
+        signin_log: Path = SIGNIN_LOG,
         fetch: Fetch = http_json,
         spark_ports: Iterable[int] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -144,6 +194,7 @@ class ActivityWatch:
         self.home = home
         self.status = status
         self.runtime = runtime
+        self.proxy_log = ProxyLog(signin_log)
         self.fetch = fetch
         self.spark_ports = list(spark_ui_ports() if spark_ports is None else spark_ports)
         self.clock = clock
@@ -158,7 +209,7 @@ class ActivityWatch:
         if jupyter is not None:
             seen.append(jupyter)
         seen.append(read_spark(self.spark_ports, self.fetch))
-        requests = read_requests(self.runtime)
+        requests = read_requests(self.proxy_log)
         if requests is not None:
             seen.append(requests)
         cpu = read_cpu(self.runtime, self.monotonic())

@@ -53,7 +53,8 @@ def agent_security_context() -> dict[str, Any]:
 
 
 def signin_security_context() -> dict[str, Any]:
-    """The sign-in proxy meets `restricted` as the agent does; it writes no file."""
+    """The sign-in proxy meets `restricted` as the agent does (as its uid: the agent reads
+    the log the proxy writes, mode 0600)."""
     return agent_security_context()
 
 

@@ -29,7 +29,12 @@ from rspark_operator.builders.metadata import (
     secret_env,
     workspace_pod_selector,
 )
-from rspark_operator.builders.signin import signin_container, signin_enabled, signin_volumes
+from rspark_operator.builders.signin import (
+    signin_container,
+    signin_enabled,
+    signin_log_mount,
+    signin_volumes,
+)
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
     DRIVER_PORT,
@@ -132,6 +137,8 @@ def _agent_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
             agent_tmp_mount(),
             # What the IDE says about its own activity (agent/activity.py).
             {"name": IDE_RUNTIME_VOLUME, "mountPath": contract.IDE_RUNTIME_DIR, "readOnly": True},
+            # And the sign-in proxy, about its people's requests.
+            *([signin_log_mount(read_only=True)] if signin_enabled(settings) else []),
         ],
     }
 

@@ -9,6 +9,10 @@ the kubelet updates the mounted ConfigMap (within about a minute), so a change o
 spec.access changes the ConfigMap only, never the pod. Someone signed in but not on
 the list gets the proxy's 403 page; a person removed from the list loses access at
 their next request (the proxy checks its list on every request, not only at sign-in).
+
+The proxy logs into a file of an emptyDir the snapshot agent reads (`contract.SIGNIN_LOG_DIR`):
+its request lines tell the agent when a person last used the IDE (`idle.request_activity`),
+and the agent passes its other lines (sign-in attempts, its messages) on to its own log.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from rspark_operator import names
+from rspark_operator import contract, idle, names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.hardening import SIGNIN_RESOURCES, signin_security_context
 from rspark_operator.builders.metadata import Manifest, child
@@ -27,6 +31,11 @@ from rspark_operator.settings import OperatorSettings
 SIGNIN_CONTAINER = "signin-proxy"
 CONFIG_VOLUME = "signin"
 SECRET_VOLUME = "signin-secret"
+LOG_VOLUME = "signin-log"
+# The log's file moves aside at 1 MB (oauth2-proxy's --logging-max-size, in MB) and one
+# old file is kept: at most about 2 MB, within the volume's limit.
+LOG_MAX_MEGABYTES = 1
+LOG_VOLUME_LIMIT = "4Mi"
 CONFIG_DIR = "/etc/rspark-signin"
 SECRET_DIR = "/etc/rspark-signin-secret"
 # The ConfigMap's key: who may pass, one identity a line (oauth2-proxy's
@@ -87,6 +96,11 @@ def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
         f"--whitelist-domain={urllib.parse.urlsplit(issuer).netloc}",
         "--reverse-proxy=true",
         "--silence-ping-logging=true",
+        f"--logging-filename={contract.SIGNIN_LOG_DIR}/{contract.SIGNIN_LOG_FILE}",
+        f"--logging-max-size={LOG_MAX_MEGABYTES}",
+        "--logging-max-backups=1",
+        "--logging-local-time=false",
+        f"--request-logging-format={idle.REQUEST_LOG_FORMAT}",
         # On its pages, the 403 of someone signed in but not on the list included.
         f"--footer=Workspace {ws.namespace}/{ws.name}: only its owner and the people in its "
         "spec.access may enter. Ask its owner to add you.",
@@ -106,8 +120,14 @@ def signin_container(ws: Workspace, settings: OperatorSettings) -> dict[str, Any
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": SECRET_VOLUME, "mountPath": SECRET_DIR, "readOnly": True},
+            signin_log_mount(read_only=False),
         ],
     }
+
+
+def signin_log_mount(*, read_only: bool) -> dict[str, Any]:
+    """The proxy's log: written by the proxy, read by the agent."""
+    return {"name": LOG_VOLUME, "mountPath": contract.SIGNIN_LOG_DIR, "readOnly": read_only}
 
 
 def signin_volumes(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
@@ -124,4 +144,5 @@ def signin_volumes(ws: Workspace, settings: OperatorSettings) -> list[dict[str, 
                 "defaultMode": 0o440,
             },
         },
+        {"name": LOG_VOLUME, "emptyDir": {"sizeLimit": LOG_VOLUME_LIMIT}},
     ]

@@ -18,15 +18,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from selenium.webdriver.common.by import By
 
 from devtools import keycloak
 from devtools.localcluster import BIN
 from devtools.services import answers
 from devtools.spark import hashed_venv
+from rspark_operator import contract, idle
 from rspark_operator.builders.signin import (
     ALLOWED_KEY,
     CLIENT_SECRET_KEY,
@@ -38,8 +41,8 @@ from rspark_operator.builders.signin import (
 )
 from rspark_operator.ide import IDES, LOOPBACK
 from tests.integration.images.conftest import IMAGES, run
-from tests.support.browser import ARTIFACTS
-from tests.support.signin import walk_through
+from tests.support.browser import ARTIFACTS, KERNEL_IDLE, chromium
+from tests.support.signin import provider_as_secure, sign_in, walk_through
 from tests.unit.workspaces import settings, workspace
 
 JUPYTERLAB = IMAGES / "jupyterlab"
@@ -52,6 +55,10 @@ PASSWORD = "correct horse battery"
 START_TIMEOUT_SECONDS = 120
 # The sign-in proxy on 127.0.0.1 (the pod's is on the IDE's port).
 PROXY_PORT = 4180
+# Longer than JupyterLab's polling periods of kernels, sessions, terminals and files.
+QUIET_TAB_SECONDS = 45
+# Any notebook card of the launcher (the test environment has Python's kernel only).
+NOTEBOOK_CARD = (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]')
 
 
 @pytest.fixture(scope="session")
@@ -263,12 +270,14 @@ def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     process.stop()
 
 
-def test_behind_the_real_sign_in_proxy_only_the_owner_and_spec_access_pass(
+@contextmanager
+def behind_the_sign_in_proxy(
     tmp_path: Path, jupyter_venv: Path, identity_provider: str
-) -> None:
-    """The proxy's arguments as the operator builds them for alice's workspace in path
-    mode (JupyterLab under /team-a/alice/), its files in tmp_path; adding bob rewrites
-    its list as the kubelet does (a new file renamed over the old one)."""
+) -> Iterator[tuple[str, Path, Path]]:
+    """JupyterLab's start script with its login off, behind the real oauth2-proxy with
+    the arguments the operator builds for alice's workspace in path mode (JupyterLab
+    under /team-a/alice/), the proxy's files in tmp_path; yields the URL, the proxy's
+    list of people and its log (the file the agent reads)."""
     ws = workspace(name="alice", namespace="team-a", ide="jupyterlab", user=keycloak.ALICE.email)
     oidc = settings(
         ingress_mode="path",
@@ -276,7 +285,11 @@ def test_behind_the_real_sign_in_proxy_only_the_owner_and_spec_access_pass(
         oidc_issuer_url=identity_provider,
         oidc_client_id=keycloak.CLIENT_ID,
     )
-    files = {CONFIG_DIR: tmp_path / "config", SECRET_DIR: tmp_path / "secret"}
+    files = {
+        CONFIG_DIR: tmp_path / "config",
+        SECRET_DIR: tmp_path / "secret",
+        contract.SIGNIN_LOG_DIR: tmp_path / "signin-log",
+    }
     for directory in files.values():
         directory.mkdir()
     allowed = files[CONFIG_DIR] / ALLOWED_KEY
@@ -303,17 +316,66 @@ def test_behind_the_real_sign_in_proxy_only_the_owner_and_spec_access_pass(
                     tmp_path / "proxy.log"
                 ).read_text()
                 time.sleep(0.2)
-
-            def add_bob() -> None:
-                listed = allowed.with_suffix(".new")
-                listed.write_text(allowed.read_text() + f"{keycloak.BOB.email}\n")
-                listed.rename(allowed)
-
             url = f"http://{oidc.ingress_domain}:{PROXY_PORT}{ROOT_PATH}"
-            walk_through(
-                ARTIFACTS / "jupyterlab-behind-the-sign-in-proxy", url, identity_provider, add_bob
-            )
+            yield url, allowed, files[contract.SIGNIN_LOG_DIR] / contract.SIGNIN_LOG_FILE
         finally:
             proxy.terminate()
             proxy.wait(timeout=30)
             log.close()
+
+
+def test_behind_the_real_sign_in_proxy_only_the_owner_and_spec_access_pass(
+    tmp_path: Path, jupyter_venv: Path, identity_provider: str
+) -> None:
+    """Adding bob rewrites the proxy's list as the kubelet does (a new file renamed over
+    the old one)."""
+    with behind_the_sign_in_proxy(tmp_path, jupyter_venv, identity_provider) as (url, allowed, _):
+
+        def add_bob() -> None:
+            listed = allowed.with_suffix(".new")
+            listed.write_text(allowed.read_text() + f"{keycloak.BOB.email}\n")
+            listed.rename(allowed)
+
+        walk_through(
+            ARTIFACTS / "jupyterlab-behind-the-sign-in-proxy", url, identity_provider, add_bob
+        )
+
+
+def test_through_the_real_sign_in_proxy_only_the_persons_requests_are_activity(
+    tmp_path: Path, jupyter_venv: Path, identity_provider: str
+) -> None:
+    """alice signs in and opens a notebook: her requests are activity. Then her tab
+    stays open, untouched, for QUIET_TAB_SECONDS: JupyterLab's own polling goes through
+    the proxy and none of it is. bob, signed in but not let in, is no activity either.
+    The proxy's log, as the agent reads it, is kept in the artifacts."""
+    artifacts = ARTIFACTS / "jupyterlab-requests-through-the-sign-in-proxy"
+    with behind_the_sign_in_proxy(tmp_path, jupyter_venv, identity_provider) as (url, _, log):
+        secure = provider_as_secure(identity_provider)
+        with chromium(artifacts / "alice", secure) as alice:
+            alice.driver.get(url)
+            sign_in(alice, keycloak.ALICE)
+            alice.visible(NOTEBOOK_CARD, timeout=120).click()
+            alice.visible(KERNEL_IDLE, timeout=120)
+            alice.screenshot("alice-notebook-open")
+            time.sleep(1)  # the log's times are to the second
+            untouched = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            time.sleep(QUIET_TAB_SECONDS)
+            alice.screenshot("alice-tab-left-open")
+        with chromium(artifacts / "bob", secure) as bob:
+            bob.driver.get(url)
+            sign_in(bob, keycloak.BOB)
+            bob.wait(60).until(lambda driver: "403" in driver.title)
+    text = log.read_text()
+    (artifacts / "proxy.log").write_text(text)
+    requests = [r for r in map(idle.parse_request_line, text.splitlines()) if r is not None]
+    alices = [r for r in requests if r.person == keycloak.ALICE.email]
+    assert any(idle.person_request(r) for r in alices if r.at < untouched), text
+    polling = [r for r in alices if r.at >= untouched]
+    assert polling, text  # the tab kept polling through the proxy
+    assert not [r for r in polling if idle.person_request(r)], text
+    bobs = [r for r in requests if r.person == keycloak.BOB.email]
+    assert bobs, text
+    assert not [r for r in bobs if idle.person_request(r)], text
+    assert idle.request_activity(text.splitlines()).last == max(
+        r.at for r in alices if idle.person_request(r)
+    )

@@ -4,6 +4,7 @@ loopback by a real HTTP server) and when it writes the workspace status."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterator
@@ -20,12 +21,12 @@ from rspark_operator.agent.activity import (
     JUPYTER_TOKEN_FILE,
     JUPYTER_URL_FILE,
     ActivityWatch,
+    ProxyLog,
     http_json,
     read_jupyter,
     read_spark,
 )
 from rspark_operator.agent.report import Status
-from rspark_operator.contract import LAST_USER_REQUEST_FILE
 
 pytestmark = pytest.mark.unit
 
@@ -231,20 +232,62 @@ def test_cpu_of_the_ide_where_its_image_publishes_it(tmp_path: Path) -> None:
     assert cpu == [idle.Activity("cpu", busy=True)]
 
 
-def test_the_proxys_last_user_request_counts(tmp_path: Path) -> None:
-    runtime = tmp_path / "runtime"
-    runtime.mkdir()
-    start = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
+def request_line(at: datetime, method: str, uri: str, person: str = "alice@example.org") -> str:
+    return f'{idle.REQUEST_LOG_MARKER} {at:%Y/%m/%d %H:%M:%S} 200 {method} / "{uri}" {person}\n'
+
+
+def test_the_sign_in_proxys_requests_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real proxy's log of alice's visit, then a request of hers and JupyterLab's
+    polling appended, as the watch checks; its other lines go on to the agent's log."""
+    log = tmp_path / "signin-log" / "proxy.log"
+    start = datetime(2026, 11, 30, 0, 20, tzinfo=UTC)
     clock = Clock(start)
-    watch = ActivityWatch(tmp_path, Status(), runtime=runtime, spark_ports=[], clock=clock)
-    (runtime / LAST_USER_REQUEST_FILE).write_text("2026-11-29T22:20:00Z\n")
-    clock.now = start + timedelta(minutes=24)
-    assert not watch.check()
-    assert watch.last == start + timedelta(minutes=20)
-    clock.now = start + timedelta(minutes=25)
+    watch = ActivityWatch(
+        tmp_path, Status(), runtime=tmp_path, signin_log=log, spark_ports=[], clock=clock
+    )
+    assert "requests" not in [a.source for a in watch.signals()]  # no proxy: no signal
+    log.parent.mkdir()
+    shutil.copy(SAMPLES / "proxy" / "jupyterlab.log", log)
+    clock.now = datetime(2026, 11, 30, 0, 32, tzinfo=UTC)
+    with caplog.at_level(logging.INFO, "rspark.agent"):
+        assert not watch.check()
+    assert watch.last == datetime(2026, 11, 30, 0, 28, 18, tzinfo=UTC)
+    assert "signin-proxy: 127.0.0.1 - " in caplog.text  # its sign-in lines
+    assert "AuthSuccess" in caplog.text and "rspark-request" not in caplog.text
+    saved = datetime(2026, 11, 30, 0, 29, 30, tzinfo=UTC)
+    with log.open("a") as proxy:
+        proxy.write(request_line(saved, "PUT", "/team-a/alice/api/contents/a.ipynb"))
+        proxy.write(request_line(saved + timedelta(seconds=50), "GET", "/team-a/alice/api/kernels"))
+        unfinished = request_line(saved + timedelta(seconds=60), "PUT", "/api/contents/b")
+        proxy.write(unfinished.rstrip("\n"))
+    assert not watch.check()  # the unfinished line waits for its end
+    assert watch.last == saved
+    clock.now = saved + timedelta(minutes=5)
     assert watch.check()
-    (runtime / LAST_USER_REQUEST_FILE).write_text("not a time")
-    assert watch.check()  # unreadable: no activity, not an error
+
+
+def test_the_proxys_log_is_followed_when_it_moves_aside(tmp_path: Path) -> None:
+    """oauth2-proxy (lumberjack) renames the full file and opens a new one: the lines the
+    old one got since the last read count, then the new one from its start."""
+    log = tmp_path / "proxy.log"
+    proxy_log = ProxyLog(log)
+    assert proxy_log.lines() is None
+    start = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    log.write_text(request_line(start, "POST", "/api/sessions"))
+    assert [idle.parse_request_line(line) for line in proxy_log.lines() or []] != [None]
+    with log.open("a") as proxy:
+        proxy.write(request_line(start + timedelta(minutes=1), "POST", "/api/kernels"))
+    log.rename(tmp_path / "proxy-2026-11-30T01-01-00.000.log")
+    log.write_text(request_line(start + timedelta(minutes=2), "PUT", "/api/contents/b"))
+    after = proxy_log.lines()
+    assert after is not None
+    assert idle.request_activity(after).last == start + timedelta(minutes=2)
+    assert len(after) == 2
+    assert proxy_log.lines() == []
+    log.unlink()
+    assert proxy_log.lines() is None
 
 
 def test_answers_of_another_shape_are_no_activity(tmp_path: Path) -> None:
