@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from rspark_operator import peering
+from rspark_operator import peering, wakeserver
 from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
@@ -431,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics.rollout_pods.set_function(rollout.under_way)
     if settings.metrics_address:
         metrics.serve(settings.metrics_address)
+    if settings.waker_enabled:
+        wakeserver.serve(kube, settings)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -19,6 +19,13 @@ USER_LABEL = f"{GROUP}/user"
 POD_SPEC_HASH_ANNOTATION = f"{GROUP}/pod-spec-hash"
 # Set by a user on the workspace (an RFC 3339 time) to restart its pod once.
 RESTART_ANNOTATION = f"{GROUP}/restart-requested-at"
+
+
+def restart_patch(at: str) -> dict[str, dict[str, dict[str, str]]]:
+    """The merge patch that asks the operator for a new pod (or wakes an idle workspace)."""
+    return {"metadata": {"annotations": {RESTART_ANNOTATION: at}}}
+
+
 # On the home-secrets Secret, which outlives the workspace: where its snapshots are.
 SNAPSHOT_REPOSITORY_ANNOTATION = f"{GROUP}/snapshot-repository"
 SNAPSHOT_CREDENTIALS_ANNOTATION = f"{GROUP}/snapshot-credentials-secret"
@@ -97,6 +104,10 @@ def home_claim_name(workspace: str) -> str:
 
 def rstudio_service_name(workspace: str) -> str:
     return f"{workspace}-rstudio"
+
+
+def waker_service_name(workspace: str) -> str:
+    return f"{workspace}-waker"
 
 
 def spark_driver_service_name(workspace: str) -> str:

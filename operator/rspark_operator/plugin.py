@@ -238,7 +238,7 @@ class Cluster:
         once, after a clean shutdown and a last snapshot."""
         self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name,
-            {"metadata": {"annotations": {names.RESTART_ANNOTATION: at}}},
+            names.restart_patch(at),
         )  # fmt: skip
 
 

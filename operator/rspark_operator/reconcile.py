@@ -24,6 +24,7 @@ from rspark_operator import names
 from rspark_operator.api import GROUP, KIND, VERSION, Workspace, stop_after_duration
 from rspark_operator.builders import (
     build_children,
+    build_ingress,
     build_passwords_secret,
     build_pod,
     settle_home_claim,
@@ -66,6 +67,7 @@ from rspark_operator.status import (
     status_changed,
 )
 from rspark_operator.validation import InvalidSpecError, parse_workspace
+from rspark_operator.waker import routed_to_waker, status_routed_to_waker
 
 # A workspace pod's ServiceAccount does not exist before the first apply, and the
 # ServiceAccount admission plugin refuses a pod whose account is missing: the dry
@@ -184,8 +186,9 @@ def observe(
     # Neither pod nor claim (a workspace woken after its volume was released): the
     # children come first, whatever event brought it here.
     apply_children = apply_children or (pod is None and claim is None)
+    built = build_children(ws, settings, to_waker=status_routed_to_waker(previous))
     manifests = [settle_home_claim(m, claim) if m["kind"] == "PersistentVolumeClaim" else m
-                 for m in build_children(ws, settings)]  # fmt: skip
+                 for m in built]  # fmt: skip
     desired_pod = build_pod(ws, settings)
     spec_changed = previous.get("observedGeneration") != ws.generation
     refusals: Refusals = {}
@@ -301,6 +304,17 @@ def _apply(
         or (pod is not None and _healthy(pod) and spec_current(pod, seen.desired_pod))
     ):
         rollout.finish((ws.namespace, ws.name))
+    # The agent's conditions (Idle) are the previous ones: the operator writes its own.
+    to_waker = routed_to_waker(status.get("phase"), seen.previous.get("conditions") or [])
+    if settings.waker_enabled and to_waker != status_routed_to_waker(seen.previous):
+        # The URL follows the wake: to the waker once stopped, to the IDE once Ready (a
+        # status refresh applies no other child). A refusal shows at the next full
+        # reconcile, which applies the Ingress with the others.
+        try:
+            api.apply(build_ingress(ws, settings, to_waker=to_waker))
+        except KubeError as error:
+            if not error.refused:
+                raise
     outcome = _finish(api, body, status, events)
     if not stopped and seen.idle.due is not None:
         outcome.due = seen.idle.due

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import urllib.parse
@@ -250,6 +251,22 @@ class OperatorSettings(BaseSettings):
         description="host:port where the operator serves its Prometheus /metrics "
         "(e.g. 0.0.0.0:8000 in a pod); empty: not served.",
     )
+    waker_address: str = Field(
+        default="",
+        pattern=r"^$|^[^:]*:[0-9]{1,5}$",
+        description="host:port where the operator serves the page of idle workspaces "
+        "(e.g. 0.0.0.0:8081 in a pod): while a workspace is stopped for idleness its "
+        "Ingress leads there, and a visit with its password wakes it. Empty: not served, "
+        "idle workspaces wake only by a restart request.",
+    )
+    waker_ip: str | None = Field(
+        default=None,
+        validate_default=True,
+        min_length=1,
+        description="The address workspace Ingresses reach the waker at: the operator "
+        "pod's IP (the Deployment sets it from status.podIP). Required with "
+        "RSPARK_WAKER_ADDRESS.",
+    )
     api_timeout_seconds: float = Field(
         default=30,
         gt=0,
@@ -359,6 +376,23 @@ class OperatorSettings(BaseSettings):
         if info.data.get("signin") == "oidc" and not value:
             raise ValueError("required with RSPARK_SIGNIN=oidc")
         return value
+
+    @field_validator("waker_ip")
+    @classmethod
+    def _required_with_waker(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("waker_address") and not value:
+            raise ValueError("required with RSPARK_WAKER_ADDRESS")
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
+    @property
+    def waker_enabled(self) -> bool:
+        return bool(self.waker_address)
+
+    @property
+    def waker_port(self) -> int:
+        return int(self.waker_address.rsplit(":", 1)[1])
 
     @field_validator("oidc_issuer_url")
     @classmethod

@@ -30,6 +30,8 @@ PURE = [
     "resync",
     "rollout",
     "metrics",
+    "idle",
+    "waker",
 ]
 FORBIDDEN = {"kopf", "kubernetes"}
 

@@ -8,11 +8,13 @@ from rspark_operator.builders.children import (
     build_passwords_secret,
     settle_home_claim,
 )
+from rspark_operator.builders.network import build_ingress
 from rspark_operator.builders.pod import build_pod, pod_spec_hash, snapshot_repository
 from rspark_operator.builders.url import workspace_url
 
 __all__ = [
     "build_children",
+    "build_ingress",
     "build_passwords_secret",
     "build_pod",
     "pod_spec_hash",

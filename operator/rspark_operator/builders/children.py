@@ -25,6 +25,7 @@ from rspark_operator.builders.pod import (
 from rspark_operator.builders.policy import build_egress_policy, build_network_policy
 from rspark_operator.builders.signin import build_signin_config_map, signin_enabled
 from rspark_operator.builders.spark import build_spark_config_map
+from rspark_operator.builders.waker import build_waker_endpoints, build_waker_service
 from rspark_operator.quantity import parse_quantity
 from rspark_operator.settings import OperatorSettings
 
@@ -97,9 +98,17 @@ def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password
     return secret
 
 
-def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
-    """Every child but the pod and the passwords Secret; RBAC first, network last."""
+def build_children(
+    ws: Workspace, settings: OperatorSettings, *, to_waker: bool = False
+) -> list[Manifest]:
+    """Every child but the pod and the passwords Secret; RBAC first, network last.
+    `to_waker`: the URL leads to the waker (see `waker.routed_to_waker`)."""
     signin = [build_signin_config_map(ws)] if signin_enabled(settings) else []
+    waker = (
+        [build_waker_service(ws), build_waker_endpoints(ws, settings)]
+        if settings.waker_enabled
+        else []
+    )
     return [
         *build_identities(ws),
         build_spark_config_map(ws, settings),
@@ -109,7 +118,8 @@ def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
         build_disruption_budget(ws),
         build_ide_service(ws),
         build_spark_driver_service(ws),
-        build_ingress(ws, settings),
+        *waker,
+        build_ingress(ws, settings, to_waker=to_waker and settings.waker_enabled),
         build_network_policy(ws, settings),
         build_egress_policy(ws, settings),
     ]

@@ -46,7 +46,9 @@ def build_spark_driver_service(ws: Workspace) -> Manifest:
     return service
 
 
-def build_ingress(ws: Workspace, settings: OperatorSettings) -> Manifest:
+def build_ingress(ws: Workspace, settings: OperatorSettings, *, to_waker: bool = False) -> Manifest:
+    """The workspace's URL to its IDE; `to_waker`: to the waker (builders/waker.py), with
+    the whole path (the waker tells the workspace from its host and path)."""
     host, prefix, ide = ingress_host(ws, settings), ingress_path(ws, settings), IDES[ws.spec.ide]
     annotations = {
         # The IDEs keep websockets open and accept uploads of any size.
@@ -54,15 +56,14 @@ def build_ingress(ws: Workspace, settings: OperatorSettings) -> Manifest:
         f"{NGINX}/proxy-body-size": "0",
     }
     path: dict[str, Any] = {"path": prefix, "pathType": "Prefix"}
-    if prefix != "/" and not ide.serves_under_prefix:
+    if prefix != "/" and not ide.serves_under_prefix and not to_waker:
         # The IDE serves from "/": strip the prefix; the IDE learns it from
         # ide.ROOT_PATH_ENV, so no configuration snippet (ingress-nginx refuses
         # snippets by default) is needed.
         annotations |= {f"{NGINX}/use-regex": "true", f"{NGINX}/rewrite-target": "/$2"}
         path = {"path": f"{prefix.rstrip('/')}(/|$)(.*)", "pathType": "ImplementationSpecific"}
-    path["backend"] = {
-        "service": {"name": names.rstudio_service_name(ws.name), "port": {"number": ide.port}}
-    }
+    service = names.waker_service_name if to_waker else names.rstudio_service_name
+    path["backend"] = {"service": {"name": service(ws.name), "port": {"number": ide.port}}}
     spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [path]}}]}
     ingress_class = ws.spec.ingress.class_name or settings.ingress_class
     if ingress_class:

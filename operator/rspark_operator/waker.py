@@ -1,0 +1,160 @@
+"""Waking an idle workspace on a visit to its URL: what the waker decides and shows.
+
+While a workspace is stopped for idleness, and until its next pod is Ready, its
+Ingress sends its URL to the Service `<name>-waker` (`routed_to_waker`), whose
+EndpointSlice points at the waker, an HTTP server in the operator's process
+(`wakeserver.py`); any ingress controller follows an Ingress backend. The waker
+tells the workspace from the request's host and path (`find_workspace`), asks for
+the workspace's password (RSPARK_SIGNIN=ide-password, the one in its passwords
+Secret) and only then wakes it, with the same restart annotation as `kubectl rspark
+restart`. Its page (`render_page`, jinja2) shows the progress and opens the IDE as
+soon as the URL stops being the waker's (the waker's answers carry `WAKER_HEADER`).
+Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from rspark_operator import names
+from rspark_operator.conditions import IDLE, READY, find, parse_timestamp
+from rspark_operator.status import Reason
+
+# On every answer of the waker: the page's script stops polling when the IDE answers.
+WAKER_HEADER = "X-Rspark-Waker"
+# The cookie that says this browser gave the password (per workspace, its path).
+COOKIE_PREFIX = "rspark-wake-"
+POLL_MILLISECONDS = 2000
+PASSWORD_FIELD = "password"
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("rspark_operator", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def routed_to_waker(phase: object, conditions: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether the workspace's URL goes to the waker: stopped for idleness (phase Idle),
+    or woken and its new pod not Ready yet (the agent's Idle condition, among
+    `conditions`, is still the stopped pod's, and the phase is not Running)."""
+    if phase == "Idle":
+        return True
+    idle = find([dict(c) for c in conditions], IDLE)
+    return bool(idle and idle.get("status") == "True" and phase != "Running")
+
+
+def status_routed_to_waker(status: Mapping[str, Any]) -> bool:
+    return routed_to_waker(status.get("phase"), status.get("conditions") or [])
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a workspace is reached, and which it is."""
+
+    host: str
+    prefix: str
+    namespace: str
+    name: str
+    secure: bool = False  # https: its cookies are Secure
+
+
+def find_workspace(routes: Iterable[Route], host: str, path: str) -> Route | None:
+    """The workspace a request is for: its host, and the longest prefix of its path
+    (the host may carry a port; a prefix "/team/alice/" also takes "/team/alice")."""
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    matching = [
+        route for route in routes if route.host == host and (path + "/").startswith(route.prefix)
+    ]
+    return max(matching, key=lambda route: len(route.prefix), default=None)
+
+
+def wake_cookie(password: str, uid: str) -> str:
+    """The cookie's value once the password was given: bound to the workspace's uid and
+    its password (a new password, or another workspace of that name, needs it again)."""
+    return hmac.new(password.encode(), uid.encode(), hashlib.sha256).hexdigest()
+
+
+def cookie_ok(given: str | None, password: str, uid: str) -> bool:
+    return given is not None and hmac.compare_digest(given, wake_cookie(password, uid))
+
+
+def password_ok(given: str, password: str) -> bool:
+    return bool(password) and hmac.compare_digest(given.encode(), password.encode())
+
+
+def wake_asked(annotations: Mapping[str, str], status: Mapping[str, Any]) -> bool:
+    """A wake was asked after the workspace stopped: its restart annotation is newer
+    than the agent's last activity (the Idle condition's time)."""
+    idle = find(list(status.get("conditions") or []), IDLE) or {}
+    try:
+        requested = parse_timestamp(annotations.get(names.RESTART_ANNOTATION, ""))
+        since = parse_timestamp(str(idle.get("lastTransitionTime", "")))
+    except ValueError:
+        return False
+    return requested > since
+
+
+STEPS = (
+    "Stopped while idle",
+    "Starting its pod",
+    "Restoring its home",
+    "Starting the IDE",
+)
+
+
+def progress(status: Mapping[str, Any], *, wake_asked: bool) -> tuple[list[dict[str, str]], str]:
+    """The steps (done, now, to come) and the Ready condition's message."""
+    ready = find(list(status.get("conditions") or []), READY) or {}
+    reason = ready.get("reason")
+    if status.get("phase") == "Idle":
+        current = 1 if wake_asked else 0
+    elif reason == Reason.RESTORING:
+        current = 2
+    elif reason == Reason.POD_NOT_READY or status.get("phase") == "Running":
+        current = 3
+    else:
+        current = 1
+    steps = [
+        {"label": label, "state": "done" if i < current else "now" if i == current else ""}
+        for i, label in enumerate(STEPS)
+    ]
+    return steps, str(ready.get("message", ""))
+
+
+def render_page(
+    route: Route,
+    status: Mapping[str, Any],
+    *,
+    ask_password: bool,
+    wrong: bool = False,
+    can_wake: bool = True,
+    wake_asked: bool = False,
+) -> str:
+    """The waker's page: the password form, or the progress of the wake."""
+    steps, message = progress(status, wake_asked=wake_asked)
+    title = "Waking your workspace" if can_wake and not ask_password else "Workspace asleep"
+    return _TEMPLATES.get_template("waking.html").render(
+        title=title,
+        namespace=route.namespace,
+        name=route.name,
+        ask_password=ask_password,
+        wrong=wrong,
+        can_wake=can_wake,
+        steps=steps,
+        message=message,
+        header=WAKER_HEADER,
+        poll_ms=POLL_MILLISECONDS,
+    )
+
+
+def state(status: Mapping[str, Any], *, wake_asked: bool) -> dict[str, Any]:
+    """What the page's script polls for: the steps and the message."""
+    steps, message = progress(status, wake_asked=wake_asked)
+    return {"phase": status.get("phase", ""), "steps": steps, "message": message}

@@ -1,0 +1,211 @@
+"""The waker's HTTP server, in the operator's process (RSPARK_WAKER_ADDRESS): the
+pages of idle workspaces, and the wake itself (`waker.py` decides and renders).
+
+Per request: the workspace, found by its host and path in a table of every
+workspace's URL (listed again at most every `ROUTES_SECONDS`), read again; with
+RSPARK_SIGNIN=ide-password its passwords Secret. A wake is the restart annotation
+(`names.restart_patch`), written once per stop: only when the workspace is stopped
+and no wake was asked since.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.cookies
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from rspark_operator import names, waker
+from rspark_operator.api import GROUP, KIND, VERSION
+from rspark_operator.builders.pod import IDE_PASSWORD_KEY
+from rspark_operator.builders.signin import signin_enabled
+from rspark_operator.builders.url import ingress_host, ingress_path, url_scheme
+from rspark_operator.cluster import KubeError
+from rspark_operator.conditions import timestamp
+from rspark_operator.kube import Kube, url
+from rspark_operator.settings import OperatorSettings
+from rspark_operator.validation import InvalidSpecError, parse_workspace
+
+log = logging.getLogger("rspark.waker")
+
+ROUTES_SECONDS = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+# A password form is small: more is not one.
+MAX_FORM_BYTES = 4096
+
+
+class Routes:
+    """Every workspace's host and prefix, listed again when older than ROUTES_SECONDS or
+    when a request matches none (a workspace made since)."""
+
+    def __init__(self, api: Kube, settings: OperatorSettings) -> None:
+        self.api = api
+        self.settings = settings
+        self.routes: list[waker.Route] = []
+        self.listed = float("-inf")
+        self.lock = threading.Lock()
+
+    def find(self, host: str, path: str) -> waker.Route | None:
+        with self.lock:
+            found = waker.find_workspace(self.routes, host, path)
+            if found is None or time.monotonic() - self.listed > ROUTES_SECONDS:
+                self.routes = self._list()
+                self.listed = time.monotonic()
+                found = waker.find_workspace(self.routes, host, path)
+            return found
+
+    def _list(self) -> list[waker.Route]:
+        namespaces = self.settings.watch_namespaces or [""]
+        paths = [url(f"{GROUP}/{VERSION}", KIND, namespace) for namespace in namespaces]
+        routes = []
+        for path in paths:
+            for body in self.api.request("GET", path).get("items", []):
+                try:
+                    ws = parse_workspace(body, self.settings)
+                except InvalidSpecError:
+                    continue
+                routes.append(
+                    waker.Route(
+                        ingress_host(ws, self.settings),
+                        ingress_path(ws, self.settings),
+                        ws.namespace,
+                        ws.name,
+                        secure=url_scheme(ws, self.settings) == "https",
+                    )
+                )
+        return routes
+
+
+class Waker(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, api: Kube, settings: OperatorSettings) -> None:
+        host, _, port = settings.waker_address.rpartition(":")
+        super().__init__((host or "0.0.0.0", int(port)), Handler)
+        self.api = api
+        self.settings = settings
+        self.routes = Routes(api, settings)
+
+    def password(self, route: waker.Route) -> str:
+        secret = self.api.get(
+            "v1", "Secret", route.namespace, names.passwords_secret_name(route.name)
+        )
+        encoded = ((secret or {}).get("data") or {}).get(IDE_PASSWORD_KEY, "")
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+
+    def wake(self, body: dict[str, Any]) -> None:
+        """The restart annotation, once per stop."""
+        status = body.get("status") or {}
+        annotations = body["metadata"].get("annotations") or {}
+        if status.get("phase") != "Idle" or waker.wake_asked(annotations, status):
+            return
+        metadata = body["metadata"]
+        stamp = timestamp(datetime.now(UTC))
+        self.api.request(
+            "PATCH",
+            url(f"{GROUP}/{VERSION}", body["kind"], metadata["namespace"], metadata["name"]),
+            body=names.restart_patch(stamp),
+            content_type=MERGE_PATCH,
+        )
+        log.info("waking %s/%s: a visit with its password", metadata["namespace"], metadata["name"])
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Waker
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._answer(form=None)
+
+    def do_POST(self) -> None:
+        length = min(int(self.headers.get("Content-Length") or 0), MAX_FORM_BYTES)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
+        self._answer(form=form)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _answer(self, form: dict[str, list[str]] | None) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            route = self.server.routes.find(self.headers.get("Host", ""), path)
+            body = route and self.server.api.get(
+                f"{GROUP}/{VERSION}", KIND, route.namespace, route.name
+            )
+            if route is None or not body:
+                self._send(404, "text/plain", "No workspace here.\n")
+                return
+            self._workspace(route, body, form)
+        except KubeError as error:
+            log.warning("waker: %s", error)
+            self._send(503, "text/plain", "The workspace cannot be read now; try again.\n")
+
+    def _workspace(
+        self, route: waker.Route, body: dict[str, Any], form: dict[str, list[str]] | None
+    ) -> None:
+        status = body.get("status") or {}
+        if signin_enabled(self.server.settings):
+            # Who is signed in is the workspace proxy's to tell, and it is not running.
+            page = waker.render_page(route, status, ask_password=False, can_wake=False)
+            self._send(200, "text/html", page)
+            return
+        password = self.server.password(route)
+        uid = body["metadata"]["uid"]
+        cookie_name = waker.COOKIE_PREFIX + route.name
+        cookies = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
+        given = cookies[cookie_name].value if cookie_name in cookies else None
+        headers: dict[str, str] = {}
+        if form is not None:
+            typed = (form.get(waker.PASSWORD_FIELD) or [""])[0]
+            if not waker.password_ok(typed, password):
+                page = waker.render_page(route, status, ask_password=True, wrong=True)
+                self._send(403, "text/html", page)
+                return
+            given = waker.wake_cookie(password, uid)
+            secure = "; Secure" if route.secure else ""
+            headers["Set-Cookie"] = (
+                f"{cookie_name}={given}; Path={route.prefix}; HttpOnly; SameSite=Lax{secure}"
+            )
+        if not waker.cookie_ok(given, password, uid):
+            self._send(200, "text/html", waker.render_page(route, status, ask_password=True))
+            return
+        self.server.wake(body)
+        if form is not None:  # back with GET, so that reloading the page posts nothing
+            self._send(303, "text/plain", "", {**headers, "Location": self.path})
+        elif "application/json" in self.headers.get("Accept", ""):
+            self._send(200, "application/json", json.dumps(waker.state(status, wake_asked=True)))
+        else:
+            page = waker.render_page(route, status, ask_password=False, wake_asked=True)
+            self._send(200, "text/html", page)
+
+    def _send(
+        self, code: int, content_type: str, text: str, headers: dict[str, str] | None = None
+    ) -> None:
+        data = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header(waker.WAKER_HEADER, "1")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(api: Kube, settings: OperatorSettings) -> Waker:
+    """The waker on RSPARK_WAKER_ADDRESS, in a thread of its own."""
+    server = Waker(api, settings)
+    threading.Thread(target=server.serve_forever, name="waker", daemon=True).start()
+    log.info("waker on %s", settings.waker_address)
+    return server

@@ -1,0 +1,212 @@
+"""Waking on a visit: where the URL leads (the Ingress, the waker's Service and
+EndpointSlice), which workspace a request is for, the password and its cookie, the
+page, and the reconcile that switches the URL to the waker and back."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from rspark_operator import names, waker
+from rspark_operator.builders import build_children, build_ingress
+from rspark_operator.builders.waker import MANAGED_BY_LABEL, SERVICE_NAME_LABEL
+from rspark_operator.conditions import timestamp
+from rspark_operator.settings import SettingsError, load_settings
+from rspark_operator.status import Reason
+from tests.unit.fakeapi import FakeApi
+from tests.unit.test_idle_reconcile import agent_reports, phase, run_at, running_with
+from tests.unit.test_reconcile import NAME, NAMESPACE, NOW, POD, pod_ready
+from tests.unit.workspaces import settings, workspace
+
+pytestmark = pytest.mark.unit
+
+WAKER = settings(waker_address="0.0.0.0:8081", waker_ip="10.244.0.7")
+INGRESS = ("Ingress", NAMESPACE, NAME)
+
+
+def condition(type_: str, status: str, reason: str = "", at: str = "") -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": reason, "lastTransitionTime": at}
+
+
+@pytest.mark.parametrize(
+    ("status", "to_waker"),
+    [
+        ({"phase": "Idle"}, True),
+        # Woken: the new pod is not Ready, the agent's verdict is still the old pod's.
+        ({"phase": "Pending", "conditions": [condition("Idle", "True")]}, True),
+        ({"phase": "Running", "conditions": [condition("Idle", "True")]}, False),
+        ({"phase": "Pending", "conditions": [condition("Idle", "False")]}, False),
+        ({"phase": "Pending"}, False),
+        ({"phase": "Suspended"}, False),
+        ({}, False),
+    ],
+)
+def test_the_url_goes_to_the_waker_while_stopped_and_until_the_next_pod_is_ready(
+    status: dict[str, Any], to_waker: bool
+) -> None:
+    assert waker.status_routed_to_waker(status) is to_waker
+
+
+def backend(ingress: dict[str, Any]) -> dict[str, Any]:
+    path = ingress["spec"]["rules"][0]["http"]["paths"][0]
+    return {"service": path["backend"]["service"]["name"], "path": path["path"],
+            "type": path["pathType"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("ide", ["rstudio", "jupyterlab"])
+def test_the_ingress_leads_to_the_waker_with_the_whole_path(ide: str) -> None:
+    ws = workspace(ide=ide)
+    path_mode = settings(ingress_mode="path")
+    assert backend(build_ingress(ws, path_mode, to_waker=True)) == {
+        "service": names.waker_service_name("demo"),
+        "path": "/team/demo/",
+        "type": "Prefix",
+    }
+    assert backend(build_ingress(ws, path_mode))["service"] == names.rstudio_service_name("demo")
+
+
+def test_the_waker_service_has_no_selector_and_its_slice_is_the_operator_pod() -> None:
+    children = {(c["kind"], c["metadata"]["name"]): c for c in build_children(workspace(), WAKER)}
+    service = children[("Service", "demo-waker")]
+    assert "selector" not in service["spec"]
+    assert service["spec"]["ports"][0]["port"] == 8787
+    endpoints = children[("EndpointSlice", "demo-waker")]
+    assert endpoints["metadata"]["labels"][SERVICE_NAME_LABEL] == "demo-waker"
+    assert endpoints["metadata"]["labels"][MANAGED_BY_LABEL] == "rspark-operator"
+    assert endpoints["addressType"] == "IPv4"
+    assert endpoints["endpoints"][0]["addresses"] == ["10.244.0.7"]
+    assert endpoints["ports"] == [{"name": "http", "port": 8081, "protocol": "TCP"}]
+    assert endpoints["metadata"]["ownerReferences"]
+    # Off: neither, and the Ingress always leads to the IDE.
+    plain = build_children(workspace(), settings(), to_waker=True)
+    assert not [c for c in plain if c["metadata"]["name"] == "demo-waker"]
+    (ingress,) = [c for c in plain if c["kind"] == "Ingress"]
+    assert backend(ingress)["service"] == "demo-rstudio"
+
+
+def test_the_waker_needs_its_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSPARK_SNAPSHOT_REPOSITORY_BASE", "s3:http://s3/rspark")
+    monkeypatch.setenv("RSPARK_WAKER_ADDRESS", "0.0.0.0:8081")
+    with pytest.raises(SettingsError, match="RSPARK_WAKER_IP"):
+        load_settings()
+    monkeypatch.setenv("RSPARK_WAKER_IP", "not an address")
+    with pytest.raises(SettingsError, match="RSPARK_WAKER_IP"):
+        load_settings()
+    monkeypatch.setenv("RSPARK_WAKER_IP", "fd00::7")
+    assert load_settings().waker_port == 8081
+
+
+ROUTES = [
+    waker.Route("rspark.localhost", "/team/alice/", "team", "alice"),
+    waker.Route("rspark.localhost", "/team/alice-2/", "team", "alice-2"),
+    waker.Route("bob-team.rspark.localhost", "/", "team", "bob"),
+]
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "found"),
+    [
+        ("rspark.localhost", "/team/alice/lab/tree/a.ipynb", "alice"),
+        ("rspark.localhost:8080", "/team/alice", "alice"),
+        ("rspark.localhost", "/team/alice-2/", "alice-2"),
+        ("bob-team.rspark.localhost", "/rpc/get_events", "bob"),
+        ("rspark.localhost", "/team/carol/", None),
+        ("other.localhost", "/team/alice/", None),
+    ],
+)
+def test_a_request_is_for_the_workspace_of_its_host_and_longest_prefix(
+    host: str, path: str, found: str | None
+) -> None:
+    route = waker.find_workspace(ROUTES, host, path)
+    assert (route.name if route else None) == found
+
+
+def test_the_password_and_its_cookie() -> None:
+    assert waker.password_ok("correct horse", "correct horse")
+    assert not waker.password_ok("correct", "correct horse")
+    assert not waker.password_ok("", "")  # no password in the Secret: nobody
+    cookie = waker.wake_cookie("correct horse", "uid-1")
+    assert waker.cookie_ok(cookie, "correct horse", "uid-1")
+    assert not waker.cookie_ok(cookie, "new password", "uid-1")
+    assert not waker.cookie_ok(cookie, "correct horse", "uid-2")  # another workspace
+    assert not waker.cookie_ok(None, "correct horse", "uid-1")
+
+
+def test_a_wake_is_asked_once_per_stop() -> None:
+    stopped = {"conditions": [condition("Idle", "True", at=timestamp(NOW))]}
+    later = {names.RESTART_ANNOTATION: timestamp(NOW + timedelta(minutes=1))}
+    earlier = {names.RESTART_ANNOTATION: timestamp(NOW - timedelta(days=1))}
+    assert waker.wake_asked(later, stopped)
+    assert not waker.wake_asked(earlier, stopped)
+    assert not waker.wake_asked({}, stopped)
+    assert not waker.wake_asked(later, {})
+
+
+def ready(reason: str, message: str = "") -> dict[str, Any]:
+    return {"type": "Ready", "status": "False", "reason": reason, "message": message}
+
+
+@pytest.mark.parametrize(
+    ("status", "asked", "now"),
+    [
+        ({"phase": "Idle"}, False, 0),
+        ({"phase": "Idle"}, True, 1),
+        ({"phase": "Pending", "conditions": [ready(Reason.POD_MISSING)]}, True, 1),
+        ({"phase": "Pending", "conditions": [ready(Reason.RESTORING)]}, True, 2),
+        ({"phase": "Pending", "conditions": [ready(Reason.POD_NOT_READY)]}, True, 3),
+    ],
+)
+def test_the_progress_follows_the_status(status: dict[str, Any], asked: bool, now: int) -> None:
+    steps, _ = waker.progress(status, wake_asked=asked)
+    assert [step["state"] for step in steps] == [
+        "done" if i < now else "now" if i == now else "" for i in range(len(waker.STEPS))
+    ]
+
+
+def test_the_page_asks_for_the_password_then_shows_the_progress() -> None:
+    route = waker.Route("h", "/team/<b>/", "team", "<b>")
+    status = {"phase": "Idle", "conditions": [ready(Reason.IDLE, "no activity since <t>")]}
+    form = waker.render_page(route, status, ask_password=True, wrong=True)
+    assert 'name="password"' in form and 'id="wrong"' in form
+    assert "&lt;b&gt;" in form and "<b>" not in form  # escaped
+    assert "poll()" not in form  # nothing to poll before the password
+    waking = waker.render_page(route, status, ask_password=False, wake_asked=True)
+    assert 'name="password"' not in waking
+    assert waker.WAKER_HEADER in waking and "no activity since &lt;t&gt;" in waking
+    signin = waker.render_page(route, status, ask_password=False, can_wake=False)
+    assert "kubectl rspark restart &lt;b&gt; -n team" in signin and "poll()" not in signin
+    assert waker.state(status, wake_asked=True)["steps"][1]["state"] == "now"
+
+
+def ingress_service(fake: FakeApi) -> str:
+    return str(backend(fake.objects[INGRESS])["service"])
+
+
+def test_the_reconcile_switches_the_url_to_the_waker_and_back_once_ready() -> None:
+    fake = FakeApi()
+    running_with(fake, stopAfter="1h")
+    run_at(fake, NOW, WAKER, children=True)
+    assert ingress_service(fake) == "demo-rstudio"
+    assert ("EndpointSlice", NAMESPACE, "demo-waker") in fake.objects
+    agent_reports(fake, "True", NOW)
+    stop = NOW + timedelta(minutes=61)
+    run_at(fake, stop, WAKER)  # a status refresh (pod event) is enough
+    assert phase(fake) == "Idle"
+    assert ingress_service(fake) == "demo-waker"
+    fake.finish_termination(*POD)
+    run_at(fake, stop + timedelta(hours=1), WAKER, children=True)  # resync: stays
+    assert ingress_service(fake) == "demo-waker"
+    woken = stop + timedelta(hours=2)
+    fake.objects[("RStudioWorkspace", NAMESPACE, NAME)]["metadata"]["annotations"] = {
+        names.RESTART_ANNOTATION: timestamp(woken)
+    }
+    run_at(fake, woken, WAKER)
+    assert phase(fake) == "Pending"
+    assert ingress_service(fake) == "demo-waker"  # the new pod is not Ready yet
+    fake.objects[POD]["metadata"]["creationTimestamp"] = timestamp(woken)
+    pod_ready(fake)
+    run_at(fake, woken + timedelta(seconds=40), WAKER)
+    assert phase(fake) == "Running"
+    assert ingress_service(fake) == "demo-rstudio"
