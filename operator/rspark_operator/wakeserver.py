@@ -36,6 +36,8 @@ from rspark_operator.validation import InvalidSpecError, parse_workspace
 log = logging.getLogger("rspark.waker")
 
 ROUTES_SECONDS = 30.0
+# A request for no known workspace lists them again, at most this often.
+MISS_SECONDS = 5.0
 MERGE_PATCH = "application/merge-patch+json"
 # A password form is small: more is not one.
 MAX_FORM_BYTES = 4096
@@ -43,7 +45,7 @@ MAX_FORM_BYTES = 4096
 
 class Routes:
     """Every workspace's host and prefix, listed again when older than ROUTES_SECONDS or
-    when a request matches none (a workspace made since)."""
+    when a request matches none (a workspace made since; at most every MISS_SECONDS)."""
 
     def __init__(self, api: Kube, settings: OperatorSettings) -> None:
         self.api = api
@@ -55,7 +57,8 @@ class Routes:
     def find(self, host: str, path: str) -> waker.Route | None:
         with self.lock:
             found = waker.find_workspace(self.routes, host, path)
-            if found is None or time.monotonic() - self.listed > ROUTES_SECONDS:
+            age = time.monotonic() - self.listed
+            if (found is None and age > MISS_SECONDS) or age > ROUTES_SECONDS:
                 self.routes = self._list()
                 self.listed = time.monotonic()
                 found = waker.find_workspace(self.routes, host, path)
@@ -162,8 +165,7 @@ class Handler(BaseHTTPRequestHandler):
         password = self.server.password(route)
         uid = body["metadata"]["uid"]
         cookie_name = waker.COOKIE_PREFIX + route.name
-        cookies = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
-        given = cookies[cookie_name].value if cookie_name in cookies else None
+        given = _cookie(self.headers.get("Cookie", ""), cookie_name)
         headers: dict[str, str] = {}
         if form is not None:
             typed = (form.get(waker.PASSWORD_FIELD) or [""])[0]
@@ -201,6 +203,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _cookie(header: str, name: str) -> str | None:
+    try:
+        cookies = http.cookies.SimpleCookie(header)
+    except http.cookies.CookieError:
+        return None
+    return cookies[name].value if name in cookies else None
 
 
 def serve(api: Kube, settings: OperatorSettings) -> Waker:
