@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -158,3 +159,59 @@ def state(status: Mapping[str, Any], *, wake_asked: bool) -> dict[str, Any]:
     """What the page's script polls for: the steps and the message."""
     steps, message = progress(status, wake_asked=wake_asked)
     return {"phase": status.get("phase", ""), "steps": steps, "message": message}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the waker answers a request, and whether it wakes the workspace first."""
+
+    code: int
+    content_type: str
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+    wake: bool = False
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A request to a workspace's URL, as the waker reads it: its path, the password
+    posted (None: a GET), the cookie it carries, whether it polls for JSON."""
+
+    path: str
+    posted: str | None = None
+    cookie: str | None = None
+    wants_json: bool = False
+
+
+def answer(
+    route: Route, body: Mapping[str, Any], visit: Visit, *, password: str, oidc: bool
+) -> Answer:
+    """The waker's answer to a visit of a workspace (`body`) whose password is
+    `password`. With oidc sign-in, who asks is the workspace proxy's to tell, and it is
+    not running: a page that says how to wake it."""
+    status = body.get("status") or {}
+    if oidc:
+        return Answer(200, "text/html", render_page(route, status, ask_password=False,
+                                                    can_wake=False))  # fmt: skip
+    uid = str(body["metadata"]["uid"])
+    given = visit.cookie
+    headers = {}
+    if visit.posted is not None:
+        if not password_ok(visit.posted, password):
+            page = render_page(route, status, ask_password=True, wrong=True)
+            return Answer(403, "text/html", page)
+        given = wake_cookie(password, uid)
+        secure = "; Secure" if route.secure else ""
+        name = COOKIE_PREFIX + route.name
+        headers["Set-Cookie"] = (
+            f"{name}={given}; Path={route.prefix}; HttpOnly; SameSite=Lax{secure}"
+        )
+    if not cookie_ok(given, password, uid):
+        return Answer(200, "text/html", render_page(route, status, ask_password=True))
+    if visit.posted is not None:  # back with GET, so that reloading the page posts nothing
+        return Answer(303, "text/plain", "", {**headers, "Location": visit.path}, wake=True)
+    if visit.wants_json:
+        return Answer(200, "application/json", json.dumps(state(status, wake_asked=True)),
+                      wake=True)  # fmt: skip
+    page = render_page(route, status, ask_password=False, wake_asked=True)
+    return Answer(200, "text/html", page, wake=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import http.cookies
-import json
 import logging
 import threading
 import time
@@ -148,47 +147,21 @@ class Handler(BaseHTTPRequestHandler):
             if route is None or not body:
                 self._send(404, "text/plain", "No workspace here.\n")
                 return
-            self._workspace(route, body, form)
+            oidc = signin_enabled(self.server.settings)
+            visit = waker.Visit(
+                path=self.path,
+                posted=None if form is None else (form.get(waker.PASSWORD_FIELD) or [""])[0],
+                cookie=_cookie(self.headers.get("Cookie", ""), waker.COOKIE_PREFIX + route.name),
+                wants_json="application/json" in self.headers.get("Accept", ""),
+            )
+            password = "" if oidc else self.server.password(route)
+            reply = waker.answer(route, body, visit, password=password, oidc=oidc)
+            if reply.wake:
+                self.server.wake(body)
+            self._send(reply.code, reply.content_type, reply.text, reply.headers)
         except KubeError as error:
             log.warning("waker: %s", error)
             self._send(503, "text/plain", "The workspace cannot be read now; try again.\n")
-
-    def _workspace(
-        self, route: waker.Route, body: dict[str, Any], form: dict[str, list[str]] | None
-    ) -> None:
-        status = body.get("status") or {}
-        if signin_enabled(self.server.settings):
-            # Who is signed in is the workspace proxy's to tell, and it is not running.
-            page = waker.render_page(route, status, ask_password=False, can_wake=False)
-            self._send(200, "text/html", page)
-            return
-        password = self.server.password(route)
-        uid = body["metadata"]["uid"]
-        cookie_name = waker.COOKIE_PREFIX + route.name
-        given = _cookie(self.headers.get("Cookie", ""), cookie_name)
-        headers: dict[str, str] = {}
-        if form is not None:
-            typed = (form.get(waker.PASSWORD_FIELD) or [""])[0]
-            if not waker.password_ok(typed, password):
-                page = waker.render_page(route, status, ask_password=True, wrong=True)
-                self._send(403, "text/html", page)
-                return
-            given = waker.wake_cookie(password, uid)
-            secure = "; Secure" if route.secure else ""
-            headers["Set-Cookie"] = (
-                f"{cookie_name}={given}; Path={route.prefix}; HttpOnly; SameSite=Lax{secure}"
-            )
-        if not waker.cookie_ok(given, password, uid):
-            self._send(200, "text/html", waker.render_page(route, status, ask_password=True))
-            return
-        self.server.wake(body)
-        if form is not None:  # back with GET, so that reloading the page posts nothing
-            self._send(303, "text/plain", "", {**headers, "Location": self.path})
-        elif "application/json" in self.headers.get("Accept", ""):
-            self._send(200, "application/json", json.dumps(waker.state(status, wake_asked=True)))
-        else:
-            page = waker.render_page(route, status, ask_password=False, wake_asked=True)
-            self._send(200, "text/html", page)
 
     def _send(
         self, code: int, content_type: str, text: str, headers: dict[str, str] | None = None

@@ -210,3 +210,43 @@ def test_the_reconcile_switches_the_url_to_the_waker_and_back_once_ready() -> No
     run_at(fake, woken + timedelta(seconds=40), WAKER)
     assert phase(fake) == "Running"
     assert ingress_service(fake) == "demo-rstudio"
+
+
+BODY = {
+    "metadata": {"name": "alice", "namespace": "team", "uid": "uid-1"},
+    "status": {"phase": "Idle", "conditions": [ready(Reason.IDLE, "no activity since then")]},
+}
+ALICE = waker.Route("rspark.localhost", "/team/alice/", "team", "alice")
+
+
+def test_only_the_password_wakes_and_its_cookie_follows_the_progress() -> None:
+    def visit(**kwargs: Any) -> waker.Answer:
+        kwargs.setdefault("path", "/team/alice/lab?x=1")
+        return waker.answer(ALICE, BODY, waker.Visit(**kwargs), password="pw", oidc=False)
+
+    first = visit()
+    assert (first.code, first.wake) == (200, False) and 'name="password"' in first.text
+    wrong = visit(posted="nope")
+    assert (wrong.code, wrong.wake, wrong.headers) == (403, False, {})
+    right = visit(posted="pw")
+    assert (right.code, right.wake) == (303, True)
+    assert right.headers["Location"] == "/team/alice/lab?x=1"
+    name, _, rest = right.headers["Set-Cookie"].partition("=")
+    value = rest.split(";")[0]
+    assert name == waker.COOKIE_PREFIX + "alice"
+    assert "Path=/team/alice/" in rest and "HttpOnly" in rest and "Secure" not in rest
+    page = visit(cookie=value)
+    assert (page.code, page.wake) == (200, True) and "poll()" in page.text
+    polled = visit(cookie=value, wants_json=True)
+    assert polled.content_type == "application/json" and '"phase": "Idle"' in polled.text
+    changed = waker.answer(ALICE, BODY, waker.Visit("/", cookie=value), password="new", oidc=False)
+    assert not changed.wake and 'name="password"' in changed.text
+    secure = waker.Route("h", "/", "team", "alice", secure=True)
+    posted = waker.answer(secure, BODY, waker.Visit("/", posted="pw"), password="pw", oidc=False)
+    assert "; Secure" in posted.headers["Set-Cookie"]
+
+
+def test_with_oidc_sign_in_the_waker_wakes_nothing() -> None:
+    for visit in (waker.Visit("/"), waker.Visit("/", posted="pw")):
+        reply = waker.answer(ALICE, BODY, visit, password="pw", oidc=True)
+        assert (reply.code, reply.wake) == (200, False) and "kubectl rspark restart" in reply.text
