@@ -38,11 +38,18 @@ from typing import Any, NoReturn
 import urllib3
 from kubernetes import client, config
 
-from rspark_operator import names, status
+from rspark_operator import names, status, tenancy
 from rspark_operator.agent import reasons
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
-from rspark_operator.conditions import HOME_RESTORED, READY, SNAPSHOT_HEALTHY, Advice, find
+from rspark_operator.conditions import (
+    HOME_RESTORED,
+    NAMESPACE_SHARED,
+    READY,
+    SNAPSHOT_HEALTHY,
+    Advice,
+    find,
+)
 from rspark_operator.contract import S3_CREDENTIAL_KEYS
 
 _FRACTION = re.compile(r"\.\d+")
@@ -51,6 +58,7 @@ ADVICE: dict[str, Mapping[str, Advice]] = {
     READY: status.ADVICE,
     HOME_RESTORED: reasons.ADVICE,
     SNAPSHOT_HEALTHY: reasons.ADVICE,
+    NAMESPACE_SHARED: tenancy.ADVICE,
 }
 
 

@@ -65,6 +65,7 @@ from rspark_operator.status import (
     ready_transition,
     status_changed,
 )
+from rspark_operator.tenancy import Tenancy, is_team_namespace
 from rspark_operator.validation import InvalidSpecError, parse_workspace
 
 # A workspace pod's ServiceAccount does not exist before the first apply, and the
@@ -76,6 +77,8 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 WarningsOf = Callable[[str], Iterable[Mapping[str, Any]]]
 # Whether a node is cordoned (spec.unschedulable: being drained), by its name.
 Cordoned = Callable[[str], bool]
+# The (workspace, user) pairs of the workspaces in a namespace, by its name.
+Neighbours = Callable[[str], Iterable[tuple[str, str]]]
 # Refusals by child key (`lifecycle.key`).
 Refusals = dict[str, Refusal]
 
@@ -142,6 +145,7 @@ def reconcile(
     rollout: Rollout,
     *,
     cordoned: Cordoned | None = None,
+    neighbours: Neighbours | None = None,
     children: bool = True,
     now: datetime | None = None,
 ) -> Outcome:
@@ -149,7 +153,8 @@ def reconcile(
     pod events cannot have changed (used for pod events, which are many); `rollout`
     admits the replacement of pods held for the operator's own reasons; `cordoned`
     tells the nodes being drained (from the operator's watch of cordoned nodes; none
-    when not given)."""
+    when not given); `neighbours` the workspaces of a namespace (from the operator's
+    index of workspaces; none when not given)."""
     now = now or datetime.now(UTC)
     try:
         ws = parse_workspace(body, settings)
@@ -158,7 +163,20 @@ def reconcile(
         return _invalid(api, body, error, now)
     seen = observe(api, settings, ws, body, cordoned or _none_cordoned, children=children, now=now)
     plan = make_plan(seen, now, settings)
-    return _apply(api, settings, seen, plan, body, warnings_of, rollout, now)
+    tenancy = _tenancy(api, ws, neighbours or _no_neighbours)
+    return _apply(api, settings, seen, plan, body, warnings_of, rollout, tenancy, now)
+
+
+def _tenancy(api: Api, ws: Workspace, neighbours: Neighbours) -> Tenancy:
+    """Other users' workspaces in the namespace; the namespace is read only when there
+    are some (one namespace per user, the recommendation, costs no request)."""
+    others = sorted(
+        {user for name, user in neighbours(ws.namespace) if name != ws.name} - {ws.spec.user}
+    )
+    if not others:
+        return Tenancy(ws.namespace)
+    namespace = api.get("v1", "Namespace", "", ws.namespace)
+    return Tenancy(ws.namespace, others, is_team_namespace(namespace))
 
 
 def observe(
@@ -246,6 +264,7 @@ def _apply(
     body: dict[str, Any],
     warnings_of: WarningsOf,
     rollout: Rollout,
+    tenancy: Tenancy,
     now: datetime,
 ) -> Outcome:
     ws = seen.ws
@@ -286,6 +305,7 @@ def _apply(
         pod_spec_current=spec_current(pod, seen.desired_pod),
         refusals=tuple(refusals.values()),
         idle=stopped,
+        tenancy=tenancy,
     )
     status = compute_status(
         generation=ws.generation,
@@ -486,6 +506,10 @@ def _finish(api: Api, body: dict[str, Any], status: dict[str, Any], events: list
             subresource="status",
         )
     return Outcome(status=status, events=events)
+
+
+def _no_neighbours(namespace: str) -> Iterable[tuple[str, str]]:
+    return ()
 
 
 def _none_cordoned(node: str) -> bool:

@@ -32,6 +32,10 @@ REQUIRED_ENV = (
 )
 
 
+# Commands that work on the repository alone, without a home.
+HOMELESS = ("list", "forget")
+
+
 def missing_environment(env: Mapping[str, str]) -> list[str]:
     return [" or ".join(names) for names in REQUIRED_ENV if not any(env.get(n) for n in names)]
 
@@ -67,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", parents=[common], help="snapshots, newest first")
     listing.add_argument("--json", action="store_true")
     listing.add_argument("--home", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
+
+    forget = commands.add_parser(
+        "forget",
+        parents=[common],
+        help="apply RSPARK_RETENTION (forget + prune): where the repository's key may "
+        "delete, never through the snapshot gateway",
+    )
+    forget.add_argument("--home", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
 
     run = commands.add_parser("run", parents=[common], help="the sidecar loop")
     run.add_argument("--home", type=Path, required=True)
@@ -110,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except AgentSettingsError as exc:
         log.error("%s", exc)
         return 2
-    # `list` has no home of its own: leave restic's cache where restic keeps it.
-    agent = build_agent(settings, args.home, cache_in_home=args.command != "list")
+    # `list` and `forget` have no home of their own: restic's cache stays where restic
+    # keeps it.
+    agent = build_agent(settings, args.home, cache_in_home=args.command not in HOMELESS)
     try:
         return _dispatch(args, agent)
     except (AgentError, ResticError) as exc:
@@ -134,6 +147,9 @@ def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
         if summary is None:
             return 1
         return EXIT_PARTIAL if summary.unreadable else 0
+    if args.command == "forget":
+        agent.apply_retention()
+        return 0
     if args.command == "list":
         items = agent.snapshots(host_only=False)
         if args.json:
