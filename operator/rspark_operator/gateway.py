@@ -16,6 +16,10 @@ import hashlib
 # repository URL itself carries no secret.
 REST_USERNAME = "RESTIC_REST_USERNAME"
 REST_PASSWORD = "RESTIC_REST_PASSWORD"
+# The key of a workspace's credential Secret (names.gateway_credential_secret_name).
+CREDENTIAL_KEY = "password"
+# The key of the gateway's users Secret: the whole htpasswd file.
+HTPASSWD_KEY = "htpasswd"
 
 
 def gateway_user(namespace: str, name: str) -> str:
@@ -41,6 +45,13 @@ def htpasswd_line(user: str, password: str) -> str:
     chosen by people, so an unsalted fast hash leaves nothing to guess."""
     digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
     return f"{user}:{{SHA}}{digest}"
+
+
+def with_entry(htpasswd_text: str, user: str, password: str) -> str:
+    """The htpasswd file with `user`'s line set (added or replaced), sorted by user."""
+    lines = {line.split(":", 1)[0]: line for line in htpasswd_text.splitlines() if ":" in line}
+    lines[user] = htpasswd_line(user, password)
+    return "".join(lines[name] + "\n" for name in sorted(lines))
 
 
 def htpasswd(entries: dict[str, str]) -> str:

@@ -14,6 +14,7 @@ events) comes here, one at a time per workspace.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,12 +25,16 @@ from rspark_operator import names
 from rspark_operator.api import GROUP, KIND, VERSION, Workspace, stop_after_duration
 from rspark_operator.builders import (
     build_children,
+    build_gateway_credential_secret,
+    build_gateway_users_secret,
     build_passwords_secret,
     build_pod,
     settle_home_claim,
+    through_gateway,
     workspace_url,
 )
 from rspark_operator.cluster import Api, Failure, KubeError, Manifest
+from rspark_operator.gateway import CREDENTIAL_KEY, HTPASSWD_KEY, gateway_user, with_entry
 from rspark_operator.lifecycle import (
     PENDING_RESTART,
     VOLUME_RELEASED,
@@ -77,6 +82,8 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 WarningsOf = Callable[[str], Iterable[Mapping[str, Any]]]
 # Whether a node is cordoned (spec.unschedulable: being drained), by its name.
 Cordoned = Callable[[str], bool]
+# Writes of the gateway's users Secret tried when another reconcile wrote in between.
+GATEWAY_WRITE_ATTEMPTS = 3
 # The (workspace, user) pairs of the workspaces in a namespace, by its name.
 Neighbours = Callable[[str], Iterable[tuple[str, str]]]
 # Refusals by child key (`lifecycle.key`).
@@ -270,7 +277,7 @@ def _apply(
     ws = seen.ws
     refusals = dict(seen.refusals)
     if plan.children:
-        refusals |= _apply_children(api, ws, plan.children)
+        refusals |= _apply_children(api, settings, ws, plan.children)
     # A real apply can refuse what the dry run passed (a quota used up meanwhile).
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
     events = []
@@ -430,8 +437,11 @@ def _dry_run(
     return refusals
 
 
-def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refusals:
-    """Create the passwords Secret if it is missing and apply the other children."""
+def _apply_children(
+    api: Api, settings: OperatorSettings, ws: Workspace, manifests: list[Manifest]
+) -> Refusals:
+    """Create the passwords Secret (and the gateway credential) if missing, let the
+    gateway know the workspace, and apply the other children."""
     passwords = build_passwords_secret(
         ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
     )
@@ -440,12 +450,57 @@ def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refus
         api.create(passwords)
     except KubeError as error:
         _refused(refusals, passwords, error)
+    if ws.spec.snapshot.enabled and through_gateway(ws, settings):
+        try:
+            _register_with_gateway(api, settings, ws)
+        except KubeError as error:
+            _refused(refusals, build_gateway_users_secret(settings, "", None), error)
     for manifest in manifests:
         try:
             api.apply(manifest)
         except KubeError as error:
             _refused(refusals, manifest, error)
     return refusals
+
+
+def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) -> None:
+    """The workspace's gateway credential (created once) and its line in the gateway's
+    htpasswd, written only when missing or different. Two reconciles writing at once:
+    the second is refused (409) and reads again."""
+    credential = build_gateway_credential_secret(ws, secrets.token_urlsafe(32))
+    api.create(credential)
+    stored = api.get("v1", "Secret", ws.namespace, credential["metadata"]["name"]) or {}
+    password = secret_text(stored, CREDENTIAL_KEY)
+    if password is None:
+        name = credential["metadata"]["name"]
+        raise KubeError(
+            Failure.REJECTED, 0, f"Secret {ws.namespace}/{name} has no key {CREDENTIAL_KEY}"
+        )
+    user = gateway_user(ws.namespace, ws.name)
+    for attempt in range(GATEWAY_WRITE_ATTEMPTS):
+        users = api.get(
+            "v1",
+            "Secret",
+            settings.snapshot_gateway_namespace,
+            settings.snapshot_gateway_users_secret,
+        )
+        current = secret_text(users or {}, HTPASSWD_KEY) or ""
+        wanted = with_entry(current, user, password)
+        if wanted == current:
+            return
+        version = ((users or {}).get("metadata") or {}).get("resourceVersion")
+        try:
+            api.apply(build_gateway_users_secret(settings, wanted, version))
+            return
+        except KubeError as error:
+            if error.failure is not Failure.CONFLICT or attempt + 1 == GATEWAY_WRITE_ATTEMPTS:
+                raise
+
+
+def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
+    """One key of a Secret as the API server returns it (base64 under data)."""
+    value = (secret.get("data") or {}).get(key)
+    return None if value is None else base64.b64decode(value).decode()
 
 
 def _refused(refusals: Refusals, manifest: Manifest, error: KubeError) -> None:
