@@ -1,6 +1,7 @@
 """RSPARK_SNAPSHOT_MODE=gateway on the local cluster: the operator (with the manifests'
 identity) gives each workspace its own credential and registers it in the gateway's
-users Secret; the real gateway (rclone serve restic) lets a workspace's credential reach
+users Secret, copied to the gateway's file as devtools/gateway.py does on the local
+cluster; the real gateway (rclone serve restic) lets a workspace's credential reach
 its own repository only; `rspark-agent retention`, with the bucket's key and the cluster's
 workspaces, prunes; workspaces of two users in one namespace say so (NamespaceShared)."""
 
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +22,13 @@ import pytest
 from kubernetes import client
 
 from devtools import localcluster
-from devtools.gateway import Gateway
+from devtools.gateway import Gateway, sync_users, users_secret_reader
 from devtools.s3 import S3Credentials
 from rspark_operator import contract, names
 from rspark_operator.agent.retention import STORAGE_BASE
 from rspark_operator.conditions import NAMESPACE_SHARED, find
-from rspark_operator.gateway import HTPASSWD_KEY, REST_PASSWORD, REST_USERNAME
+from rspark_operator.gateway import REST_PASSWORD, REST_USERNAME
+from rspark_operator.settings import OperatorSettings
 from rspark_operator.tenancy import OTHER_USERS
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
@@ -84,16 +87,17 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
     workspaces.create(sample("alice", snapshot={"interval": "5m", "retention": KEEP_ONE}))
     workspaces.create(sample("bob", user="bob@example.com"))
 
-    def both_registered() -> str | None:
-        text = secret_data(core, "rspark-system", "rspark-snapshot-gateway-users", HTPASSWD_KEY)
-        wanted = (f"{namespace}.alice:", f"{namespace}.bob:")
-        return text if text and all(user in text for user in wanted) else None
+    stop = threading.Event()
+    sync_users(gateway, users_secret_reader(kube, OperatorSettings()), stop)
 
-    users = wait_until("both workspaces in the gateway's users Secret", both_registered)
-    gateway.htpasswd_file.parent.mkdir(parents=True)
-    gateway.htpasswd_file.write_text(users)
-    gateway.start()
+    def both_registered() -> str | None:
+        text = gateway.htpasswd_file.read_text()
+        wanted = (f"{namespace}.alice:", f"{namespace}.bob:")
+        return text if all(user in text for user in wanted) else None
+
     try:
+        gateway.start()
+        wait_until("both workspaces at the gateway (from the operator's Secret)", both_registered)
         alice = wait_until("alice's pod", lambda: agent_env(core, namespace, "alice"))
         bob = wait_until("bob's pod", lambda: agent_env(core, namespace, "bob"))
         assert not set(contract.S3_CREDENTIAL_KEYS) & set(alice)
@@ -130,6 +134,7 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
         listing = restic(alice_env, "snapshots", "--json", "--no-lock")
         assert len(json.loads(listing.stdout)) == 1, listing.stderr
     finally:
+        stop.set()
         gateway.stop()
 
     def shared() -> dict[str, Any] | None:
