@@ -1,5 +1,5 @@
-// Wrapper module that builds rclone v1.76.0 with only what the snapshot gateway of the
-// local cluster uses (main.go: `rclone serve restic` in front of the S3 backend;
+// Wrapper module that builds rclone v1.76.0 with only what the snapshot gateway uses
+// (main.go: `rclone serve restic` in front of the S3 backend, through an alias;
 // devtools/gateway.py): the whole program, with every backend, builds for many minutes
 // on 2 cores, and the gateway's code is the same.
 module rspark.dev/hack/rclone

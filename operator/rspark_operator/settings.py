@@ -140,10 +140,11 @@ class OperatorSettings(BaseSettings):
         "RSPARK_SNAPSHOT_GATEWAY_URL): each workspace gets its own credential, reaching only "
         "its own repository and unable to delete snapshots; no bucket key is in any "
         "workspace namespace, and retention runs where the gateway runs (rspark-agent "
-        "forget). direct (the default until the manifests ship the gateway): the agent "
-        "uses the bucket-wide key of RSPARK_SNAPSHOT_CREDENTIALS_SECRET, for single-user "
-        "installs only: whoever may read Secrets or create pods in a workspace namespace "
-        "can read and delete every home of the bucket.",
+        "retention); manifests/components/snapshot-gateway sets it up. direct (the default "
+        "while that component has not run with real containers): the agent uses the "
+        "bucket-wide key of RSPARK_SNAPSHOT_CREDENTIALS_SECRET, for single-user installs "
+        "only: whoever may read Secrets or create pods in a workspace namespace can read "
+        "and delete every home of the bucket.",
     )
     snapshot_gateway_url: str | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from devtools import localcluster
@@ -144,3 +145,43 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
 
     condition = wait_until("alice's NamespaceShared condition", shared)
     assert condition["reason"] == OTHER_USERS and "bob@example.com" in condition["message"]
+
+
+def test_the_gateway_component_is_accepted_by_the_api_server(
+    operator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """manifests/components/snapshot-gateway on the base, its objects dry-run on the server."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    manifests = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [f"{manifests}/base"],
+                "components": [f"{manifests}/components/snapshot-gateway"],
+            }
+        )
+    )
+    kubectl = str(ROOT / ".local" / "bin" / "kubectl")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    ours = [doc for doc in documents if "snapshot" in doc["metadata"]["name"]]
+    settings = next(
+        doc["data"] for doc in documents
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("rspark-operator")
+    )  # fmt: skip
+    assert settings["RSPARK_SNAPSHOT_MODE"] == "gateway"
+    assert {doc["kind"] for doc in ours} == {
+        "Deployment", "Service", "NetworkPolicy", "ServiceAccount", "ClusterRole",
+        "ClusterRoleBinding", "CronJob",
+    }  # fmt: skip
+    applied = subprocess.run(
+        [kubectl, "--kubeconfig", str(localcluster.KUBECONFIG), "apply", "--server-side",
+         "--dry-run=server", "--field-manager=test", "-f", "-"],
+        input=yaml.safe_dump_all(ours), capture_output=True, text=True,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
