@@ -23,7 +23,7 @@ from rspark_operator.agent.kube import (
     api_client,
     list_workspaces,
 )
-from rspark_operator.agent.reasons import EXIT_PARTIAL
+from rspark_operator.agent.reasons import EXIT_NO_REPOSITORY, EXIT_PARTIAL
 from rspark_operator.agent.report import Status
 from rspark_operator.agent.restic import Restic, ResticError
 from rspark_operator.agent.run import Runner
@@ -174,7 +174,12 @@ def platform_retention(args: argparse.Namespace) -> int:
     def forget(job: retention.Job, password: str) -> None:
         env = {**os.environ, "RESTIC_REPOSITORY": job.repository, "RESTIC_PASSWORD": password}
         restic = Restic(settings.restic, env=env, timeout=seconds(settings.restic_timeout))
-        restic.forget_prune(job.host, job.retention, settings.retry_lock)
+        try:
+            restic.forget_prune(job.host, job.retention, settings.retry_lock)
+        except ResticError as exc:
+            if exc.exit_code == EXIT_NO_REPOSITORY:
+                raise retention.NoRepository(str(exc)) from exc
+            raise
 
     jobs = retention.jobs(list_workspaces(api), storage_base)
     failed = retention.run(jobs, password_of, forget)

@@ -67,7 +67,11 @@ def jobs(workspaces: Iterable[Mapping[str, Any]], storage_base: str) -> list[Job
     return out
 
 
-# Runs one job with the repository's password; raises on failure.
+class NoRepository(Exception):
+    """The workspace never took a snapshot: nothing to prune."""
+
+
+# Runs one job with the repository's password; raises on failure (NoRepository: none yet).
 Forget = Callable[[Job, str], None]
 # The repository password of a workspace (its passwords Secret), None when missing.
 Password = Callable[[str, str], str | None]
@@ -84,6 +88,8 @@ def run(all_jobs: Iterable[Job], password_of: Password, forget: Forget) -> int:
             continue
         try:
             forget(job, password)
+        except NoRepository:
+            log.info("%s/%s: no repository yet, nothing to prune", job.namespace, job.name)
         except Exception as exc:
             log.error("%s/%s: forget + prune failed: %s", job.namespace, job.name, exc)
             failed += 1

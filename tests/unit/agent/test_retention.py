@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rspark_operator.agent.retention import Job, jobs, run
+from rspark_operator.agent.retention import Job, NoRepository, jobs, run
 
 pytestmark = pytest.mark.unit
 
@@ -50,11 +50,13 @@ def test_one_failure_leaves_the_others_and_is_counted() -> None:
     def forget(job: Job, password: str) -> None:
         if job.name == "bad":
             raise RuntimeError("locked")
+        if job.name == "new":
+            raise NoRepository("never snapshotted")
         done.append((job.name, password))
 
     all_jobs = [Job("ns", name, f"{BASE}/ns.{name}", f"ns-{name}", {"keepLast": 1})
-                for name in ("bad", "nopassword", "good")]  # fmt: skip
+                for name in ("bad", "nopassword", "new", "good")]  # fmt: skip
     failed = run(all_jobs, lambda ns, name: None if name == "nopassword" else f"pw-{name}", forget)
 
-    assert failed == 2
+    assert failed == 2  # a workspace without snapshots yet is not a failure
     assert done == [("good", "pw-good")]
