@@ -14,7 +14,13 @@ restic process); the one-shot CLI (`rspark-agent snapshot`, a new Python process
 each time) is timed too for the unchanged case. Results go to stdout and, with
 --write, into the "Snapshot agent" section of docs/benchmarks.md.
 
+With --gateway it times instead the agent straight to S3 against the agent through
+the snapshot gateway (`rclone serve restic --private-repos --append-only` in front
+of the same S3 server, devtools/gateway.py), in the same run, alternating, each
+step repeated (--repeat, the median kept), into the "Snapshot gateway" section.
+
     .local/venv/bin/python bench/snapshot.py --write
+    .local/venv/bin/python bench/snapshot.py --gateway --write
 """
 
 from __future__ import annotations
@@ -34,16 +40,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
+from devtools.gateway import Gateway, rclone_binary  # noqa: E402
 from devtools.s3 import S3Server  # noqa: E402
 from rspark_operator.agent.core import Agent  # noqa: E402
 from rspark_operator.agent.restic import Restic, backup_args  # noqa: E402
 from rspark_operator.agent.settings import load  # noqa: E402
+from rspark_operator.gateway import REST_PASSWORD, REST_USERNAME, repository  # noqa: E402
 
 HOST = "bench"
 PASSWORD = "bench-password"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Snapshot agent"
 START, END = "<!-- snapshot_agent:start -->", "<!-- snapshot_agent:end -->"
+GATEWAY_SECTION = "## Snapshot gateway"
+GATEWAY_MARKS = ("<!-- snapshot_gateway:start -->", "<!-- snapshot_gateway:end -->")
+GATEWAY_USER = "bench.home"
 
 
 def generate_home(home: Path, files: int, large_mib: int, seed: int) -> tuple[int, int]:
@@ -127,7 +138,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument(
+        "--gateway", action="store_true", help="the agent through the gateway vs straight to S3"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="--gateway: runs of each step")
     args = parser.parse_args()
+    if args.gateway:
+        return main_gateway(args)
 
     restic_bin = os.environ.get("RSPARK_RESTIC") or str(ROOT / ".local" / "bin" / "restic")
     work = Path(tempfile.mkdtemp(prefix="rspark-bench-", dir=args.workdir))
@@ -143,6 +160,127 @@ def main() -> int:
     if args.write:
         write_section(report)
     return 0
+
+
+def main_gateway(args: argparse.Namespace) -> int:
+    restic_bin = os.environ.get("RSPARK_RESTIC") or str(ROOT / ".local" / "bin" / "restic")
+    work = Path(tempfile.mkdtemp(prefix="rspark-bench-", dir=args.workdir))
+    server = S3Server(work / "s3")
+    server.start()
+    gateway = Gateway(work / "gateway", server.credentials)
+    gateway.add_user(GATEWAY_USER)
+    gateway.start()
+    try:
+        rows, facts = run_gateway(args, work, server, gateway, restic_bin)
+    finally:
+        gateway.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report = render_gateway(rows, facts)
+    print(report)
+    if args.write:
+        write_section(report, GATEWAY_MARKS)
+    return 0
+
+
+@dataclass
+class GatewayRow:
+    step: str
+    direct: float
+    gateway: float
+
+    @property
+    def ratio(self) -> float:
+        return self.gateway / self.direct if self.direct else float("nan")
+
+
+def run_gateway(
+    args: argparse.Namespace, work: Path, server: S3Server, gateway: Gateway, restic_bin: str
+) -> tuple[list[GatewayRow], dict[str, str]]:
+    home = work / "home"
+    files, size = generate_home(home, args.files, args.large_mib, args.seed)
+    print(f"home: {files} files, {size / 2**30:.2f} GiB", flush=True)
+    direct_env = environment(server, "direct", work / "cache-direct")
+    gateway_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "RSPARK_"))},
+        "RESTIC_REPOSITORY": repository(gateway.url, GATEWAY_USER),
+        REST_USERNAME: GATEWAY_USER,
+        REST_PASSWORD: gateway.users[GATEWAY_USER],
+        "RESTIC_PASSWORD": PASSWORD,
+        "XDG_CACHE_HOME": str(work / "cache-gateway"),
+    }
+    for env in (direct_env, gateway_env):
+        subprocess.run([restic_bin, "init"], env=env, check=True, capture_output=True)
+    settings = load(snapshot_host=HOST, restic=restic_bin)
+    agents = {
+        name: Agent(settings, home, restic=Restic(restic_bin, env=env), cache_in_home=False)
+        for name, env in (("direct", direct_env), ("gateway", gateway_env))
+    }
+
+    def snapshot(name: str) -> float:
+        return timed(lambda: agents[name].snapshot())
+
+    rows = [GatewayRow("first snapshot", snapshot("direct"), snapshot("gateway"))]
+    print(rows[-1], flush=True)
+    steps: list[tuple[str, Callable[[int], object] | None]] = [
+        ("unchanged snapshot", None),
+        ("1% of files changed", lambda run: change_one_percent(home, args.seed + run)),
+    ]
+    for step, prepare in steps:
+        times: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for run in range(args.repeat):
+            if prepare is not None:
+                prepare(run)
+            # Alternate who goes first: a load spike of the machine hits both alike.
+            order = ("direct", "gateway") if run % 2 == 0 else ("gateway", "direct")
+            for name in order:
+                times[name].append(snapshot(name))
+        rows.append(GatewayRow(step, median(times["direct"]), median(times["gateway"])))
+        print(rows[-1], times, flush=True)
+    for agent in agents.values():
+        agent.close()
+    version = subprocess.run(
+        [rclone_binary(), "version"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
+    facts = {
+        "home": f"{files} files, {size / 2**30:.2f} GiB",
+        "machine": f"{os.cpu_count()} cores",
+        "rclone": version,
+        "repeat": str(args.repeat),
+    }
+    return rows, facts
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def render_gateway(rows: list[GatewayRow], facts: dict[str, str]) -> str:
+    aimed = [row for row in rows if row.step != "first snapshot"]
+    lines = [
+        GATEWAY_SECTION,
+        "",
+        f"`bench/snapshot.py --gateway` on a generated home of {facts['home']}, one local "
+        f"SeaweedFS S3 server, {facts['machine']}: the agent straight to S3 against the agent "
+        f"through the snapshot gateway ({facts['rclone']}, `serve restic --private-repos "
+        "--append-only`, htpasswd `{SHA}` entries) in front of the same server, each in its "
+        "own repository, in the same run. The unchanged and 1% steps ran "
+        f"{facts['repeat']} times each, alternating which goes first; the median is shown.",
+        "",
+        "| step | direct (s) | through the gateway (s) | gateway / direct |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {r.step} | {r.direct:.2f} | {r.gateway:.2f} | {r.ratio:.2f}x |" for r in rows]
+    met = all(row.ratio <= 1.3 for row in aimed)
+    lines += [
+        "",
+        f"- Aim: within 1.3x of direct for an unchanged and a 1%-changed home: "
+        f"{'met' if met else 'not met'}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def environment(server: S3Server, path: str, cache: Path) -> dict[str, str]:
@@ -286,15 +424,16 @@ def render(rows: list[Row], facts: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(report: str) -> None:
-    """Replace (or append) the Snapshot agent section; other sections stay as they are."""
+def write_section(report: str, marks: tuple[str, str] = (START, END)) -> None:
+    """Replace (or append) the section between `marks`; other sections stay as they are."""
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n{report.rstrip()}\n{END}"
-    start, end = text.find(START), text.find(END)
+    first, last = marks
+    block = f"{first}\n{report.rstrip()}\n{last}"
+    start, end = text.find(first), text.find(last)
     if start == -1 or end == -1:
         text = text.rstrip("\n") + "\n\n" + block
     else:
-        text = text[:start] + block + text[end + len(END) :]
+        text = text[:start] + block + text[end + len(last) :]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text.rstrip("\n") + "\n")
 

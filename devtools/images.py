@@ -155,6 +155,12 @@ OAUTH2_PROXY = Files(
     functools.partial(go_tool, "oauth2-proxy", "/bin/oauth2-proxy"),
     ("--entrypoint", json.dumps(["/bin/oauth2-proxy"]), "--user", "65532:65532"),
 )
+# The snapshot gateway (manifests/components/snapshot-gateway): rclone, nothing else.
+RCLONE = Files(
+    "rclone",
+    functools.partial(go_tool, "rclone", "/bin/rclone"),
+    ("--entrypoint", json.dumps(["/bin/rclone"]), "--user", "65532:65532"),
+)
 PAUSE = Files(
     "pause",
     busybox_static,
@@ -166,7 +172,7 @@ SPARK = Dockerfile("spark", "spark-debian", (("BASE_IMAGE", DEBIAN), ("PYTHON_IM
 JUPYTERLAB = Dockerfile("jupyterlab", "jupyterlab", (("SPARK_IMAGE", SPARK),))
 # What the cluster runs, in build order; the others are only built from.
 IMAGES: dict[str, Image] = {
-    image.name: image for image in (PAUSE, AGENT, OPERATOR, SPARK, JUPYTERLAB, OAUTH2_PROXY)
+    image.name: image for image in (PAUSE, AGENT, OPERATOR, SPARK, JUPYTERLAB, OAUTH2_PROXY, RCLONE)
 }
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from rspark_operator import builders, crd, idle, lifecycle, names, status
+from rspark_operator import builders, crd, idle, lifecycle, names, status, tenancy
 from rspark_operator.agent import reasons
 from rspark_operator.agent.metrics import Metrics
 from rspark_operator.agent.settings import AgentSettings
@@ -402,8 +402,9 @@ checked by it (CEL) or, where the schema cannot say it, by the operator
 ## status
 
 The operator writes `phase`, `url`, `observedGeneration`, `pendingRestart` and the
-`Ready` condition; the snapshot agent writes `lastSnapshot` and the `HomeRestored`
-and `SnapshotHealthy` conditions. Their reasons: [troubleshooting.md](troubleshooting.md).
+`Ready` and `NamespaceShared` conditions; the snapshot agent writes `lastSnapshot`
+and the `HomeRestored` and `SnapshotHealthy` conditions. Their reasons:
+[troubleshooting.md](troubleshooting.md).
 
 {table(("field", "type", "default", "description"), field_rows(status_, "status"))}
 ## Which changes restart the pod
@@ -455,7 +456,7 @@ def troubleshooting_page() -> str:
 
 Every condition reason a workspace can show, what it means and what to do. The
 text lives beside each reason in the code (`ADVICE` in
-`operator/rspark_operator/status.py` and `operator/rspark_operator/agent/reasons.py`).
+`operator/rspark_operator/status.py`, `agent/reasons.py`, `idle.py` and `tenancy.py`).
 Read them with:
 
 ```sh
@@ -487,7 +488,15 @@ succeeded. A failure during a restore is `HomeRestored=False` (and `Ready` shows
 Whether the workspace is in use, from the IDE's own state, Spark's jobs and CPU
 (see the user guide, "Stopping when idle"); written only when the verdict changes.
 
-{table(header, advice_rows(idle.ADVICE))}"""
+{table(header, advice_rows(idle.ADVICE))}
+## NamespaceShared (the operator)
+
+Whether workspaces of other users share the workspace's namespace while it is not
+labelled `{tenancy.TEAM_NAMESPACE_LABEL}={tenancy.TEAM_NAMESPACE_VALUE}` (a trusted
+team's namespace): `True` is the warning. One namespace per user is the
+recommendation (docs/security.md, Tenancy).
+
+{table(header, advice_rows(tenancy.ADVICE))}"""
 
 
 # --- metrics ---

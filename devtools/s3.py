@@ -127,7 +127,8 @@ def write_identities(path: Path, access_key: str, secret_key: str) -> None:
 
 
 def wait_for_s3(endpoint: str, timeout: float = 60.0) -> None:
-    """Wait until the S3 gateway answers HTTP (any status: auth errors mean it is up)."""
+    """Wait until an HTTP server (S3, the snapshot gateway) answers (any status: auth
+    errors mean it is up)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -140,6 +141,18 @@ def wait_for_s3(endpoint: str, timeout: float = 60.0) -> None:
             last = exc
             time.sleep(0.3)
     raise TimeoutError(f"S3 server at {endpoint} did not answer within {timeout}s: {last}")
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a server started in a session of its own, SIGKILL after a bounded wait."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class S3Server:
@@ -171,16 +184,8 @@ class S3Server:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a bounded wait: weed may ignore SIGTERM for long."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_process_group(self.process)
         self.process = None
 
     # Raw access through the filer's HTTP API (no S3 signing), for tests that must

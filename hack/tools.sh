@@ -72,13 +72,15 @@ build_versioned() {
 
 main() {
   local tool tools=("$@")
-  ((${#tools[@]})) || tools=(kube etcd kwok restic helm coredns traefik kube-router promtool)
+  ((${#tools[@]})) || tools=(kube etcd kwok restic rclone helm coredns traefik kube-router promtool)
   for tool in "${tools[@]}"; do
     case "$tool" in
       kube) build_kube ;;
       etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
       kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
       restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
+      # The snapshot gateway of the local cluster (devtools/gateway.py): hack/rclone/main.go.
+      rclone) build_versioned rclone github.com/rclone/rclone github.com/rclone/rclone/fs.Version rclone=. ;;
       helm) build_helm ;;
       coredns) build coredns "" coredns=github.com/coredns/coredns ;;
       traefik)

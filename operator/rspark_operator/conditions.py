@@ -16,6 +16,8 @@ READY = "Ready"
 HOME_RESTORED = "HomeRestored"
 SNAPSHOT_HEALTHY = "SnapshotHealthy"
 IDLE = "Idle"
+# Written by the operator: other users share the namespace (tenancy.py).
+NAMESPACE_SHARED = "NamespaceShared"
 
 
 class Advice(NamedTuple):

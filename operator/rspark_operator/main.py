@@ -92,6 +92,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
     """The one resync loop, in a thread of its own; it reads the warnings index."""
     memo.warnings = kwargs[WARNINGS]
+    memo.neighbours = kwargs[BY_NAMESPACE]
     memo.thread = threading.Thread(
         target=run_resync,
         name="resync",
@@ -147,15 +148,21 @@ async def workspace_event(
     namespace: str | None,
     name: str,
     memo: kopf.Memo,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Queue the workspace: a change of its spec at once, the agent's restore and idle
     reports as a status refresh, a workspace first seen (start, resumed peering) within a resync
-    period; our own status writes need nothing."""
+    period; our own status writes need nothing. A workspace created or deleted refreshes
+    the others of its namespace (their NamespaceShared condition)."""
     queue: ResyncQueue = memo.queue
     if namespace is None:  # kopf's typing: workspaces are always namespaced
         return
     key = (namespace, name)
+    if event["type"] in ("ADDED", "DELETED"):
+        neighbours: NamespaceIndex = kwargs[BY_NAMESPACE]
+        for other, _user in neighbours.get(namespace, ()):
+            if other != name:
+                queue.schedule((namespace, other), children=False)
     metadata, status = body.get("metadata", {}), body.get("status") or {}
     if event["type"] == "DELETED":
         queue.forget(key)
@@ -199,6 +206,19 @@ async def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
     if workspace and involved.get("namespace"):
         memo.queue.schedule((involved["namespace"], workspace), children=False)
+
+
+# Workspaces (name, user) by namespace: who shares it (tenancy.py, NamespaceShared).
+BY_NAMESPACE = "workspaces_by_namespace"
+NamespaceIndex = kopf.Index[str, tuple[str, str]]
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def workspaces_by_namespace(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[str, tuple[str, str]]:
+    user = str((body.get("spec") or {}).get("user") or "")
+    return {} if namespace is None else {namespace: (name, user)}
 
 
 # Workspaces by the node of their pod, so that a cordoned node moves exactly those.
@@ -298,6 +318,7 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
             lambda uid: warnings.get(uid, ()),
             memo.rollout,
             cordoned=memo.cordoned.__contains__,
+            neighbours=lambda ns: memo.neighbours.get(ns, ()),
             children=job.children,
         )
         for event in outcome.events:

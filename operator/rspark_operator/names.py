@@ -122,6 +122,11 @@ def passwords_secret_name(workspace: str) -> str:
     return f"{workspace}-passwords"
 
 
+def gateway_credential_secret_name(workspace: str) -> str:
+    """The workspace's own credential at the snapshot gateway (gateway.CREDENTIAL_KEY)."""
+    return f"{workspace}-snapshot-gateway"
+
+
 def home_secrets_name(workspace: str) -> str:
     return f"{workspace}-home-secrets"
 

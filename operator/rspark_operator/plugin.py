@@ -38,11 +38,18 @@ from typing import Any, NoReturn
 import urllib3
 from kubernetes import client, config
 
-from rspark_operator import names, status
+from rspark_operator import gateway, names, status, tenancy
 from rspark_operator.agent import reasons
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
-from rspark_operator.conditions import HOME_RESTORED, READY, SNAPSHOT_HEALTHY, Advice, find
+from rspark_operator.conditions import (
+    HOME_RESTORED,
+    NAMESPACE_SHARED,
+    READY,
+    SNAPSHOT_HEALTHY,
+    Advice,
+    find,
+)
 from rspark_operator.contract import S3_CREDENTIAL_KEYS
 
 _FRACTION = re.compile(r"\.\d+")
@@ -51,6 +58,7 @@ ADVICE: dict[str, Mapping[str, Advice]] = {
     READY: status.ADVICE,
     HOME_RESTORED: reasons.ADVICE,
     SNAPSHOT_HEALTHY: reasons.ADVICE,
+    NAMESPACE_SHARED: tenancy.ADVICE,
 }
 
 
@@ -278,11 +286,18 @@ def list_snapshots(cluster: Cluster, namespace: str, name: str, restic: str) -> 
     credentials = cluster.secret(namespace, notes[names.SNAPSHOT_CREDENTIALS_ANNOTATION])
     if passwords is None or credentials is None:
         raise PluginError(EXIT_NOT_NOW, f"the Secrets of {name}'s snapshots are missing")
+    if repository.startswith("rest:"):  # through the snapshot gateway: its own credential
+        access = {
+            gateway.REST_USERNAME: gateway.gateway_user(namespace, name),
+            gateway.REST_PASSWORD: secret_value(credentials, gateway.CREDENTIAL_KEY),
+        }
+    else:
+        access = {key: secret_value(credentials, key) for key in S3_CREDENTIAL_KEYS}
     env = {
         **os.environ,
         "RESTIC_REPOSITORY": repository,
         "RESTIC_PASSWORD": secret_value(passwords, RESTIC_PASSWORD_KEY),
-        **{key: secret_value(credentials, key) for key in S3_CREDENTIAL_KEYS},
+        **access,
     }
     binary = shutil.which(restic)
     if binary is None:

@@ -14,6 +14,7 @@ events) comes here, one at a time per workspace.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,13 +25,17 @@ from rspark_operator import names
 from rspark_operator.api import GROUP, KIND, VERSION, Workspace, stop_after_duration
 from rspark_operator.builders import (
     build_children,
+    build_gateway_credential_secret,
+    build_gateway_users_secret,
     build_ingress,
     build_passwords_secret,
     build_pod,
     settle_home_claim,
+    through_gateway,
     workspace_url,
 )
 from rspark_operator.cluster import Api, Failure, KubeError, Manifest
+from rspark_operator.gateway import CREDENTIAL_KEY, HTPASSWD_KEY, gateway_user, with_entry
 from rspark_operator.lifecycle import (
     PENDING_RESTART,
     VOLUME_RELEASED,
@@ -66,6 +71,7 @@ from rspark_operator.status import (
     ready_transition,
     status_changed,
 )
+from rspark_operator.tenancy import Tenancy, is_team_namespace
 from rspark_operator.validation import InvalidSpecError, parse_workspace
 from rspark_operator.waker import routed_to_waker, status_routed_to_waker
 
@@ -78,6 +84,10 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 WarningsOf = Callable[[str], Iterable[Mapping[str, Any]]]
 # Whether a node is cordoned (spec.unschedulable: being drained), by its name.
 Cordoned = Callable[[str], bool]
+# Writes of the gateway's users Secret tried when another reconcile wrote in between.
+GATEWAY_WRITE_ATTEMPTS = 3
+# The (workspace, user) pairs of the workspaces in a namespace, by its name.
+Neighbours = Callable[[str], Iterable[tuple[str, str]]]
 # Refusals by child key (`lifecycle.key`).
 Refusals = dict[str, Refusal]
 
@@ -144,6 +154,7 @@ def reconcile(
     rollout: Rollout,
     *,
     cordoned: Cordoned | None = None,
+    neighbours: Neighbours | None = None,
     children: bool = True,
     now: datetime | None = None,
 ) -> Outcome:
@@ -151,7 +162,8 @@ def reconcile(
     pod events cannot have changed (used for pod events, which are many); `rollout`
     admits the replacement of pods held for the operator's own reasons; `cordoned`
     tells the nodes being drained (from the operator's watch of cordoned nodes; none
-    when not given)."""
+    when not given); `neighbours` the workspaces of a namespace (from the operator's
+    index of workspaces; none when not given)."""
     now = now or datetime.now(UTC)
     try:
         ws = parse_workspace(body, settings)
@@ -160,7 +172,20 @@ def reconcile(
         return _invalid(api, body, error, now)
     seen = observe(api, settings, ws, body, cordoned or _none_cordoned, children=children, now=now)
     plan = make_plan(seen, now, settings)
-    return _apply(api, settings, seen, plan, body, warnings_of, rollout, now)
+    tenancy = _tenancy(api, ws, neighbours or _no_neighbours)
+    return _apply(api, settings, seen, plan, body, warnings_of, rollout, tenancy, now)
+
+
+def _tenancy(api: Api, ws: Workspace, neighbours: Neighbours) -> Tenancy:
+    """Other users' workspaces in the namespace; the namespace is read only when there
+    are some (one namespace per user, the recommendation, costs no request)."""
+    others = sorted(
+        {user for name, user in neighbours(ws.namespace) if name != ws.name} - {ws.spec.user}
+    )
+    if not others:
+        return Tenancy(ws.namespace)
+    namespace = api.get("v1", "Namespace", "", ws.namespace)
+    return Tenancy(ws.namespace, others, is_team_namespace(namespace))
 
 
 def observe(
@@ -249,12 +274,13 @@ def _apply(
     body: dict[str, Any],
     warnings_of: WarningsOf,
     rollout: Rollout,
+    tenancy: Tenancy,
     now: datetime,
 ) -> Outcome:
     ws = seen.ws
     refusals = dict(seen.refusals)
     if plan.children:
-        refusals |= _apply_children(api, ws, plan.children)
+        refusals |= _apply_children(api, settings, ws, plan.children)
     # A real apply can refuse what the dry run passed (a quota used up meanwhile).
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
     events = []
@@ -289,6 +315,7 @@ def _apply(
         pod_spec_current=spec_current(pod, seen.desired_pod),
         refusals=tuple(refusals.values()),
         idle=stopped,
+        tenancy=tenancy,
     )
     status = compute_status(
         generation=ws.generation,
@@ -424,8 +451,11 @@ def _dry_run(
     return refusals
 
 
-def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refusals:
-    """Create the passwords Secret if it is missing and apply the other children."""
+def _apply_children(
+    api: Api, settings: OperatorSettings, ws: Workspace, manifests: list[Manifest]
+) -> Refusals:
+    """Create the passwords Secret (and the gateway credential) if missing, let the
+    gateway know the workspace, and apply the other children."""
     passwords = build_passwords_secret(
         ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
     )
@@ -434,12 +464,57 @@ def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refus
         api.create(passwords)
     except KubeError as error:
         _refused(refusals, passwords, error)
+    if ws.spec.snapshot.enabled and through_gateway(ws, settings):
+        try:
+            _register_with_gateway(api, settings, ws)
+        except KubeError as error:
+            _refused(refusals, build_gateway_users_secret(settings, "", None), error)
     for manifest in manifests:
         try:
             api.apply(manifest)
         except KubeError as error:
             _refused(refusals, manifest, error)
     return refusals
+
+
+def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) -> None:
+    """The workspace's gateway credential (created once) and its line in the gateway's
+    htpasswd, written only when missing or different. Two reconciles writing at once:
+    the second is refused (409) and reads again."""
+    credential = build_gateway_credential_secret(ws, secrets.token_urlsafe(32))
+    api.create(credential)
+    stored = api.get("v1", "Secret", ws.namespace, credential["metadata"]["name"]) or {}
+    password = secret_text(stored, CREDENTIAL_KEY)
+    if password is None:
+        name = credential["metadata"]["name"]
+        raise KubeError(
+            Failure.REJECTED, 0, f"Secret {ws.namespace}/{name} has no key {CREDENTIAL_KEY}"
+        )
+    user = gateway_user(ws.namespace, ws.name)
+    for attempt in range(GATEWAY_WRITE_ATTEMPTS):
+        users = api.get(
+            "v1",
+            "Secret",
+            settings.snapshot_gateway_namespace,
+            settings.snapshot_gateway_users_secret,
+        )
+        current = secret_text(users or {}, HTPASSWD_KEY) or ""
+        wanted = with_entry(current, user, password)
+        if wanted == current:
+            return
+        version = ((users or {}).get("metadata") or {}).get("resourceVersion")
+        try:
+            api.apply(build_gateway_users_secret(settings, wanted, version))
+            return
+        except KubeError as error:
+            if error.failure is not Failure.CONFLICT or attempt + 1 == GATEWAY_WRITE_ATTEMPTS:
+                raise
+
+
+def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
+    """One key of a Secret as the API server returns it (base64 under data)."""
+    value = (secret.get("data") or {}).get(key)
+    return None if value is None else base64.b64decode(value).decode()
 
 
 def _refused(refusals: Refusals, manifest: Manifest, error: KubeError) -> None:
@@ -500,6 +575,10 @@ def _finish(api: Api, body: dict[str, Any], status: dict[str, Any], events: list
             subresource="status",
         )
     return Outcome(status=status, events=events)
+
+
+def _no_neighbours(namespace: str) -> Iterable[tuple[str, str]]:
+    return ()
 
 
 def _none_cordoned(node: str) -> bool:

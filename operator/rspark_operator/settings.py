@@ -134,6 +134,38 @@ class OperatorSettings(BaseSettings):
         description="Secret (in the workspace namespace) with AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY.",
     )
+    snapshot_mode: Literal["direct", "gateway"] = Field(
+        default="direct",
+        description="How workspace agents reach the bucket. gateway: through the snapshot "
+        "gateway the platform runs (rclone serve restic --private-repos --append-only, "
+        "RSPARK_SNAPSHOT_GATEWAY_URL): each workspace gets its own credential, reaching only "
+        "its own repository and unable to delete snapshots; no bucket key is in any "
+        "workspace namespace, and retention runs where the gateway runs (rspark-agent "
+        "retention); manifests/components/snapshot-gateway sets it up. direct (the default "
+        "while that component has not run with real containers): the agent uses the "
+        "bucket-wide key of RSPARK_SNAPSHOT_CREDENTIALS_SECRET, for single-user installs "
+        "only: whoever may read Secrets or create pods in a workspace namespace can read "
+        "and delete every home of the bucket.",
+    )
+    snapshot_gateway_url: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="The snapshot gateway as workspace pods reach it, e.g. "
+        "http://rspark-snapshot-gateway.rspark-system.svc:8000. Required with "
+        "RSPARK_SNAPSHOT_MODE=gateway; a workspace's repository is <url>/<namespace>.<name>/.",
+    )
+    snapshot_gateway_namespace: str = Field(
+        default="rspark-system",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Namespace of the snapshot gateway (the operator's): the only one holding "
+        "the bucket's key; the operator keeps the gateway's users Secret there.",
+    )
+    snapshot_gateway_users_secret: str = Field(
+        default="rspark-snapshot-gateway-users",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Secret (in RSPARK_SNAPSHOT_GATEWAY_NAMESPACE) whose key htpasswd the "
+        "gateway reads: one line per workspace, written by the operator.",
+    )
     allowed_image_prefixes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated prefixes (e.g. registry.example.com/rspark/) that "
@@ -393,6 +425,20 @@ class OperatorSettings(BaseSettings):
     @property
     def waker_port(self) -> int:
         return int(self.waker_address.rsplit(":", 1)[1])
+
+    @field_validator("snapshot_gateway_url")
+    @classmethod
+    def _gateway_with_its_mode(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("snapshot_mode") == "gateway" and not url:
+            raise ValueError("required with RSPARK_SNAPSHOT_MODE=gateway")
+        if url is None:
+            return url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError("not an http(s) URL, e.g. http://rspark-snapshot-gateway:8000")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in the URL: each workspace has its own")
+        return url
 
     @field_validator("oidc_issuer_url")
     @classmethod

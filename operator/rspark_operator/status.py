@@ -1,7 +1,7 @@
 """The workspace status, computed from what exists; a pure function.
 
 The operator owns phase, url, observedGeneration, pendingRestart and the Ready
-condition. The snapshot agent owns HomeRestored, SnapshotHealthy and
+and NamespaceShared conditions. The snapshot agent owns HomeRestored, SnapshotHealthy and
 lastSnapshot. `compute_status` returns the operator's fields only, meant for a
 server-side apply of the status subresource: status.conditions is a map keyed
 by type, so applying [Ready] leaves the agent's conditions as they are.
@@ -19,12 +19,14 @@ from rspark_operator.api import Phase
 from rspark_operator.conditions import (
     HOME_RESTORED,
     IDLE,
+    NAMESPACE_SHARED,
     READY,
     Advice,
     condition,
     find,
     timestamp,
 )
+from rspark_operator.tenancy import Tenancy, tenancy_condition
 
 
 class Reason(StrEnum):
@@ -262,6 +264,7 @@ ADVICE: dict[str, Advice] = {
 }
 
 OWNED_FIELDS = ("phase", "url", "observedGeneration", "pendingRestart", "spark")
+OWNED_CONDITIONS = (READY, NAMESPACE_SHARED)
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,8 @@ class Observed:
     invalid_reason: Reason = Reason.INVALID_SPEC
     # Stopped for idleness, and since when.
     idle: Stopped | None = None
+    # Who else has workspaces in the namespace (None: not looked at, an invalid spec).
+    tenancy: Tenancy | None = None
 
 
 class Verdict(NamedTuple):
@@ -329,11 +334,21 @@ def compute_status(
         now=now,
         previous=previous_conditions,
     )
+    conditions = [ready]
+    if observed.tenancy is not None:
+        conditions.append(
+            tenancy_condition(
+                observed.tenancy,
+                observed_generation=generation,
+                now=now,
+                previous=previous_conditions,
+            )
+        )
     status: dict[str, Any] = {
         "phase": verdict.phase,
         "observedGeneration": generation,
         "pendingRestart": observed.pod is not None and not observed.pod_spec_current,
-        "conditions": [ready],
+        "conditions": conditions,
     }
     if url is not None:
         status["url"] = url
@@ -343,9 +358,10 @@ def compute_status(
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether writing `new` changes any field the operator owns."""
     old = old or {}
-    return any(old.get(key) != new.get(key) for key in OWNED_FIELDS) or find(
-        old.get("conditions") or [], READY
-    ) != find(new.get("conditions") or [], READY)
+    return any(old.get(key) != new.get(key) for key in OWNED_FIELDS) or any(
+        find(old.get("conditions") or [], type_) != find(new.get("conditions") or [], type_)
+        for type_ in OWNED_CONDITIONS
+    )
 
 
 class Transition(NamedTuple):

@@ -6,10 +6,14 @@ status.conditions, a map keyed by type) and removes the fields a manager stops
 applying; dry runs store nothing; deletes honour the uid precondition; a pod
 deleted gracefully stays Terminating until `finish_termination`. `refuse` makes
 the next calls on one object fail as an admission plugin (or missing RBAC) would.
+A Secret's stringData is stored base64 under data; every write moves the object's
+resourceVersion, and an apply naming another one is refused (409), as the API
+server does.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ class FakeApi:
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     refusals: dict[Key, KubeError] = field(default_factory=dict)
     _uids: itertools.count[int] = field(default_factory=itertools.count)
+    _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- what the tests arrange and look at -------------------------------------------
 
@@ -85,6 +90,12 @@ class FakeApi:
                 raise KubeError(Failure.NOT_FOUND, 404, f"{key} not found")
         else:
             self._check(key)
+        expected = manifest["metadata"].get("resourceVersion")
+        if expected is not None and expected != (existing or {}).get("metadata", {}).get(
+            "resourceVersion"
+        ):
+            raise KubeError(Failure.CONFLICT, 409, f"{key}: the object has been modified")
+        manifest = _as_stored(manifest)
         owned = self.owners.get((key, subresource), {})
         part = subresource or ""
         applied = _leaves(manifest[part] if part else _without_status(manifest))
@@ -100,6 +111,7 @@ class FakeApi:
         if dry_run:
             return base
         stored = base if existing is not None else self._stamp(base)
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
         self.objects[key] = stored
         self.owners[(key, subresource)] = {**owned, FIELD_MANAGER: set(applied)}
         self.writes.append(Write("apply", key, subresource))
@@ -110,7 +122,7 @@ class FakeApi:
         self._check(key)
         if key in self.objects:
             return False
-        self.objects[key] = self._stamp(copy.deepcopy(manifest))
+        self.objects[key] = self._stamp(_as_stored(manifest))
         self.writes.append(Write("create", key))
         return True
 
@@ -162,8 +174,21 @@ class FakeApi:
     def _stamp(self, manifest: Manifest) -> Manifest:
         metadata = manifest.setdefault("metadata", {})
         metadata.setdefault("uid", f"uid-{next(self._uids)}")
+        metadata["resourceVersion"] = str(next(self._versions))
         metadata.setdefault("creationTimestamp", NOW)
         return manifest
+
+
+def _as_stored(manifest: Manifest) -> Manifest:
+    """A copy as the API server keeps it: no resourceVersion of the client's, a Secret's
+    stringData encoded under data."""
+    stored = copy.deepcopy(manifest)
+    stored["metadata"].pop("resourceVersion", None)
+    plain = stored.pop("stringData", None)
+    if plain:
+        data = stored.setdefault("data", {})
+        data.update({k: base64.b64encode(v.encode()).decode() for k, v in plain.items()})
+    return stored
 
 
 def _key(manifest: Manifest) -> Key:

@@ -1,4 +1,4 @@
-"""rspark-agent: restore, snapshot, list, run.
+"""rspark-agent: restore, snapshot, list, forget, run; and retention (the platform's).
 
 Exit 0 on success, 1 on failure, 2 on bad usage, 3 when a snapshot was taken
 without some files it could not read (as restic).
@@ -14,14 +14,22 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rspark_operator import names
+from rspark_operator.agent import retention
 from rspark_operator.agent.core import Agent, AgentError
-from rspark_operator.agent.kube import KubeSecretStore, KubeStatusSink, api_client
-from rspark_operator.agent.reasons import EXIT_PARTIAL
+from rspark_operator.agent.kube import (
+    KubeSecretStore,
+    KubeStatusSink,
+    api_client,
+    list_workspaces,
+)
+from rspark_operator.agent.reasons import EXIT_NO_REPOSITORY, EXIT_PARTIAL
 from rspark_operator.agent.report import Status
-from rspark_operator.agent.restic import ResticError
+from rspark_operator.agent.restic import Restic, ResticError
 from rspark_operator.agent.run import Runner
 from rspark_operator.agent.secrets import SECRET_KEY
-from rspark_operator.agent.settings import AgentSettings, AgentSettingsError, load
+from rspark_operator.agent.settings import AgentSettings, AgentSettingsError, load, seconds
+from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
 
 log = logging.getLogger("rspark.agent")
 
@@ -30,6 +38,10 @@ REQUIRED_ENV = (
     ("RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE"),
     ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND"),
 )
+
+
+# Commands that work on the repository alone, without a home.
+HOMELESS = ("list", "forget")
 
 
 def missing_environment(env: Mapping[str, str]) -> list[str]:
@@ -68,6 +80,21 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.add_argument("--home", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
 
+    forget = commands.add_parser(
+        "forget",
+        parents=[common],
+        help="apply RSPARK_RETENTION (forget + prune): where the repository's key may "
+        "delete, never through the snapshot gateway",
+    )
+    forget.add_argument("--home", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
+
+    commands.add_parser(
+        "retention",
+        parents=[common],
+        help="forget + prune every workspace repository behind the snapshot gateway, with "
+        f"the bucket's key and {retention.STORAGE_BASE} (the platform's daily job)",
+    )
+
     run = commands.add_parser("run", parents=[common], help="the sidecar loop")
     run.add_argument("--home", type=Path, required=True)
     run.add_argument("--interval", help="snapshot interval (default: RSPARK_SNAPSHOT_INTERVAL)")
@@ -96,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "retention":
+        return platform_retention(args)
     missing = missing_environment(os.environ)
     if missing:
         log.error("missing environment: %s", ", ".join(missing))
@@ -110,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     except AgentSettingsError as exc:
         log.error("%s", exc)
         return 2
-    # `list` has no home of its own: leave restic's cache where restic keeps it.
-    agent = build_agent(settings, args.home, cache_in_home=args.command != "list")
+    # `list` and `forget` have no home of their own: restic's cache stays where restic
+    # keeps it.
+    agent = build_agent(settings, args.home, cache_in_home=args.command not in HOMELESS)
     try:
         return _dispatch(args, agent)
     except (AgentError, ResticError) as exc:
@@ -119,6 +149,42 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         agent.close()
+
+
+def platform_retention(args: argparse.Namespace) -> int:
+    """`rspark-agent retention`: exit 1 when any workspace's retention failed."""
+    storage_base = os.environ.get(retention.STORAGE_BASE)
+    if not storage_base:
+        log.error("missing environment: %s", retention.STORAGE_BASE)
+        return 2
+    settings = load(restic=args.restic)
+    api = api_client()
+
+    def password_of(namespace: str, name: str) -> str | None:
+        store = KubeSecretStore(
+            api, namespace, names.passwords_secret_name(name), RESTIC_PASSWORD_KEY
+        )
+        try:
+            value = store.load()
+        except Exception as exc:
+            log.error("%s/%s: cannot read its passwords Secret: %s", namespace, name, exc)
+            return None
+        return value.decode() if value else None
+
+    def forget(job: retention.Job, password: str) -> None:
+        env = {**os.environ, "RESTIC_REPOSITORY": job.repository, "RESTIC_PASSWORD": password}
+        restic = Restic(settings.restic, env=env, timeout=seconds(settings.restic_timeout))
+        try:
+            restic.forget_prune(job.host, job.retention, settings.retry_lock)
+        except ResticError as exc:
+            if exc.exit_code == EXIT_NO_REPOSITORY:
+                raise retention.NoRepository(str(exc)) from exc
+            raise
+
+    jobs = retention.jobs(list_workspaces(api), storage_base)
+    failed = retention.run(jobs, password_of, forget)
+    log.info("retention: %d workspace(s), %d failed", len(jobs), failed)
+    return 1 if failed else 0
 
 
 def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
@@ -134,6 +200,9 @@ def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
         if summary is None:
             return 1
         return EXIT_PARTIAL if summary.unreadable else 0
+    if args.command == "forget":
+        agent.apply_retention()
+        return 0
     if args.command == "list":
         items = agent.snapshots(host_only=False)
         if args.json:

@@ -477,16 +477,22 @@ class Agent:
             self.status.condition(
                 SNAPSHOT_HEALTHY, "True", reasons.CHECK_PASSED, "repository check passed"
             )
+        self.apply_retention(stop)
+        self._stamp_maintenance(datetime.now(UTC))
+
+    def apply_retention(self, stop: threading.Event | None = None) -> None:
+        """forget + prune by the retention, if one is set. Through the snapshot gateway
+        the pod has none (the gateway refuses deletes): the platform applies it, with
+        `rspark-agent forget` and the bucket's key (docs/security.md)."""
         retention = self.settings.retention
         if retention is None:
-            log.info("no retention configured: keeping every snapshot")
-        else:
-            try:
-                self.restic.forget_prune(self.host, dict(retention), self.settings.retry_lock, stop)
-            except ResticError as exc:
-                raise self.fail(exc.reason, str(exc)) from exc
-            log.info("forget + prune done (keep %s)", retention)
-        self._stamp_maintenance(datetime.now(UTC))
+            log.info("no retention set here: keeping every snapshot")
+            return
+        try:
+            self.restic.forget_prune(self.host, dict(retention), self.settings.retry_lock, stop)
+        except ResticError as exc:
+            raise self.fail(exc.reason, str(exc)) from exc
+        log.info("forget + prune done (keep %s)", retention)
 
     def _stamp_maintenance(self, done: datetime) -> None:
         stamp = self.home / MAINTENANCE_STAMP

@@ -97,3 +97,15 @@ class KubeSecretStore:
         self.core.patch_namespaced_secret(
             self.name, self.namespace, body, _request_timeout=self.timeout
         )
+
+
+def list_workspaces(api: Any, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> list[Any]:
+    """Every workspace of the cluster (the platform's retention, agent/retention.py)."""
+    from kubernetes import client
+
+    from rspark_operator.api import GROUP, PLURAL, VERSION
+
+    found = client.CustomObjectsApi(api).list_cluster_custom_object(
+        GROUP, VERSION, PLURAL, _request_timeout=timeout
+    )
+    return list(found.get("items") or [])

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from rspark_operator import names
+from rspark_operator import gateway, names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.disruption import build_disruption_budget
 from rspark_operator.builders.identity import build_identities
@@ -96,6 +96,38 @@ def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password
         IDE_PASSWORD_KEY: rstudio_password,
     }
     return secret
+
+
+def build_gateway_credential_secret(ws: Workspace, password: str) -> Manifest:
+    """The workspace's own credential at the snapshot gateway (RSPARK_SNAPSHOT_MODE=gateway):
+    created once, never overwritten; not owned by the workspace, like the passwords, so a
+    workspace recreated under the same name reaches its snapshots again."""
+    secret = child(ws, "v1", "Secret", names.gateway_credential_secret_name(ws.name), owned=False)
+    secret["type"] = "Opaque"
+    secret["stringData"] = {gateway.CREDENTIAL_KEY: password}
+    return secret
+
+
+def build_gateway_users_secret(
+    settings: OperatorSettings, htpasswd_text: str, resource_version: str | None
+) -> Manifest:
+    """The gateway's users Secret (its htpasswd file), in the gateway's namespace. With the
+    `resource_version` read, the API server refuses the write if another reconcile wrote
+    in between (409), so no workspace's line is lost."""
+    metadata: dict[str, Any] = {
+        "name": settings.snapshot_gateway_users_secret,
+        "namespace": settings.snapshot_gateway_namespace,
+        "labels": {names.MANAGED_BY_LABEL: names.FIELD_MANAGER},
+    }
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "stringData": {gateway.HTPASSWD_KEY: htpasswd_text},
+    }
 
 
 def build_children(

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from rspark_operator import contract, names
+from rspark_operator import contract, gateway, names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.hardening import (
     AGENT_RESOURCES,
@@ -70,24 +70,48 @@ AGENT_STARTUP_PERIOD_SECONDS = 5
 AGENT_STARTUP_FAILURE_THRESHOLD = 720
 
 
+def through_gateway(ws: Workspace, settings: OperatorSettings) -> bool:
+    """The agent reaches the platform's bucket through the snapshot gateway (a repository
+    of the workspace's own choice, `spec.snapshot.repository`, is reached directly)."""
+    return settings.snapshot_mode == "gateway" and not ws.spec.snapshot.repository
+
+
 def snapshot_repository(ws: Workspace, settings: OperatorSettings) -> str | None:
     """The restic repository of the workspace; None when nothing configures one."""
     if ws.spec.snapshot.repository:
         return ws.spec.snapshot.repository
+    if through_gateway(ws, settings):
+        assert settings.snapshot_gateway_url is not None  # settings require it
+        return gateway.repository(
+            settings.snapshot_gateway_url, gateway.gateway_user(ws.namespace, ws.name)
+        )
     if settings.snapshot_repository_base:
         return f"{settings.snapshot_repository_base}/{ws.namespace}/{ws.name}"
     return None
 
 
 def snapshot_credentials_secret(ws: Workspace, settings: OperatorSettings) -> str:
-    """The Secret holding the repository's S3 credentials, in the workspace's namespace."""
+    """The Secret holding the repository's credentials, in the workspace's namespace: its
+    own gateway credential, or S3 keys."""
+    if through_gateway(ws, settings):
+        return names.gateway_credential_secret_name(ws.name)
     return ws.spec.snapshot.credentials_secret or settings.snapshot_credentials_secret
+
+
+def _repository_credentials(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Through the gateway, the workspace's own user and password; else the S3 keys."""
+    secret = snapshot_credentials_secret(ws, settings)
+    if through_gateway(ws, settings):
+        return [
+            {"name": gateway.REST_USERNAME, "value": gateway.gateway_user(ws.namespace, ws.name)},
+            secret_env(gateway.REST_PASSWORD, secret, gateway.CREDENTIAL_KEY),
+        ]
+    return [secret_env(key, secret, key) for key in contract.S3_CREDENTIAL_KEYS]
 
 
 def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
     """The contract with `rspark-agent run`: its whole configuration."""
     snapshot = ws.spec.snapshot
-    credentials = snapshot_credentials_secret(ws, settings)
     repository = snapshot_repository(ws, settings)
     if repository is None:
         raise ValueError("no snapshot repository: validate the workspace before building it")
@@ -96,15 +120,17 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
         secret_env(
             contract.RESTIC_PASSWORD, names.passwords_secret_name(ws.name), RESTIC_PASSWORD_KEY
         ),
-        *(secret_env(key, credentials, key) for key in contract.S3_CREDENTIAL_KEYS),
+        *_repository_credentials(ws, settings),
         {"name": contract.WORKSPACE, "value": f"{ws.namespace}/{ws.name}"},
         {"name": contract.SNAPSHOT_HOST, "value": names.snapshot_host(ws.namespace, ws.name)},
         {"name": contract.SNAPSHOT_INTERVAL, "value": snapshot.interval},
         {"name": contract.SNAPSHOT_EXCLUDE, "value": json.dumps(snapshot.exclude)},
         {"name": contract.SECRET_PATHS, "value": json.dumps(ws.spec.secret_paths)},
-        {"name": contract.RETENTION, "value": json.dumps(snapshot.retention.wire())},
         {"name": contract.METRICS_PORT, "value": str(settings.agent_metrics_port)},
     ]
+    if not through_gateway(ws, settings):
+        # Through the gateway, which refuses deletes, retention runs at the platform.
+        env.append({"name": contract.RETENTION, "value": json.dumps(snapshot.retention.wire())})
     if snapshot.restore_from:
         env.append({"name": contract.RESTORE_FROM, "value": snapshot.restore_from})
     return env

@@ -62,7 +62,9 @@ def refs(registry: str) -> dict[str, str]:
 def test_every_image_is_in_the_registry_by_the_hash_of_its_inputs(
     registry: str, refs: dict[str, str]
 ) -> None:
-    assert set(refs) == {"agent", "operator", "spark", "pause", "jupyterlab", "oauth2-proxy"}
+    assert set(refs) == {
+        "agent", "operator", "spark", "pause", "jupyterlab", "oauth2-proxy", "rclone"
+    }  # fmt: skip
     for name, ref in refs.items():
         assert ref == f"{registry}/rspark/{name}:{images.tag(images.IMAGES[name])}"
         manifest = requests.get(
@@ -119,6 +121,11 @@ def test_agent_runs_the_real_agent_with_restic() -> None:
 @pytest.mark.usefixtures("refs")
 def test_the_sign_in_proxy_is_oauth2_proxy_as_pinned() -> None:
     assert "oauth2-proxy v7.15.6" in run_in("oauth2-proxy", "/bin/oauth2-proxy", "--version")
+
+
+@pytest.mark.usefixtures("refs")
+def test_the_snapshot_gateway_is_rclone_as_pinned() -> None:
+    assert "rclone v1.76.0" in run_in("rclone", "/bin/rclone", "version")
 
 
 @pytest.mark.usefixtures("refs")

@@ -1,0 +1,60 @@
+"""The snapshot gateway's contract: who a workspace is to the gateway, where its
+repository is, and the htpasswd line that lets it in. Pure functions.
+
+The gateway (`rclone serve restic --private-repos --append-only`, run by the platform
+in front of the bucket) lets a user reach only the repositories under `/<user>/` and
+refuses to delete or overwrite anything but lock files. A workspace's user is
+`<namespace>.<name>`: namespaces have no dots, so no two workspaces share one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+# restic's rest backend reads the credential from these (restic 0.17+), so the
+# repository URL itself carries no secret.
+REST_USERNAME = "RESTIC_REST_USERNAME"
+REST_PASSWORD = "RESTIC_REST_PASSWORD"
+# The key of a workspace's credential Secret (names.gateway_credential_secret_name).
+CREDENTIAL_KEY = "password"
+# The key of the gateway's users Secret: the whole htpasswd file.
+HTPASSWD_KEY = "htpasswd"
+
+
+def gateway_user(namespace: str, name: str) -> str:
+    """The workspace's user at the gateway, and the first segment of its repository."""
+    return f"{namespace}.{name}"
+
+
+def repository(gateway_url: str, user: str) -> str:
+    """The restic repository of `user` through the gateway (`rest:` backend)."""
+    return f"rest:{gateway_url.rstrip('/')}/{user}/"
+
+
+def direct_repository(storage_base: str, user: str) -> str:
+    """The same repository, straight on the bucket where the gateway keeps it: where
+    retention (forget, prune), which the gateway refuses, runs with the full key."""
+    return f"{storage_base.rstrip('/')}/{user}"
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    """An htpasswd entry in the `{SHA}` form. The gateway checks a request's password
+    against it at every request (restic makes hundreds per snapshot); bcrypt's deliberate
+    slowness would be paid each time. The passwords are 256-bit random tokens, never
+    chosen by people, so an unsalted fast hash leaves nothing to guess."""
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    return f"{user}:{{SHA}}{digest}"
+
+
+def with_entry(htpasswd_text: str, user: str, password: str) -> str:
+    """The htpasswd file with `user`'s line set (added or replaced), sorted by user."""
+    lines = {line.split(":", 1)[0]: line for line in htpasswd_text.splitlines() if ":" in line}
+    lines[user] = htpasswd_line(user, password)
+    return "".join(lines[name] + "\n" for name in sorted(lines))
+
+
+def htpasswd(entries: dict[str, str]) -> str:
+    """The gateway's whole htpasswd file from user -> password, sorted (stable bytes:
+    the gateway reloads the file when its size or modification time changes)."""
+    return "".join(htpasswd_line(user, entries[user]) + "\n" for user in sorted(entries))

@@ -1,0 +1,187 @@
+"""RSPARK_SNAPSHOT_MODE=gateway on the local cluster: the operator (with the manifests'
+identity) gives each workspace its own credential and registers it in the gateway's
+users Secret, copied to the gateway's file as devtools/gateway.py does on the local
+cluster; the real gateway (rclone serve restic) lets a workspace's credential reach
+its own repository only; `rspark-agent retention`, with the bucket's key and the cluster's
+workspaces, prunes; workspaces of two users in one namespace say so (NamespaceShared)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from devtools import localcluster
+from devtools.gateway import Gateway, sync_users, users_secret_reader
+from devtools.s3 import S3Credentials
+from rspark_operator import contract, names
+from rspark_operator.agent.retention import STORAGE_BASE
+from rspark_operator.conditions import NAMESPACE_SHARED, find
+from rspark_operator.gateway import REST_PASSWORD, REST_USERNAME
+from rspark_operator.settings import OperatorSettings
+from rspark_operator.tenancy import OTHER_USERS
+from tests.support.kube import wait_until
+from tests.support.workspaces import Workspaces, sample
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RESTIC = str(ROOT / ".local" / "bin" / "restic")
+AGENT = str(Path(sys.executable).parent / "rspark-agent")
+KEEP_ONE = {"keepLast": 1, "keepHourly": 0, "keepDaily": 0, "keepWeekly": 0}
+
+
+def secret_data(core: client.CoreV1Api, namespace: str, name: str, key: str) -> str | None:
+    try:
+        data = core.read_namespaced_secret(name, namespace).data or {}
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return base64.b64decode(data[key]).decode() if key in data else None
+
+
+def agent_env(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
+    """The agent's repository and credentials, from its pod's spec and the Secrets it names."""
+    pod = core.read_namespaced_pod(names.pod_name(name), namespace)
+    agent = next(c for c in pod.spec.init_containers if c.name == "snapshot-agent")
+    env: dict[str, str] = {}
+    for item in agent.env:
+        if item.value is not None:
+            env[item.name] = item.value
+        else:
+            ref = item.value_from.secret_key_ref
+            value = secret_data(core, namespace, ref.name, ref.key)
+            assert value is not None, f"{ref.name} has no {ref.key}"
+            env[item.name] = value
+    return env
+
+
+def restic(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RESTIC, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
+    kube: client.ApiClient,
+    namespace: str,
+    operator_with: Callable[..., Any],
+    cluster_s3: S3Credentials,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube)
+    gateway = Gateway(tmp_path / "gateway", cluster_s3, prefix=f"gw-{uuid.uuid4().hex[:8]}")
+    operator_with(snapshot_mode="gateway", snapshot_gateway_url=gateway.url)
+    workspaces = Workspaces(kube, namespace)  # no bucket key in this namespace at all
+    workspaces.create(sample("alice", snapshot={"interval": "5m", "retention": KEEP_ONE}))
+    workspaces.create(sample("bob", user="bob@example.com"))
+
+    stop = threading.Event()
+    sync_users(gateway, users_secret_reader(kube, OperatorSettings()), stop)
+
+    def both_registered() -> str | None:
+        text = gateway.htpasswd_file.read_text()
+        wanted = (f"{namespace}.alice:", f"{namespace}.bob:")
+        return text if all(user in text for user in wanted) else None
+
+    try:
+        gateway.start()
+        wait_until("both workspaces at the gateway (from the operator's Secret)", both_registered)
+        alice = wait_until("alice's pod", lambda: agent_env(core, namespace, "alice"))
+        bob = wait_until("bob's pod", lambda: agent_env(core, namespace, "bob"))
+        assert not set(contract.S3_CREDENTIAL_KEYS) & set(alice)
+        assert contract.RETENTION not in alice
+        home = tmp_path / "home"
+        home.mkdir()
+        alice_env = {**alice, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        assert restic(alice_env, "init").returncode == 0
+        for text in ("one", "two", "three"):
+            (home / "a.R").write_text(text)
+            backup = restic(alice_env, "backup", "--host", alice[contract.SNAPSHOT_HOST], str(home))
+            assert backup.returncode == 0, backup.stderr
+
+        # alice's credential on bob's repository: refused.
+        stolen = {**bob, REST_USERNAME: alice[REST_USERNAME], REST_PASSWORD: alice[REST_PASSWORD]}
+        refused = restic({**stolen, "XDG_CACHE_HOME": str(tmp_path / "c2")}, "init")
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
+
+        # The platform's retention: the cluster's workspaces, the bucket's key.
+        retention = subprocess.run(
+            [AGENT, "retention", "--restic", RESTIC],
+            env={
+                **os.environ,
+                **cluster_s3.env(),
+                "KUBECONFIG": str(localcluster.KUBECONFIG),
+                STORAGE_BASE: gateway.storage_base,
+                "XDG_CACHE_HOME": str(tmp_path / "cache-platform"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert retention.returncode == 0, retention.stderr
+        listing = restic(alice_env, "snapshots", "--json", "--no-lock")
+        assert len(json.loads(listing.stdout)) == 1, listing.stderr
+    finally:
+        stop.set()
+        gateway.stop()
+
+    def shared() -> dict[str, Any] | None:
+        status = (workspaces.get("alice") or {}).get("status") or {}
+        found = find(status.get("conditions") or [], NAMESPACE_SHARED)
+        return found if found and found["status"] == "True" else None
+
+    condition = wait_until("alice's NamespaceShared condition", shared)
+    assert condition["reason"] == OTHER_USERS and "bob@example.com" in condition["message"]
+
+
+def test_the_gateway_component_is_accepted_by_the_api_server(
+    operator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """manifests/components/snapshot-gateway on the base, its objects dry-run on the server."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    manifests = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [f"{manifests}/base"],
+                "components": [f"{manifests}/components/snapshot-gateway"],
+            }
+        )
+    )
+    kubectl = str(ROOT / ".local" / "bin" / "kubectl")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    ours = [doc for doc in documents if "snapshot" in doc["metadata"]["name"]]
+    settings = next(
+        doc["data"] for doc in documents
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("rspark-operator")
+    )  # fmt: skip
+    assert settings["RSPARK_SNAPSHOT_MODE"] == "gateway"
+    assert {doc["kind"] for doc in ours} == {
+        "Deployment", "Service", "NetworkPolicy", "ServiceAccount", "ClusterRole",
+        "ClusterRoleBinding", "CronJob",
+    }  # fmt: skip
+    applied = subprocess.run(
+        [kubectl, "--kubeconfig", str(localcluster.KUBECONFIG), "apply", "--server-side",
+         "--dry-run=server", "--field-manager=test", "-f", "-"],
+        input=yaml.safe_dump_all(ours), capture_output=True, text=True,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr

@@ -1,0 +1,168 @@
+"""Snapshots through the snapshot gateway (RSPARK_SNAPSHOT_MODE=gateway): the agent's
+environment carries the workspace's own credential and no bucket key, and the reconcile
+registers the workspace with the gateway without losing another's line."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from rspark_operator import contract, names
+from rspark_operator.api import API_VERSION, KIND
+from rspark_operator.builders import build_pod
+from rspark_operator.builders.children import build_children
+from rspark_operator.cluster import Failure, KubeError
+from rspark_operator.gateway import (
+    CREDENTIAL_KEY,
+    HTPASSWD_KEY,
+    REST_PASSWORD,
+    REST_USERNAME,
+    gateway_user,
+    htpasswd_line,
+    with_entry,
+)
+from rspark_operator.reconcile import reconcile, secret_text
+from tests.unit.fakeapi import FakeApi
+from tests.unit.test_reconcile import NAME, NAMESPACE, NOW, ROLLOUT, no_warnings
+from tests.unit.workspaces import settings, workspace
+
+pytestmark = pytest.mark.unit
+
+URL = "http://rspark-snapshot-gateway.rspark-system.svc:8000"
+GATEWAY = settings(snapshot_mode="gateway", snapshot_gateway_url=URL)
+USERS = ("Secret", "rspark-system", "rspark-snapshot-gateway-users")
+
+
+def agent_env(**spec: Any) -> dict[str, Any]:
+    pod = build_pod(workspace(**spec), GATEWAY)
+    agent = next(c for c in pod["spec"]["initContainers"] if c["name"] == "snapshot-agent")
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in agent["env"]}
+
+
+def test_the_agent_reaches_its_own_repository_with_its_own_credential() -> None:
+    env = agent_env()
+    user = gateway_user("team", "demo")
+
+    assert env[contract.RESTIC_REPOSITORY] == f"rest:{URL}/team.demo/"
+    assert env[REST_USERNAME] == user
+    assert env[REST_PASSWORD] == {
+        "secretKeyRef": {"name": "demo-snapshot-gateway", "key": CREDENTIAL_KEY}
+    }
+    assert not set(contract.S3_CREDENTIAL_KEYS) & set(env)  # no bucket key in the pod
+    assert contract.RETENTION not in env  # retention runs at the platform
+
+
+def test_a_repository_of_the_workspaces_own_is_reached_directly() -> None:
+    env = agent_env(snapshot={"repository": "s3:http://mine/b", "credentialsSecret": "mine"})
+    assert env[contract.RESTIC_REPOSITORY] == "s3:http://mine/b"
+    assert set(contract.S3_CREDENTIAL_KEYS) <= set(env)
+
+
+def test_nothing_in_the_workspace_namespace_names_the_bucket_key() -> None:
+    ws = workspace()
+    rendered = repr([*build_children(ws, GATEWAY), build_pod(ws, GATEWAY)])
+    assert GATEWAY.snapshot_credentials_secret not in rendered
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"snapshot_mode": "gateway"}, "required with RSPARK_SNAPSHOT_MODE=gateway"),
+        ({"snapshot_gateway_url": "ftp://gw"}, r"not an http\(s\) URL"),
+        ({"snapshot_gateway_url": "http://u:p@gw:8000"}, "no credentials in the URL"),
+    ],
+)
+def test_gateway_settings_are_checked_at_start(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        settings(**overrides)
+
+
+def test_the_htpasswd_line_is_the_sha1_form_rclone_reads() -> None:
+    digest = base64.b64encode(hashlib.sha1(b"token").digest()).decode()
+    assert htpasswd_line("team.demo", "token") == f"team.demo:{{SHA}}{digest}"
+    text = with_entry(with_entry("", "b.x", "1"), "a.y", "2")
+    assert text.splitlines() == [htpasswd_line("a.y", "2"), htpasswd_line("b.x", "1")]
+    assert with_entry(text, "b.x", "3").splitlines()[1] == htpasswd_line("b.x", "3")
+
+
+def put(fake: FakeApi, name: str) -> None:
+    fake.put(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"{name}-uid"},
+            "spec": {"user": f"{name}@example.com"},
+        }
+    )
+
+
+def run(fake: FakeApi, name: str = NAME) -> None:
+    body = fake.get(API_VERSION, KIND, NAMESPACE, name)
+    assert body is not None
+    reconcile(fake, GATEWAY, body, no_warnings, ROLLOUT, now=NOW)
+
+
+def users(fake: FakeApi) -> dict[str, str]:
+    text = secret_text(fake.objects[USERS], HTPASSWD_KEY) or ""
+    return dict(line.split(":", 1) for line in text.splitlines())
+
+
+def credential(fake: FakeApi, name: str) -> str:
+    key = ("Secret", NAMESPACE, names.gateway_credential_secret_name(name))
+    value = secret_text(fake.objects[key], CREDENTIAL_KEY)
+    assert value is not None
+    return value
+
+
+def test_each_workspace_gets_a_credential_kept_once_and_a_line_at_the_gateway() -> None:
+    fake = FakeApi()
+    put(fake, NAME)
+    put(fake, "other")
+    run(fake)
+    run(fake, "other")
+    first = credential(fake, NAME)
+    run(fake)  # again: nothing changes
+
+    assert credential(fake, NAME) == first
+    expected = [
+        htpasswd_line(gateway_user(NAMESPACE, NAME), first),
+        htpasswd_line(gateway_user(NAMESPACE, "other"), credential(fake, "other")),
+    ]
+    assert users(fake) == dict(line.split(":", 1) for line in expected)
+
+
+def test_a_concurrent_write_of_the_users_is_read_again_not_overwritten() -> None:
+    fake = FakeApi()
+    put(fake, NAME)
+    run(fake, NAME)
+    original_apply = fake.apply
+    raced: list[bool] = []
+
+    def racing_apply(manifest: dict[str, Any], subresource: str = "", **kw: Any) -> Any:
+        if manifest["metadata"]["name"] == USERS[2] and not raced:
+            raced.append(True)  # another reconcile adds its line first
+            current = secret_text(fake.objects[USERS], HTPASSWD_KEY) or ""
+            fake.objects[USERS]["data"][HTPASSWD_KEY] = base64.b64encode(
+                with_entry(current, "team.racer", "x").encode()
+            ).decode()
+            fake.objects[USERS]["metadata"]["resourceVersion"] = "racer"
+        return original_apply(manifest, subresource, **kw)
+
+    fake.apply = racing_apply  # type: ignore[method-assign]
+    put(fake, "late")
+    run(fake, "late")
+
+    assert raced
+    assert set(users(fake)) == {"team.demo", "team.racer", "team.late"}
+
+
+def test_a_users_secret_the_operator_may_not_write_refuses_the_new_workspace() -> None:
+    fake = FakeApi()
+    fake.refusals[USERS] = KubeError(Failure.FORBIDDEN, 403, "forbidden", denied="patch")
+    put(fake, NAME)
+    run(fake)
+    assert ("Pod", NAMESPACE, NAME) not in fake.objects
