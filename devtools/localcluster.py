@@ -30,6 +30,7 @@ import yaml
 from devtools import nodes, services
 from devtools.forward import Forward
 from devtools.network import CLUSTER_DNS, HOST_ADDRESS, REAL_NODES, REGISTRY, SERVICE_RANGE
+from devtools.provisioner import PROVISIONER_NAME, WAIT_FOR_FIRST_CONSUMER
 from devtools.s3 import (
     HOST,
     S3Credentials,
@@ -318,9 +319,11 @@ def storage_class() -> dict[str, Any]:
             "name": STORAGE_CLASS,
             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
         },
-        "provisioner": "rspark.dev/local-hostpath",
+        "provisioner": PROVISIONER_NAME,
         "reclaimPolicy": "Delete",
-        "volumeBindingMode": "Immediate",
+        # The provisioner places a volume by its first pod's node (node-local on a real
+        # node, see devtools.provisioner), as production local volumes are.
+        "volumeBindingMode": WAIT_FOR_FIRST_CONSUMER,
         "allowVolumeExpansion": True,
     }
 
@@ -417,7 +420,7 @@ def up() -> None:
     log(f"  real nodes {', '.join(n.name for n in REAL_NODES)} (containerd, kubelet, kube-proxy,")
     log(f"  kube-router), CoreDNS at {CLUSTER_DNS}, registry at {REGISTRY},")
     log(f"  Traefik at {service_ports.ingress_address} (in {INGRESS_ENV.relative_to(ROOT)})")
-    log(f"  StorageClass {STORAGE_CLASS} with a local provisioner, restic in .local/bin")
+    log(f"  StorageClass {STORAGE_CLASS} (node-local on real nodes), restic in .local/bin")
     log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
 
 
