@@ -53,6 +53,8 @@ CLUSTER_NAME = "rspark"
 CLUSTER_DIR = KWOK_WORKDIR / "clusters" / CLUSTER_NAME
 STATE_DIR = LOCAL / "state"
 NODES_DIR = STATE_DIR / "nodes"
+# The provisioner's volumes: a folder per real node, one shared by the kwok nodes.
+VOLUMES_DIR = STATE_DIR / "volumes"
 PKI_DIR = CLUSTER_DIR / "pki"
 FORWARD_BINARY = BIN / "rspark-bridge-forward"
 NODE_NAMES = ("kwok-node-a", "kwok-node-b")
@@ -249,7 +251,7 @@ def kwokctl_configuration(
                     "--kubeconfig",
                     str(CLUSTER_DIR / "kubeconfig.yaml"),
                     "--root",
-                    str(STATE_DIR / "volumes"),
+                    str(VOLUMES_DIR),
                 ],
                 "workDir": str(CLUSTER_DIR),
             },
