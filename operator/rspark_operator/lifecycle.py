@@ -322,12 +322,18 @@ def waiting_on_lost_node(
     pod: Mapping[str, Any] | None, now: datetime, force_delete_after: float
 ) -> bool:
     """Terminating on a node, `force_delete_after` seconds past its deadline (0: never)."""
-    if pod is None or not terminating(pod) or force_delete_after <= 0:
-        return False
-    if not node_name(pod):
-        return False
+    due = force_delete_due(pod, force_delete_after)
+    return due is not None and now >= due
+
+
+def force_delete_due(pod: Mapping[str, Any] | None, force_delete_after: float) -> datetime | None:
+    """When a pod terminating on a node may be force-deleted if its node is lost (None:
+    not terminating on a node, or never): nothing else wakes the reconcile then (a dead
+    kubelet sends no pod event)."""
+    if pod is None or not terminating(pod) or force_delete_after <= 0 or not node_name(pod):
+        return None
     deadline = parse_timestamp(pod["metadata"]["deletionTimestamp"])
-    return now >= deadline + timedelta(seconds=force_delete_after)
+    return deadline + timedelta(seconds=force_delete_after)
 
 
 def node_name(pod: Mapping[str, Any]) -> str:

@@ -47,6 +47,7 @@ from rspark_operator.lifecycle import (
     claim_terminating,
     decide_pod,
     dry_run_pod,
+    force_delete_due,
     idleness,
     key,
     needs_dry_run,
@@ -352,7 +353,7 @@ def _apply(
     ):
         rollout.finish((ws.namespace, ws.name))
     outcome = _finish(api, body, status, events)
-    dues = [seen.volume.due]
+    dues = [seen.volume.due, force_delete_due(pod, settings.node_lost_force_delete_seconds)]
     if not stopped:
         dues.append(seen.idle.due)
     if claim_terminating(claim):

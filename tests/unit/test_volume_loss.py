@@ -17,7 +17,7 @@ from rspark_operator.lifecycle import (
     volume_node,
 )
 from tests.unit.fakeapi import FakeApi
-from tests.unit.test_reconcile import NAMESPACE, NOW, POD, put_workspace, run, running
+from tests.unit.test_reconcile import NAMESPACE, NOW, POD, SETTINGS, put_workspace, run, running
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +151,13 @@ def test_no_pod_while_the_old_claim_terminates() -> None:
     assert POD not in fake.objects
     assert claim_terminating(fake.objects[CLAIM])
     assert outcome.due is not None and outcome.due > NOW
+
+
+def test_a_pod_terminating_on_a_node_is_looked_at_again_when_it_may_be_force_deleted() -> None:
+    """A dead kubelet sends no pod event: the reconcile itself asks to come back then."""
+    fake = FakeApi()
+    running(fake)
+    fake.objects[POD]["metadata"]["deletionTimestamp"] = timestamp(NOW + timedelta(seconds=10))
+    outcome = run(fake)
+    force_after = SETTINGS.node_lost_force_delete_seconds
+    assert outcome.due == NOW + timedelta(seconds=10 + force_after)
