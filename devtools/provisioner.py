@@ -102,7 +102,7 @@ class Provisioner:
             waits = storage_class.get("volumeBindingMode") == WAIT_FOR_FIRST_CONSUMER
             if not volume_name and f"pvc-{metadata['uid']}" not in volumes:
                 if selected or not waits:
-                    self.provision(claim, selected)
+                    self.provision(claim, self.placement(selected))
             elif (claim.get("status") or {}).get("phase") == "Bound" and volume_name in volumes:
                 self.resize(claim, volumes[volume_name])
         for pv in volumes.values():
@@ -113,10 +113,19 @@ class Provisioner:
             ):
                 self.delete(pv)
 
-    def placement(self, node_name: str | None) -> tuple[str, dict[str, Any]]:
+    def placement(self, node_name: str | None) -> tuple[str, dict[str, Any]] | None:
         """The folder (under the root) and the PV's node affinity for a claim whose first
-        pod goes to `node_name` (see the module's docstring)."""
-        node = self.core.read_node(node_name) if node_name else None
+        pod goes to `node_name` (see the module's docstring); None when that node is gone
+        (the scheduler picks another)."""
+        node = None
+        if node_name:
+            try:
+                node = self.core.read_node(node_name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("selected node %s is gone: waiting for another", node_name)
+                return None
         if (
             node is not None
             and (node.metadata.labels or {}).get(REAL_NODE_LABEL) == REAL_NODE_VALUE
@@ -128,10 +137,14 @@ class Provisioner:
             folder = SHARED_FOLDER
         return folder, {"required": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}}
 
-    def provision(self, claim: dict[str, Any], node_name: str | None) -> None:
+    def provision(
+        self, claim: dict[str, Any], placement: tuple[str, dict[str, Any]] | None
+    ) -> None:
+        if placement is None:
+            return
         spec, metadata = claim["spec"], claim["metadata"]
         name = f"pvc-{metadata['uid']}"
-        folder, affinity = self.placement(node_name)
+        folder, affinity = placement
         path = self.root / folder / name
         path.mkdir(parents=True, exist_ok=True)
         # The kubelet applies a pod's fsGroup to real volumes, never to hostPath ones:
