@@ -30,6 +30,7 @@ import yaml
 from devtools import nodes, services
 from devtools.forward import Forward
 from devtools.network import CLUSTER_DNS, HOST_ADDRESS, REAL_NODES, REGISTRY, SERVICE_RANGE
+from devtools.provisioner import PROVISIONER_NAME, WAIT_FOR_FIRST_CONSUMER
 from devtools.s3 import (
     HOST,
     S3Credentials,
@@ -52,6 +53,8 @@ CLUSTER_NAME = "rspark"
 CLUSTER_DIR = KWOK_WORKDIR / "clusters" / CLUSTER_NAME
 STATE_DIR = LOCAL / "state"
 NODES_DIR = STATE_DIR / "nodes"
+# The provisioner's volumes: a folder per real node, one shared by the kwok nodes.
+VOLUMES_DIR = STATE_DIR / "volumes"
 PKI_DIR = CLUSTER_DIR / "pki"
 FORWARD_BINARY = BIN / "rspark-bridge-forward"
 NODE_NAMES = ("kwok-node-a", "kwok-node-b")
@@ -248,7 +251,7 @@ def kwokctl_configuration(
                     "--kubeconfig",
                     str(CLUSTER_DIR / "kubeconfig.yaml"),
                     "--root",
-                    str(STATE_DIR / "volumes"),
+                    str(VOLUMES_DIR),
                 ],
                 "workDir": str(CLUSTER_DIR),
             },
@@ -318,9 +321,11 @@ def storage_class() -> dict[str, Any]:
             "name": STORAGE_CLASS,
             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
         },
-        "provisioner": "rspark.dev/local-hostpath",
+        "provisioner": PROVISIONER_NAME,
         "reclaimPolicy": "Delete",
-        "volumeBindingMode": "Immediate",
+        # The provisioner places a volume by its first pod's node (node-local on a real
+        # node, see devtools.provisioner), as production local volumes are.
+        "volumeBindingMode": WAIT_FOR_FIRST_CONSUMER,
         "allowVolumeExpansion": True,
     }
 
@@ -417,7 +422,7 @@ def up() -> None:
     log(f"  real nodes {', '.join(n.name for n in REAL_NODES)} (containerd, kubelet, kube-proxy,")
     log(f"  kube-router), CoreDNS at {CLUSTER_DNS}, registry at {REGISTRY},")
     log(f"  Traefik at {service_ports.ingress_address} (in {INGRESS_ENV.relative_to(ROOT)})")
-    log(f"  StorageClass {STORAGE_CLASS} with a local provisioner, restic in .local/bin")
+    log(f"  StorageClass {STORAGE_CLASS} (node-local on real nodes), restic in .local/bin")
     log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
 
 

@@ -1,11 +1,22 @@
 """A small dynamic volume provisioner for the local cluster.
 
-kwok has no kubelet and no CSI driver, so nothing creates PersistentVolumes.
-This loop plays the external provisioner and resizer for one StorageClass:
-it creates a hostPath PV pre-bound to each pending claim (the real PV
-controller then binds them), grows a bound PV when its claim asks for more,
-and deletes released PVs with their directory. kwokctl runs it as a cluster
-component, beside the control plane.
+Nothing else creates PersistentVolumes here (no CSI driver). This loop plays the
+external provisioner and resizer for the StorageClasses that name it: it creates a
+hostPath PV pre-bound to each pending claim (the real PV controller then binds them),
+grows a bound PV when its claim asks for more, and deletes released PVs with their
+directory. kwokctl runs it as a cluster component, beside the control plane.
+
+Where a volume lives follows the node the scheduler picked for the claim's first pod
+(`WaitForFirstConsumer`: the claim's selected-node annotation):
+
+- a real node: the volume is node-local, like a production local volume. Its folder is
+  `<root>/<node>/pvc-<uid>` and the PV's node affinity names that node, so a pod that
+  mounts it can only run there; when the node is lost, so is the volume (the operator
+  then restores the home from its last snapshot on a new volume).
+- a kwok node, or no node (a class with `Immediate` binding): kwok nodes have no disk.
+  The volume stands for a network disk that every kwok node can attach: its folder is
+  `<root>/shared/pvc-<uid>` and its affinity admits every node but the real ones, so
+  the kwok-based tests still see a pod move to another node with its claim.
 """
 
 from __future__ import annotations
@@ -21,8 +32,16 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from devtools.network import REAL_NODE_LABEL, REAL_NODE_VALUE
+
 PROVISIONER_NAME = "rspark.dev/local-hostpath"
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+# Set by the scheduler on a WaitForFirstConsumer claim: the node of its first pod.
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+# The folder of the volumes that are not node-local (see the module's docstring).
+SHARED_FOLDER = "shared"
 POLL_SECONDS = 1.0
 VOLUME_MODE = 0o777
 
@@ -64,20 +83,26 @@ class Provisioner:
         items: list[dict[str, Any]] = json.loads(response.data)["items"]
         return items
 
-    def our_classes(self) -> set[str]:
+    def our_classes(self) -> dict[str, dict[str, Any]]:
         classes = self._list("/apis/storage.k8s.io/v1/storageclasses")
-        return {c["metadata"]["name"] for c in classes if c.get("provisioner") == PROVISIONER_NAME}
+        return {
+            c["metadata"]["name"]: c for c in classes if c.get("provisioner") == PROVISIONER_NAME
+        }
 
     def sync_once(self) -> None:
         classes = self.our_classes()
         volumes = {pv["metadata"]["name"]: pv for pv in self._list("/api/v1/persistentvolumes")}
         for claim in self._list("/api/v1/persistentvolumeclaims"):
             spec, metadata = claim["spec"], claim["metadata"]
-            if spec.get("storageClassName") not in classes or metadata.get("deletionTimestamp"):
+            storage_class = classes.get(spec.get("storageClassName") or "")
+            if storage_class is None or metadata.get("deletionTimestamp"):
                 continue
             volume_name = spec.get("volumeName")
+            selected = (metadata.get("annotations") or {}).get(SELECTED_NODE)
+            waits = storage_class.get("volumeBindingMode") == WAIT_FOR_FIRST_CONSUMER
             if not volume_name and f"pvc-{metadata['uid']}" not in volumes:
-                self.provision(claim)
+                if selected or not waits:
+                    self.provision(claim, self.placement(selected))
             elif (claim.get("status") or {}).get("phase") == "Bound" and volume_name in volumes:
                 self.resize(claim, volumes[volume_name])
         for pv in volumes.values():
@@ -88,10 +113,39 @@ class Provisioner:
             ):
                 self.delete(pv)
 
-    def provision(self, claim: dict[str, Any]) -> None:
+    def placement(self, node_name: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The folder (under the root) and the PV's node affinity for a claim whose first
+        pod goes to `node_name` (see the module's docstring); None when that node is gone
+        (the scheduler picks another)."""
+        node = None
+        if node_name:
+            try:
+                node = self.core.read_node(node_name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("selected node %s is gone: waiting for another", node_name)
+                return None
+        if (
+            node is not None
+            and (node.metadata.labels or {}).get(REAL_NODE_LABEL) == REAL_NODE_VALUE
+        ):
+            term = {"key": HOSTNAME_LABEL, "operator": "In", "values": [node.metadata.name]}
+            folder = node.metadata.name
+        else:
+            term = {"key": REAL_NODE_LABEL, "operator": "DoesNotExist"}
+            folder = SHARED_FOLDER
+        return folder, {"required": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}}
+
+    def provision(
+        self, claim: dict[str, Any], placement: tuple[str, dict[str, Any]] | None
+    ) -> None:
+        if placement is None:
+            return
         spec, metadata = claim["spec"], claim["metadata"]
         name = f"pvc-{metadata['uid']}"
-        path = self.root / name
+        folder, affinity = placement
+        path = self.root / folder / name
         path.mkdir(parents=True, exist_ok=True)
         # The kubelet applies a pod's fsGroup to real volumes, never to hostPath ones:
         # writable by every user, as Rancher's local-path-provisioner makes its
@@ -109,6 +163,7 @@ class Provisioner:
                 "storageClassName": spec["storageClassName"],
                 "volumeMode": spec.get("volumeMode") or "Filesystem",
                 "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+                "nodeAffinity": affinity,
                 "claimRef": {
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
@@ -120,8 +175,8 @@ class Provisioner:
         }
         try:
             self.core.create_persistent_volume(body)
-            log.info("provisioned %s for %s/%s (%s)", name, metadata["namespace"],
-                     metadata["name"], size)  # fmt: skip
+            log.info("provisioned %s for %s/%s (%s) in %s", name, metadata["namespace"],
+                     metadata["name"], size, path)  # fmt: skip
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -144,7 +199,7 @@ class Provisioner:
 
     def delete(self, pv: dict[str, Any]) -> None:
         name = pv["metadata"]["name"]
-        shutil.rmtree(self.root / name, ignore_errors=True)
+        shutil.rmtree(pv["spec"]["hostPath"]["path"], ignore_errors=True)
         try:
             self.core.delete_persistent_volume(name)
             log.info("deleted released %s", name)

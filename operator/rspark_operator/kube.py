@@ -41,6 +41,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
     ("v1", "Event"): ("/api/v1", "events"),
     ("v1", "Node"): ("/api/v1", "nodes"),
+    ("v1", "PersistentVolume"): ("/api/v1", "persistentvolumes"),
     ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
         "/apis/rbac.authorization.k8s.io/v1",

@@ -27,6 +27,25 @@ A pod on a cordoned node (being drained) is released from its PodDisruptionBudge
 (`RELEASE`: a label, see `builders/disruption.py`) so that the drain evicts it
 gracefully (the agent takes the last snapshot); the next pod then starts on another
 node. A released pod whose node is uncordoned is protected again (`PROTECT`).
+
+A home volume can be node-local (a local volume: its PV's node affinity names one
+node). When that node is lost, so is the volume, and the pod can run nowhere else:
+`volume_lost` decides when the operator gives the volume up (deletes the pod and the
+claim, then makes a new claim; the agent restores the home from its last snapshot
+before the IDE starts). It never does while the volume could hold newer work than the
+last snapshot, unless the node is taken as gone:
+
+- the Node object is deleted: the machine is gone (what a cloud's node controller or
+  an administrator does);
+- the node has been NotReady for `RSPARK_VOLUME_LOST_AFTER_SECONDS` (0: never): the
+  administrator's bound on how long a node may be down and still come back; work
+  written after the last snapshot is lost, even if the node returns;
+- the node is cordoned (being drained or retired) and the last snapshot is the final
+  one of the pod that stopped there (`lastSnapshot.finalAt`): nothing on the volume is
+  newer, so nothing is lost.
+
+It is looked at only while no pod runs on the volume (no pod, or one that no node can
+take). The next pod waits until the old claim is gone.
 """
 
 from __future__ import annotations
@@ -56,6 +75,9 @@ PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
 NODE_DRAINED = "NodeDrained"
 NODE_UNCORDONED = "NodeUncordoned"
+VOLUME_LOST = "VolumeLost"
+# The node affinity of a node-local volume names its node by this label.
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 class PodAction(Enum):
@@ -300,12 +322,18 @@ def waiting_on_lost_node(
     pod: Mapping[str, Any] | None, now: datetime, force_delete_after: float
 ) -> bool:
     """Terminating on a node, `force_delete_after` seconds past its deadline (0: never)."""
-    if pod is None or not terminating(pod) or force_delete_after <= 0:
-        return False
-    if not node_name(pod):
-        return False
+    due = force_delete_due(pod, force_delete_after)
+    return due is not None and now >= due
+
+
+def force_delete_due(pod: Mapping[str, Any] | None, force_delete_after: float) -> datetime | None:
+    """When a pod terminating on a node may be force-deleted if its node is lost (None:
+    not terminating on a node, or never): nothing else wakes the reconcile then (a dead
+    kubelet sends no pod event)."""
+    if pod is None or not terminating(pod) or force_delete_after <= 0 or not node_name(pod):
+        return None
     deadline = parse_timestamp(pod["metadata"]["deletionTimestamp"])
-    return now >= deadline + timedelta(seconds=force_delete_after)
+    return deadline + timedelta(seconds=force_delete_after)
 
 
 def node_name(pod: Mapping[str, Any]) -> str:
@@ -316,3 +344,77 @@ def node_name(pod: Mapping[str, Any]) -> str:
 def node_ready(node: Mapping[str, Any] | None) -> bool:
     conditions = list((node or {}).get("status", {}).get("conditions") or [])
     return (find(conditions, "Ready") or {}).get("status") == "True"
+
+
+def claim_terminating(claim: Mapping[str, Any] | None) -> bool:
+    return claim is not None and bool(claim["metadata"].get("deletionTimestamp"))
+
+
+def unplaced(pod: Mapping[str, Any] | None) -> bool:
+    """No pod runs on the home volume: none, or one not scheduled to a node."""
+    return pod is None or (not terminating(pod) and not node_name(pod))
+
+
+def volume_node(volume: Mapping[str, Any] | None) -> str:
+    """The one node a node-local PV lives on (its node affinity names exactly one
+    hostname); "" for a volume that any of several nodes can attach."""
+    required = ((volume or {}).get("spec") or {}).get("nodeAffinity", {}).get("required") or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if len(terms) != 1:
+        return ""
+    expressions = terms[0].get("matchExpressions") or []
+    if len(expressions) != 1:
+        return ""
+    (term,) = expressions
+    values = term.get("values") or []
+    if term.get("key") != HOSTNAME_LABEL or term.get("operator") != "In" or len(values) != 1:
+        return ""
+    return str(values[0])
+
+
+@dataclass(frozen=True)
+class VolumeVerdict:
+    """Why the home volume is given up ("": kept), and when to look again (a node that
+    is NotReady until it has been so for the setting)."""
+
+    lost: str = ""
+    due: datetime | None = None
+
+
+KEPT = VolumeVerdict()
+
+
+def volume_lost(
+    holder: str,
+    node: Mapping[str, Any] | None,
+    status: Mapping[str, Any],
+    now: datetime,
+    lost_after: float,
+) -> VolumeVerdict:
+    """The rule of the module's docstring, for a volume on node `holder` (`node`: that
+    Node, None when it is deleted) and the workspace's `status` (its lastSnapshot)."""
+    snapshot = status.get("lastSnapshot") or {}
+    since = f"since the last snapshot ({snapshot.get('time')})" if snapshot else "(no snapshot)"
+    if node is None:
+        return VolumeVerdict(
+            f"node {holder}, which held the home volume, is gone (its Node was deleted): "
+            f"a new volume is restored from the last snapshot; work written {since} is lost"
+        )
+    ready = find(list((node.get("status") or {}).get("conditions") or []), "Ready") or {}
+    if ready.get("status") != "True" and lost_after > 0:
+        changed = _time(ready.get("lastTransitionTime")) or now
+        due = changed + timedelta(seconds=lost_after)
+        if now < due:
+            return VolumeVerdict(due=due)
+        return VolumeVerdict(
+            f"node {holder}, which holds the home volume, has been not ready since "
+            f"{timestamp(changed)} (more than {lost_after:g} s): the volume is taken as lost "
+            f"and a new one is restored from the last snapshot; work written {since} is lost"
+        )
+    if (node.get("spec") or {}).get("unschedulable") and snapshot.get("finalAt"):
+        return VolumeVerdict(
+            f"node {holder}, which holds the home volume, is cordoned and the last snapshot "
+            f"({str(snapshot.get('id', ''))[:8]}) was taken as the pod stopped: the home "
+            "moves to a new volume, restored from that snapshot, on another node"
+        )
+    return KEPT

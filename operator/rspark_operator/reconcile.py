@@ -1,6 +1,7 @@
 """The one level-based, idempotent reconcile of a workspace: observe, plan, apply.
 
-- observe: read the pod (and the claim, the node of a pod stuck on a lost node)
+- observe: read the pod (and the claim, the node of a pod stuck on a lost node, the
+  volume and node of a node-local home that no pod runs on)
   and, when the spec changed or was refused before, dry-run every child and the
   pod on the server: what the API server would refuse is part of what exists;
 - plan: the pure rules of `lifecycle.py` decide which children to apply and what
@@ -18,7 +19,7 @@ import base64
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rspark_operator import names
@@ -37,16 +38,22 @@ from rspark_operator.builders import (
 from rspark_operator.cluster import Api, Failure, KubeError, Manifest
 from rspark_operator.gateway import CREDENTIAL_KEY, HTPASSWD_KEY, gateway_user, with_entry
 from rspark_operator.lifecycle import (
+    KEPT,
+    NOTHING,
     PENDING_RESTART,
+    VOLUME_LOST,
     VOLUME_RELEASED,
     WOKEN,
     Idleness,
     PodAction,
     PodPlan,
+    VolumeVerdict,
     changes,
     children_to_apply,
+    claim_terminating,
     decide_pod,
     dry_run_pod,
+    force_delete_due,
     idleness,
     key,
     needs_dry_run,
@@ -55,6 +62,9 @@ from rspark_operator.lifecycle import (
     restart_requested,
     roll_out,
     spec_current,
+    unplaced,
+    volume_lost,
+    volume_node,
     volume_releasable,
     waiting_on_lost_node,
 )
@@ -90,6 +100,9 @@ GATEWAY_WRITE_ATTEMPTS = 3
 Neighbours = Callable[[str], Iterable[tuple[str, str]]]
 # Refusals by child key (`lifecycle.key`).
 Refusals = dict[str, Refusal]
+# How often a workspace whose old home claim is still terminating is looked at again
+# (claims are not watched): its new claim and pod follow once it is gone.
+CLAIM_GONE_POLL = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,8 @@ class Observation:
     idle: Idleness
     # The pod's node is cordoned: the pod moves off it.
     node_cordoned: bool
+    # Whether the node-local home volume is given up (`lifecycle.volume_lost`).
+    volume: VolumeVerdict = KEPT
 
     @property
     def new(self) -> bool:
@@ -222,6 +237,9 @@ def observe(
     node = None
     if pod is not None and waiting_on_lost_node(pod, now, settings.node_lost_force_delete_seconds):
         node = api.get("v1", "Node", "", node_name(pod))
+    volume = KEPT
+    if claim is not None and not claim_terminating(claim) and unplaced(pod):
+        volume = _volume_verdict(api, settings, claim, previous, now)
     annotations = body["metadata"].get("annotations") or {}
     stop_after = stop_after_duration(ws.spec.idle.stop_after or settings.idle_stop_after)
     return Observation(
@@ -238,7 +256,26 @@ def observe(
         restart_requested=restart_requested(annotations, pod),
         idle=idleness(previous, pod, annotations, stop_after),
         node_cordoned=bool(pod is not None and cordoned(node_name(pod))),
+        volume=volume,
     )
+
+
+def _volume_verdict(
+    api: Api,
+    settings: OperatorSettings,
+    claim: Manifest,
+    status: Mapping[str, Any],
+    now: datetime,
+) -> VolumeVerdict:
+    """Whether the claim's volume is node-local on a lost node (`lifecycle.volume_lost`)."""
+    volume_name = (claim.get("spec") or {}).get("volumeName")
+    if not volume_name:
+        return KEPT
+    holder = volume_node(api.get("v1", "PersistentVolume", "", volume_name))
+    if not holder:
+        return KEPT
+    node = api.get("v1", "Node", "", holder)
+    return volume_lost(holder, node, status, now, settings.volume_lost_after_seconds)
 
 
 def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> Plan:
@@ -250,6 +287,9 @@ def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> P
     )
     if _releasing(seen, now):
         # Stopped with releaseVolume: the claim is not made again until the wake.
+        children = [child for child in children if child["kind"] != "PersistentVolumeClaim"]
+    if claim_terminating(seen.claim):
+        # The home volume is being replaced: no claim and no pod until the old one is gone.
         children = [child for child in children if child["kind"] != "PersistentVolumeClaim"]
     decision = decide_pod(
         suspended=seen.ws.spec.suspended,
@@ -263,6 +303,14 @@ def make_plan(seen: Observation, now: datetime, settings: OperatorSettings) -> P
         node_cordoned=seen.node_cordoned,
         idle=seen.idle,
     )
+    if seen.volume.lost:
+        decision = (
+            PodPlan(PodAction.DELETE, VOLUME_LOST, "deleting the pod: its home volume is lost")
+            if seen.pod is not None
+            else NOTHING
+        )
+    elif claim_terminating(seen.claim) and decision.action is PodAction.CREATE:
+        decision = NOTHING
     return Plan(children, plan_pod(decision, seen.desired_pod, seen.refusals.keys(), new=seen.new))
 
 
@@ -294,7 +342,10 @@ def _apply(
         events.append(Event(pod_plan.reason, pod_plan.message, pod_plan.warning))
         if pod_plan.action is PodAction.CREATE and seen.previous.get("phase") == "Idle":
             events.append(Event(WOKEN, "woken from idle"))
-    stopped, claim = None, seen.claim
+    claim = seen.claim
+    if seen.volume.lost and claim is not None:
+        claim = _drop_claim(api, claim, seen.volume.lost, events, refusals)
+    stopped = None
     if seen.idle.stopped(now) and not ws.spec.suspended:
         assert seen.idle.since is not None
         if (
@@ -343,9 +394,29 @@ def _apply(
             if not error.refused:
                 raise
     outcome = _finish(api, body, status, events)
-    if not stopped and seen.idle.due is not None:
-        outcome.due = seen.idle.due
+    dues = [seen.volume.due, force_delete_due(pod, settings.node_lost_force_delete_seconds)]
+    if not stopped:
+        dues.append(seen.idle.due)
+    if claim_terminating(claim):
+        dues.append(now + CLAIM_GONE_POLL)
+    outcome.due = min((due for due in dues if due is not None), default=None)
     return outcome
+
+
+def _drop_claim(
+    api: Api, claim: Manifest, why: str, events: list[Event], refusals: Refusals
+) -> Manifest | None:
+    """Delete the home claim whose volume is lost: the claim as it is afterwards (it
+    stays terminating until no pod uses it)."""
+    metadata = claim["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    try:
+        api.delete("v1", "PersistentVolumeClaim", namespace, name, metadata["uid"])
+    except KubeError as error:
+        _refused(refusals, claim, error)
+        return claim
+    events.append(Event(VOLUME_LOST, why, warning=True))
+    return api.get("v1", "PersistentVolumeClaim", namespace, name)
 
 
 def _release_claim(

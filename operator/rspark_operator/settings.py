@@ -262,6 +262,15 @@ class OperatorSettings(BaseSettings):
         "kubelet never confirms the pod stopped). 0: never; an administrator then deletes the "
         "Node or taints it node.kubernetes.io/out-of-service.",
     )
+    volume_lost_after_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="How long the node of a node-local home volume (a PV whose node affinity "
+        "names one node) may be not ready before the volume is taken as lost: the operator "
+        "then deletes the pod and the claim and the home is restored from its last snapshot "
+        "on a new volume; work written after that snapshot is lost, even if the node comes "
+        "back. 0: never; a deleted Node always counts as lost.",
+    )
     resync_seconds: float = Field(
         default=600,
         gt=0,

@@ -89,6 +89,8 @@ def test_deployment_with_claim_runs_and_claim_binds(kube: client.ApiClient, name
 def test_claim_grows_when_asked(kube: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(kube)
     core.create_namespaced_persistent_volume_claim(namespace, claim("grow", "1Gi"))
+    # The StorageClass binds a claim once a pod uses it (WaitForFirstConsumer).
+    client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment_with_claim("grow", 5))
     wait_until("claim Bound", lambda: core.read_namespaced_persistent_volume_claim(
         "grow", namespace).status.phase == "Bound")  # fmt: skip
     core.patch_namespaced_persistent_volume_claim(

@@ -95,6 +95,9 @@ def test_permissions_it_needs_are_granted(operator_kubeconfig: Path) -> None:
         assert can_i(verb, resource, "default"), (verb, resource)
     for verb in ("get", "list", "watch"):  # cordoned nodes (drains)
         assert can_i(verb, "nodes", None), verb
+    # Is a home volume node-local, on which node (lifecycle.volume_lost); read only.
+    assert can_i("get", "persistentvolumes", None)
+    assert not can_i("delete", "persistentvolumes", None)
     assert can_i("patch", "poddisruptionbudgets.policy", "default")
     for verb in ("get", "list", "watch"):
         assert can_i(verb, "sparkprofiles.rspark.dev", None), verb

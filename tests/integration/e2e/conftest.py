@@ -44,20 +44,25 @@ def real_node_install(
     deploy()
 
 
+# A test module's own operator settings, over the real-node ones (a module-level dict).
+MODULE_SETTINGS = "OPERATOR_SETTINGS"
+
+
 @pytest.fixture(scope="module")
 def real_node_operator(
+    request: pytest.FixtureRequest,
     operator: OperatorProcess,
     operator_kubeconfig: Path,
     cluster_s3: S3Credentials,
     local_images: dict[str, str],
     real_node_install: Path,
 ) -> Iterator[OperatorProcess]:
-    """The operator with the real-node settings (`make dev`'s), under the manifests'
-    ServiceAccount; the session's operator is stopped meanwhile."""
+    """The operator with the real-node settings (`make dev`'s) and the test module's
+    `OPERATOR_SETTINGS`, under the manifests' ServiceAccount; the session's operator is
+    stopped meanwhile."""
+    settings = {**real_node_settings(local_images), **getattr(request.module, MODULE_SETTINGS, {})}
     with session_operator_stopped(operator):
-        process = start_operator(
-            "e2e", operator_kubeconfig, cluster_s3, **real_node_settings(local_images)
-        )
+        process = start_operator("e2e", operator_kubeconfig, cluster_s3, **settings)
         try:
             yield process
         finally:
