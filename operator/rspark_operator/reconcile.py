@@ -250,8 +250,10 @@ def _apply(
 ) -> Outcome:
     ws = seen.ws
     refusals = dict(seen.refusals)
+    if plan.pod.action is PodAction.CREATE:
+        refusals |= _create_passwords(api, ws)
     if plan.children:
-        refusals |= _apply_children(api, ws, plan.children)
+        refusals |= _apply_children(api, plan.children)
     # A real apply can refuse what the dry run passed (a quota used up meanwhile).
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
     events = []
@@ -410,8 +412,10 @@ def _dry_run(
     return refusals
 
 
-def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refusals:
-    """Create the passwords Secret if it is missing and apply the other children."""
+def _create_passwords(api: Api, ws: Workspace) -> Refusals:
+    """Create the passwords Secret if it is missing: only with a new pod, the one reader
+    of it (its environment, read when its containers start). A pod that exists started
+    with the Secret, so a reconcile at rest sends nothing for it (no POST answered 409)."""
     passwords = build_passwords_secret(
         ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
     )
@@ -420,6 +424,11 @@ def _apply_children(api: Api, ws: Workspace, manifests: list[Manifest]) -> Refus
         api.create(passwords)
     except KubeError as error:
         _refused(refusals, passwords, error)
+    return refusals
+
+
+def _apply_children(api: Api, manifests: list[Manifest]) -> Refusals:
+    refusals: Refusals = {}
     for manifest in manifests:
         try:
             api.apply(manifest)

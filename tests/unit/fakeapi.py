@@ -6,12 +6,15 @@ status.conditions, a map keyed by type) and removes the fields a manager stops
 applying; dry runs store nothing; deletes honour the uid precondition; a pod
 deleted gracefully stays Terminating until `finish_termination`. `refuse` makes
 the next calls on one object fail as an admission plugin (or missing RBAC) would.
+`requests` counts every call as the API server would see it (reads and dry runs
+included, and a create of what exists, which a real server answers 409).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,8 @@ class FakeApi:
     writes: list[Write] = field(default_factory=list)
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     refusals: dict[Key, KubeError] = field(default_factory=dict)
+    # Calls by verb and kind ("GET Pod", "PATCH Service", "POST Secret"...).
+    requests: Counter[str] = field(default_factory=Counter)
     _uids: itertools.count[int] = field(default_factory=itertools.count)
 
     # --- what the tests arrange and look at -------------------------------------------
@@ -72,6 +77,7 @@ class FakeApi:
     # --- cluster.Api -------------------------------------------------------------------
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        self.requests[f"GET {kind}"] += 1
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
@@ -79,6 +85,7 @@ class FakeApi:
         self, manifest: Manifest, subresource: str = "", *, dry_run: bool = False
     ) -> Manifest:
         key = _key(manifest)
+        self.requests[f"PATCH {key[0]}"] += 1
         existing = self.objects.get(key)
         if subresource:
             if existing is None:
@@ -107,6 +114,7 @@ class FakeApi:
 
     def create(self, manifest: Manifest) -> bool:
         key = _key(manifest)
+        self.requests[f"POST {key[0]}"] += 1
         self._check(key)
         if key in self.objects:
             return False
@@ -115,6 +123,7 @@ class FakeApi:
         return True
 
     def dry_run_create(self, manifest: Manifest) -> None:
+        self.requests[f"POST {manifest['kind']}"] += 1
         self._check(_key(manifest))
 
     def delete(
@@ -128,6 +137,7 @@ class FakeApi:
         force: bool = False,
     ) -> None:
         key = (kind, namespace, name)
+        self.requests[f"DELETE {kind}"] += 1
         found = self.objects.get(key)
         if found is None or (uid is not None and found["metadata"]["uid"] != uid):
             return
@@ -138,6 +148,7 @@ class FakeApi:
             del self.objects[key]
 
     def label(self, obj: Manifest, key: str, value: str | None) -> Manifest | None:
+        self.requests[f"PATCH {obj['kind']}"] += 1
         found = self.objects.get(_key(obj))
         if found is None or found["metadata"]["uid"] != obj["metadata"]["uid"]:
             return None
@@ -150,6 +161,7 @@ class FakeApi:
         return copy.deepcopy(found)
 
     def event(self, obj: Manifest, reason: str, message: str, *, warning: bool) -> None:
+        self.requests["POST Event"] += 1
         self.events.append((reason, message, warning))
 
     # --- inside --------------------------------------------------------------------------
