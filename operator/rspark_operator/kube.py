@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +67,8 @@ VERBS = {"GET": ("get",), "POST": ("create",), "PATCH": ("patch", "create"), "DE
 # Retries of a call the server did not answer (or answered 429/5xx).
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
+# Objects per page of a listing: a bounded answer to parse, whatever the cluster holds.
+LIST_PAGE = 500
 
 log = logging.getLogger("rspark-operator")
 
@@ -252,6 +254,22 @@ class Kube:
                 return None
             raise
         return found
+
+    def list(self, api_version: str, kind: str, namespace: str) -> Iterator[Manifest]:
+        """Every object of a kind in `namespace` ("": in all), a page at a time."""
+        target = Target(api_version, kind, namespace)
+        token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", LIST_PAGE)]
+            if token:
+                query.append(("continue", token))
+            page = self.request(
+                "GET", url(api_version, kind, namespace), query=query, target=target
+            )
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     def apply(
         self, manifest: dict[str, Any], subresource: str = "", *, dry_run: bool = False

@@ -327,8 +327,10 @@ def _apply(
 ) -> Outcome:
     ws = seen.ws
     refusals = dict(seen.refusals)
+    if plan.pod.action is PodAction.CREATE:
+        refusals |= _create_secrets(api, settings, ws)
     if plan.children:
-        refusals |= _apply_children(api, settings, ws, plan.children)
+        refusals |= _apply_children(api, plan.children)
     # A real apply can refuse what the dry run passed (a quota used up meanwhile).
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
     events = []
@@ -522,11 +524,11 @@ def _dry_run(
     return refusals
 
 
-def _apply_children(
-    api: Api, settings: OperatorSettings, ws: Workspace, manifests: list[Manifest]
-) -> Refusals:
-    """Create the passwords Secret (and the gateway credential) if missing, let the
-    gateway know the workspace, and apply the other children."""
+def _create_secrets(api: Api, settings: OperatorSettings, ws: Workspace) -> Refusals:
+    """Create the passwords Secret (and the gateway credential) if missing, and let the
+    gateway know the workspace: only with a new pod, the one reader of them (its
+    environment, read when its containers start). A pod that exists started with them,
+    so a reconcile at rest sends nothing for them (no POST answered 409)."""
     passwords = build_passwords_secret(
         ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
     )
@@ -540,6 +542,11 @@ def _apply_children(
             _register_with_gateway(api, settings, ws)
         except KubeError as error:
             _refused(refusals, build_gateway_users_secret(settings, "", None), error)
+    return refusals
+
+
+def _apply_children(api: Api, manifests: list[Manifest]) -> Refusals:
+    refusals: Refusals = {}
     for manifest in manifests:
         try:
             api.apply(manifest)

@@ -9,6 +9,8 @@ the next calls on one object fail as an admission plugin (or missing RBAC) would
 A Secret's stringData is stored base64 under data; every write moves the object's
 resourceVersion, and an apply naming another one is refused (409), as the API
 server does.
+`requests` counts every call as the API server would see it (reads and dry runs
+included, and a create of what exists, which a real server answers 409).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import copy
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +45,8 @@ class FakeApi:
     writes: list[Write] = field(default_factory=list)
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     refusals: dict[Key, KubeError] = field(default_factory=dict)
+    # Calls by verb and kind ("GET Pod", "PATCH Service", "POST Secret"...).
+    requests: Counter[str] = field(default_factory=Counter)
     _uids: itertools.count[int] = field(default_factory=itertools.count)
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -77,6 +82,7 @@ class FakeApi:
     # --- cluster.Api -------------------------------------------------------------------
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        self.requests[f"GET {kind}"] += 1
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
@@ -84,6 +90,7 @@ class FakeApi:
         self, manifest: Manifest, subresource: str = "", *, dry_run: bool = False
     ) -> Manifest:
         key = _key(manifest)
+        self.requests[f"PATCH {key[0]}"] += 1
         existing = self.objects.get(key)
         if subresource:
             if existing is None:
@@ -119,6 +126,7 @@ class FakeApi:
 
     def create(self, manifest: Manifest) -> bool:
         key = _key(manifest)
+        self.requests[f"POST {key[0]}"] += 1
         self._check(key)
         if key in self.objects:
             return False
@@ -127,6 +135,7 @@ class FakeApi:
         return True
 
     def dry_run_create(self, manifest: Manifest) -> None:
+        self.requests[f"POST {manifest['kind']}"] += 1
         self._check(_key(manifest))
 
     def delete(
@@ -140,6 +149,7 @@ class FakeApi:
         force: bool = False,
     ) -> None:
         key = (kind, namespace, name)
+        self.requests[f"DELETE {kind}"] += 1
         found = self.objects.get(key)
         if found is None or (uid is not None and found["metadata"]["uid"] != uid):
             return
@@ -150,6 +160,7 @@ class FakeApi:
             del self.objects[key]
 
     def label(self, obj: Manifest, key: str, value: str | None) -> Manifest | None:
+        self.requests[f"PATCH {obj['kind']}"] += 1
         found = self.objects.get(_key(obj))
         if found is None or found["metadata"]["uid"] != obj["metadata"]["uid"]:
             return None
@@ -162,6 +173,7 @@ class FakeApi:
         return copy.deepcopy(found)
 
     def event(self, obj: Manifest, reason: str, message: str, *, warning: bool) -> None:
+        self.requests["POST Event"] += 1
         self.events.append((reason, message, warning))
 
     # --- inside --------------------------------------------------------------------------

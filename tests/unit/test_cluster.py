@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from rspark_operator.cluster import Failure, KubeError, backoff, classify
+from rspark_operator.kube import LIST_PAGE, Kube
 
 pytestmark = pytest.mark.unit
 
@@ -74,3 +75,29 @@ def test_backoff_is_jittered() -> None:
 
 def test_one_attempt_means_no_retry() -> None:
     assert list(backoff(1, 1.0, 10.0, random.Random(0))) == []
+
+
+class Pages(Kube):
+    """A Kube whose API server answers a listing in pages of two."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+        self.queries: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, **options: Any) -> Any:
+        query = dict(options["query"])
+        self.queries.append(query)
+        start = int(query.get("continue", 0))
+        more = start + 2 < len(self.items)
+        return {
+            "items": self.items[start : start + 2],
+            "metadata": {"continue": str(start + 2)} if more else {},
+        }
+
+
+def test_a_listing_follows_its_pages_to_the_end() -> None:
+    items = [{"metadata": {"name": name}} for name in "abcde"]
+    kube = Pages(items)
+    assert list(kube.list("v1", "Pod", "team")) == items
+    assert [q.get("continue") for q in kube.queries] == [None, "2", "4"]
+    assert all(q["limit"] == LIST_PAGE for q in kube.queries)

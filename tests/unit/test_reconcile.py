@@ -3,6 +3,7 @@ replacement, invalid specs and status writes, without a cluster."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,8 @@ SETTINGS = settings(allowed_image_prefixes=["rstudio:"])
 WORKSPACE = (KIND, NAMESPACE, NAME)
 POD = ("Pod", NAMESPACE, NAME)
 ROLLOUT = Rollout(max_pods=1)
+# What a reconcile at rest does not apply: the pod (as it is) and its passwords.
+AT_START_ONLY = ("Pod/demo", "Secret/demo-passwords")
 
 
 def no_warnings(uid: str) -> Iterable[Mapping[str, Any]]:
@@ -218,6 +221,46 @@ def test_an_unchanged_status_is_not_written() -> None:
     run(fake, children=False)  # a pod event that changes nothing
     assert fake.writes == []
     assert fake.events == []
+
+
+def requests_of(fake: FakeApi, *, children: bool) -> Counter[str]:
+    """The API requests of one reconcile of the workspace as the API server has it now."""
+    body = fake.get(API_VERSION, KIND, NAMESPACE, NAME)
+    assert body is not None
+    fake.requests.clear()
+    reconcile(fake, SETTINGS, body, no_warnings, ROLLOUT, children=children, now=NOW)
+    return fake.requests
+
+
+def test_a_workspace_at_rest_costs_two_reads_and_its_children_applies() -> None:
+    """A resync at rest reads the pod and the claim and applies every child again (drift);
+    it creates nothing (no POST answered 409), dry-runs, deletes or writes back nothing."""
+    fake = FakeApi()
+    running(fake)
+    kinds = Counter(n.split("/")[0] for n in children_of(fake) if n not in AT_START_ONLY)
+    applies = {f"PATCH {kind}": count for kind, count in kinds.items()}
+    assert (
+        requests_of(fake, children=True) == {"GET Pod": 1, "GET PersistentVolumeClaim": 1} | applies
+    )
+    # A status refresh at rest (a pod event that changes nothing): the pod only.
+    assert requests_of(fake, children=False) == {"GET Pod": 1}
+
+
+def test_the_passwords_secret_comes_back_with_the_next_pod() -> None:
+    """Only a starting pod reads the passwords: a Secret deleted under a running pod is
+    created again (new passwords) before the next pod, not by every resync."""
+    fake = FakeApi()
+    running(fake)
+    del fake.objects[("Secret", NAMESPACE, "demo-passwords")]
+    run(fake)
+    assert "Secret/demo-passwords" not in children_of(fake)
+    put_workspace(fake, generation=2, image="rstudio:next")
+    run(fake)  # the old pod goes
+    fake.finish_termination(*POD)
+    fake.writes.clear()
+    run(fake, children=False)  # its deletion's event: the next pod, its Secret first
+    created = [w.key for w in fake.writes if w.verb in ("create", "apply")]
+    assert created[:2] == [("Secret", NAMESPACE, "demo-passwords"), POD]
 
 
 def test_a_change_of_the_operator_waits_for_the_rollout_or_a_restart() -> None:

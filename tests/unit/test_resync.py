@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from rspark_operator.cluster import Failure, KubeError
+from rspark_operator.main import AHEAD_SECONDS, LEGACY_FINALIZER, catch_up
 from rspark_operator.resync import Job, Result, ResyncQueue
 
 pytestmark = pytest.mark.unit
@@ -118,3 +122,29 @@ def test_a_gone_workspace_is_forgotten() -> None:
     q.forget(B)
     clock.now += 2 * RESYNC
     assert q.take(timeout=0) is None
+
+
+def workspace(name: str, generation: int, observed: int, **metadata: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team", "name": name, "generation": generation, **metadata},
+        "status": {"observedGeneration": observed},
+    }
+
+
+def test_a_restart_queues_what_changed_meanwhile_from_its_own_listing() -> None:
+    """Ahead of kopf's first events (which wait for every index): the changed spec and
+    the legacy finalizer to take off; nothing else is queued, and a listing that fails
+    midway keeps what it queued."""
+    q, clock = queue()
+
+    def listed() -> Iterator[dict[str, Any]]:
+        yield workspace("a", 2, 1)
+        yield workspace("b", 1, 1)
+        yield workspace("c", 1, 1, deletionTimestamp="x", finalizers=[LEGACY_FINALIZER])
+        yield workspace("d", 2, 1, deletionTimestamp="x")
+        raise KubeError(Failure.UNAVAILABLE, 0, "no answer")
+
+    catch_up(listed(), q)
+    assert [q.due_at(("team", name)) for name in "abcd"] == [
+        clock.now + AHEAD_SECONDS, None, clock.now + AHEAD_SECONDS, None
+    ]  # fmt: skip
