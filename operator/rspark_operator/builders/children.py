@@ -99,7 +99,7 @@ def build_passwords_secret(ws: Workspace, restic_password: str, rstudio_password
 
 def build_children(ws: Workspace, settings: OperatorSettings) -> list[Manifest]:
     """Every child but the pod and the passwords Secret; RBAC first, network last."""
-    signin = [build_signin_config_map(ws)] if signin_enabled(settings) else []
+    signin = [build_signin_config_map(ws, settings)] if signin_enabled(settings) else []
     return [
         *build_identities(ws),
         build_spark_config_map(ws, settings),
