@@ -23,6 +23,7 @@ from rspark_operator.builders.signin import (
     CLIENT_SECRET_KEY,
     CONFIG_DIR,
     COOKIE_SECRET_KEY,
+    IDE_ROUTE_ID,
     PING_PATH,
     PROXY_PATH,
     SECRET_DIR,
@@ -145,7 +146,7 @@ def signin_proxy(
     config_file = mounts[CONFIG_DIR] / proxy_config_key(ws, settings)
     config = yaml.safe_load(config_file.read_text())
     config["server"]["bindAddress"] = f"{LOOPBACK}:{port}"
-    (ide,) = [u for u in config["upstreamConfig"]["upstreams"] if u["id"] == "ide"]
+    (ide,) = [u for u in config["upstreamConfig"]["upstreams"] if u["id"] == IDE_ROUTE_ID]
     ide["uri"] = f"http://{LOOPBACK}:{ide_port}/"
     config_file.write_text(moved(yaml.safe_dump(config)))
     (mounts[SECRET_DIR] / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)

@@ -15,6 +15,7 @@ from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.builders.signin import (
     ALLOWED_KEY,
     CONFIG_DIR,
+    IDE_ROUTE_ID,
     SIGNIN_CONTAINER,
     allowed_users,
     proxy_args,
@@ -70,8 +71,12 @@ def test_the_proxy_takes_the_ide_port_and_the_ide_listens_on_loopback_without_lo
     assert "http" not in {port["name"] for port in main["ports"]}
     config = proxy_config(workspace(ide=ide), oidc())
     assert config["server"] == {"bindAddress": f"0.0.0.0:{row.port}"}
-    (ide_route,) = [u for u in config["upstreamConfig"]["upstreams"] if u["id"] == "ide"]
-    assert ide_route == {"id": "ide", "path": "/", "uri": f"http://{LOOPBACK}:{row.proxied_port}/"}
+    (ide_route,) = [u for u in config["upstreamConfig"]["upstreams"] if u["id"] == IDE_ROUTE_ID]
+    assert ide_route == {
+        "id": IDE_ROUTE_ID,
+        "path": "/",
+        "uri": f"http://{LOOPBACK}:{row.proxied_port}/",
+    }
     assert row.proxied_port != row.port
     env = env_of(main)
     # No password: the IDE's own login is off, told by the image's own variables.

@@ -59,6 +59,8 @@ SPARK_UI_PATH = "spark"
 SPARK_UI_HOME = "/jobs/"
 FORWARDED_CONTEXT_HEADER = "X-Forwarded-Context"
 OIDC_PROVIDER_ID = "oidc"
+# The route to the IDE (oauth2-proxy's request log names the route of each request).
+IDE_ROUTE_ID = "ide"
 
 
 def signin_enabled(settings: OperatorSettings) -> bool:
@@ -120,7 +122,7 @@ def spark_ui_routes(ws: Workspace, settings: OperatorSettings) -> list[Route]:
 
 def proxy_routes(ws: Workspace, settings: OperatorSettings) -> list[Route]:
     ide = IDES[ws.spec.ide]
-    ide_route = Route("ide", "/", f"http://{LOOPBACK}:{ide.proxied_port}/")
+    ide_route = Route(IDE_ROUTE_ID, "/", f"http://{LOOPBACK}:{ide.proxied_port}/")
     return [ide_route, *spark_ui_routes(ws, settings)]
 
 
