@@ -2,19 +2,25 @@
 pyspark): two Spark applications at once under a small profile both get executors of
 its size; a value beyond the profile is refused and leaves the pod alone; a switch to a
 large profile rewrites the mounted spark-defaults.conf in place and the next session's
-executors have the large size, in the same pod."""
+executors have the large size, in the same pod. Last, a `connect` profile pointing at
+Spark's Connect server in the cluster (devtools/connect.py): the IDE's environment
+changes (SPARK_REMOTE), so a new pod, whose session runs its query on the server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from kubernetes import client
 
+from devtools.connect import deploy_connect_server, remove_connect_server
+from devtools.deploy import push_images
 from rspark_operator.builders.pod import IDE_CONTAINER
 from rspark_operator.builders.spark import SPARK_CONF_DIR, SPARK_DEFAULTS_FILE
 from rspark_operator.status import Reason
-from tests.integration.e2e.spark_session import RSparkSession
+from tests.integration.e2e.conftest import FIRST_START_SECONDS
+from tests.integration.e2e.spark_session import EXPECTED_TOTAL, JOB_ROWS, RSparkSession
 from tests.integration.e2e.test_jupyterlab import ide_exec
 from tests.integration.e2e.test_spark import executor_pods
 from tests.support.kube import wait_until
@@ -47,6 +53,26 @@ def kubernetes_profile(namespace: str, executors: int, memory_mib: int) -> dict[
 
 SMALL_MIB, LARGE_MIB = 512, 1024
 SMALL_EXECUTORS, LARGE_EXECUTORS = 1, 2
+CONNECT_SERVER_VERSION = "4.0.1"  # images/spark-connect
+# Nothing but the workspace's environment: SparkSession.builder connects to SPARK_REMOTE.
+CONNECT_FROM_R = f"""
+library(reticulate)
+pyspark <- import("pyspark.sql")
+spark <- pyspark$SparkSession$builder$getOrCreate()
+total <- spark$range({JOB_ROWS}L, numPartitions = 4L)$selectExpr("sum(id) AS total")$first()$total
+cat(sprintf("session=%s version=%s total=%.0f\\n", class(spark)[1], spark$version, total))
+spark$stop()
+"""
+
+
+@pytest.fixture(scope="module")
+def connect_endpoint(local_images: dict[str, str]) -> Iterator[str]:
+    """Spark's Connect server on the real nodes: its endpoint."""
+    (image,) = push_images(("spark-connect",)).values()
+    try:
+        yield deploy_connect_server(image)
+    finally:
+        remove_connect_server()
 
 
 def running_executors(core: client.CoreV1Api, namespace: str, count: int) -> list[Any]:
@@ -74,11 +100,12 @@ def mounted_defaults(namespace: str, pod: str) -> str:
     return ide_exec(namespace, pod, "cat", f"{SPARK_CONF_DIR}/{SPARK_DEFAULTS_FILE}")
 
 
-def test_profiles_switch_in_place_and_size_the_executors(
+def test_profiles_switch_in_place_size_the_executors_and_reach_connect(
     kube: client.ApiClient,
     workspace_namespace: str,
     profiles: Profiles,
     real_workspaces: Callable[..., dict[str, Any]],
+    connect_endpoint: str,
 ) -> None:
     ns = workspace_namespace
     core = client.CoreV1Api(kube)
@@ -140,3 +167,31 @@ def test_profiles_switch_in_place_and_size_the_executors(
     assert current.metadata.uid == pod.metadata.uid
     ide = next(c for c in current.status.container_statuses if c.name == IDE_CONTAINER)
     assert ide.restart_count == 0
+    wait_until("the executors gone", lambda: not executor_pods(core, ns, "alice"), timeout=120)
+
+    connect_spec = {
+        "kind": "connect",
+        "namespaces": [ns],
+        "connect": {"endpoint": connect_endpoint},
+    }
+    connect = profiles("connect", connect_spec)
+    workspaces.patch("alice", {"spark": {"profile": connect}})
+
+    def new_pod() -> Any:
+        new = [
+            p
+            for p in workspaces.pods("alice")
+            if p.metadata.uid != pod.metadata.uid and p.status.phase == "Running"
+        ]
+        return new[0] if new else None
+
+    connected = wait_until("a pod with SPARK_REMOTE", new_pod, timeout=FIRST_START_SECONDS)
+    assert workspaces.wait_phase("alice", "Running")["status"]["spark"] == {"profile": connect}
+    answer = ide_exec(ns, connected.metadata.name, "Rscript", "-e", CONNECT_FROM_R)
+    result = dict(field.split("=", 1) for field in answer.split()[-3:])
+    assert result == {
+        "session": "pyspark.sql.connect.session.SparkSession",
+        "version": CONNECT_SERVER_VERSION,
+        "total": str(EXPECTED_TOTAL),
+    }, answer
+    assert not executor_pods(core, ns, "alice")
