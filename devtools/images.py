@@ -170,9 +170,14 @@ AGENT = Dockerfile("agent", "agent", (("PYTHON_IMAGE", PYTHON), ("RESTIC_IMAGE",
 OPERATOR = Dockerfile("operator", "operator", (("PYTHON_IMAGE", PYTHON),))
 SPARK = Dockerfile("spark", "spark-debian", (("BASE_IMAGE", DEBIAN), ("PYTHON_IMAGE", PYTHON)))
 JUPYTERLAB = Dockerfile("jupyterlab", "jupyterlab", (("SPARK_IMAGE", SPARK),))
+# Spark's Connect server for the local cluster's `connect` SparkProfile (devtools/connect.py).
+SPARK_CONNECT = Dockerfile(
+    "spark-connect", "spark-connect", (("SPARK_IMAGE", SPARK), ("PYTHON_IMAGE", PYTHON))
+)
 # What the cluster runs, in build order; the others are only built from.
 IMAGES: dict[str, Image] = {
-    image.name: image for image in (PAUSE, AGENT, OPERATOR, SPARK, JUPYTERLAB, OAUTH2_PROXY, RCLONE)
+    image.name: image
+    for image in (PAUSE, AGENT, OPERATOR, SPARK, JUPYTERLAB, OAUTH2_PROXY, RCLONE, SPARK_CONNECT)
 }
 
 

@@ -96,7 +96,7 @@ def run(*args: str, check: bool = True, capture: bool = True) -> subprocess.Comp
     )
 
 
-def kubectl(*args: str, stdin: str | None = None) -> str:
+def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
     result = subprocess.run(
         [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), *args],
         input=stdin,
@@ -104,7 +104,7 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
         check=True,
         text=True,
         capture_output=True,
-        timeout=120,
+        timeout=timeout,
     )
     return result.stdout
 

@@ -314,8 +314,8 @@ CHILD_EFFECTS = {
 }
 # Children whose kind says too little, by (kind, name) in the sample workspace.
 NAMED_CHILD_EFFECTS = {
-    ("ConfigMap", names.signin_config_map_name("alice")): "who may pass the sign-in proxy "
-    "(the running proxy re-reads it)",
+    ("ConfigMap", names.signin_config_map_name("alice")): "the sign-in proxy's list (the "
+    "running proxy re-reads it) or its routes (read by the new pod)",
 }
 POD_EFFECTS = {
     lifecycle.PodAction.NONE: "kept",

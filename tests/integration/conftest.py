@@ -26,6 +26,7 @@ from devtools.install import (
 )
 from devtools.s3 import S3Credentials
 from tests.support.kube import describe_namespace
+from tests.support.profiles import Profiles, unique_profiles
 from tests.support.workspaces import Workspaces, sample
 
 
@@ -82,6 +83,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def crds(local_cluster: Path) -> None:
     install_crds()
+
+
+@pytest.fixture
+def profiles(crds: None) -> Iterator[Profiles]:
+    """SparkProfiles under names unique to this test, deleted afterwards."""
+    yield from unique_profiles()
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,7 @@ enforces, and a switch of profile that rewrites spark-defaults.conf and keeps th
 from __future__ import annotations
 
 import subprocess
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,45 +15,16 @@ from kubernetes import client
 from devtools.deploy import OperatorProcess
 from devtools.localcluster import kubectl
 from rspark_operator import names
-from rspark_operator.api import GROUP, PROFILE_PLURAL, VERSION
+from rspark_operator.api import PROFILE_PLURAL
 from rspark_operator.builders.spark import SPARK_DEFAULTS_FILE
 from tests.support.kube import wait_until
+from tests.support.profiles import Profiles, apply, profile_manifest
 from tests.support.workspaces import Workspaces, sample
 
 ROOT = Path(__file__).parents[2]
 CORPUS = ROOT / "tests" / "corpus" / "invalid-profiles"
 CASES = sorted(CORPUS.glob("*.yaml"))
 SAMPLES = ROOT / "manifests" / "samples" / "sparkprofiles.yaml"
-
-Profiles = Callable[[str, dict[str, Any]], str]
-
-
-def apply(manifest: dict[str, Any]) -> None:
-    """What a platform team does: kubectl apply --server-side."""
-    kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
-
-
-@pytest.fixture
-def profiles(crds: None) -> Iterator[Profiles]:
-    """Create SparkProfiles under names unique to this test; delete them afterwards."""
-    created: list[str] = []
-
-    def create(name: str, spec: dict[str, Any]) -> str:
-        unique = f"{name}-{uuid.uuid4().hex[:5]}"
-        apply(
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "SparkProfile",
-                "metadata": {"name": unique},
-                "spec": spec,
-            }
-        )
-        created.append(unique)
-        return unique
-
-    yield create
-    for name in created:
-        kubectl("delete", PROFILE_PLURAL, name, "--ignore-not-found")
 
 
 def small(namespace: str) -> dict[str, Any]:
@@ -183,14 +153,7 @@ def test_workspace_under_a_profile_switches_without_a_restart(
     # The platform team changes the profile: its workspaces follow, their pods stay.
     changed = large()
     changed["kubernetes"]["conf"] = {"spark.sql.shuffle.partitions": "800"}
-    apply(
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "SparkProfile",
-            "metadata": {"name": large_profile},
-            "spec": changed,
-        }
-    )
+    apply(profile_manifest(large_profile, changed))
     wait_until(
         "the changed profile in spark-defaults.conf",
         lambda: (

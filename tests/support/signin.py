@@ -1,16 +1,39 @@
 """Sign-in at a workspace's URL as alice and bob see it in Chromium: Keycloak's login
-form, the sign-in proxy's 403 page, JupyterLab behind it, signing out."""
+form, the sign-in proxy's 403 page, JupyterLab behind it, signing out. And the real
+sign-in proxy as a plain process, configured as the operator configures the pod's."""
 
 from __future__ import annotations
 
+import secrets
+import subprocess
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import requests
+import yaml
 from selenium.webdriver.common.by import By
 
 from devtools import keycloak
-from rspark_operator.builders.signin import PROXY_PATH
+from devtools.images import go_tool
+from rspark_operator import contract
+from rspark_operator.api import Workspace
+from rspark_operator.builders.signin import (
+    ALLOWED_KEY,
+    CLIENT_SECRET_KEY,
+    CONFIG_DIR,
+    COOKIE_SECRET_KEY,
+    IDE_ROUTE_ID,
+    PING_PATH,
+    PROXY_PATH,
+    SECRET_DIR,
+    build_signin_config_map,
+    proxy_args,
+    proxy_config_key,
+)
+from rspark_operator.ide import LOOPBACK
+from rspark_operator.settings import OperatorSettings
 from tests.support.browser import Browser, chromium
 from tests.support.kube import wait_until
 
@@ -98,3 +121,59 @@ def walk_through(artifacts: Path, url: str, issuer: str, add_bob: Callable[[], N
         alice.driver.get(url)
         assert on_login_page(alice, issuer)
         alice.screenshot("alice-must-sign-in-again")
+
+
+@contextmanager
+def signin_proxy(
+    ws: Workspace, settings: OperatorSettings, workdir: Path, port: int, ide_port: int
+) -> Iterator[Path]:
+    """oauth2-proxy with the workspace's arguments and ConfigMap, its mounts moved under
+    `workdir`, on LOOPBACK:`port` rather than the pod's address, its route to the IDE
+    to LOOPBACK:`ide_port`; the client secret is Keycloak's. Yields its list of who may
+    pass (a file to rewrite as the kubelet does)."""
+    (binary, _), *_ = go_tool("oauth2-proxy", "")
+    mounts = {
+        SECRET_DIR: workdir / "secret",
+        CONFIG_DIR: workdir / "config",
+        contract.SIGNIN_LOG_DIR: workdir / "signin-log",
+    }
+    for directory in mounts.values():
+        directory.mkdir()
+
+    def moved(text: str) -> str:
+        # The Secret's directory first: the ConfigMap's is a prefix of its name.
+        for pod_path, here in mounts.items():
+            text = text.replace(pod_path, str(here))
+        return text
+
+    for key, value in build_signin_config_map(ws, settings)["data"].items():
+        (mounts[CONFIG_DIR] / key).write_text(value)
+    config_file = mounts[CONFIG_DIR] / proxy_config_key(ws, settings)
+    config = yaml.safe_load(config_file.read_text())
+    config["server"]["bindAddress"] = f"{LOOPBACK}:{port}"
+    (ide,) = [u for u in config["upstreamConfig"]["upstreams"] if u["id"] == IDE_ROUTE_ID]
+    ide["uri"] = f"http://{LOOPBACK}:{ide_port}/"
+    config_file.write_text(moved(yaml.safe_dump(config)))
+    (mounts[SECRET_DIR] / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)
+    (mounts[SECRET_DIR] / COOKIE_SECRET_KEY).write_text(secrets.token_hex(16))
+    log_path = workdir / "proxy.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(binary), *(moved(arg) for arg in proxy_args(ws, settings))],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def answers() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                return requests.get(f"http://{LOOPBACK}:{port}{PING_PATH}", timeout=5).ok
+            except requests.ConnectionError:
+                return False
+
+        try:
+            wait_until("the sign-in proxy answers", answers, 60, 0.2)
+            yield mounts[CONFIG_DIR] / ALLOWED_KEY
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

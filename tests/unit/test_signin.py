@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from rspark_operator import contract, idle, names
@@ -13,10 +15,14 @@ from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.builders.signin import (
     ALLOWED_KEY,
     CONFIG_DIR,
+    IDE_ROUTE_ID,
     SIGNIN_CONTAINER,
     allowed_users,
     proxy_args,
+    proxy_config,
+    proxy_config_key,
 )
+from rspark_operator.builders.spark import UI_PORTS
 from rspark_operator.ide import HEALTHCHECK_COMMAND, IDES, LOOPBACK, PASSWORD_ENV, IdeName
 from rspark_operator.settings import SettingsError, load_settings
 from tests.unit.workspaces import settings, workspace
@@ -63,9 +69,14 @@ def test_the_proxy_takes_the_ide_port_and_the_ide_listens_on_loopback_without_lo
     proxy, main = by_name[SIGNIN_CONTAINER], by_name["ide"]
     assert proxy["ports"] == [{"name": "http", "containerPort": row.port}]
     assert "http" not in {port["name"] for port in main["ports"]}
-    args = args_of(proxy)
-    assert args["http-address"] == f"0.0.0.0:{row.port}"
-    assert args["upstream"] == f"http://{LOOPBACK}:{row.proxied_port}/"
+    config = proxy_config(workspace(ide=ide), oidc())
+    assert config["server"] == {"bindAddress": f"0.0.0.0:{row.port}"}
+    (ide_route,) = [u for u in config["upstreamConfig"]["upstreams"] if u["id"] == IDE_ROUTE_ID]
+    assert ide_route == {
+        "id": IDE_ROUTE_ID,
+        "path": "/",
+        "uri": f"http://{LOOPBACK}:{row.proxied_port}/",
+    }
     assert row.proxied_port != row.port
     env = env_of(main)
     # No password: the IDE's own login is off, told by the image's own variables.
@@ -90,9 +101,9 @@ def test_only_the_owner_and_spec_access_pass() -> None:
     ws = workspace(access=["Bob@Example.org", "carol@example.org", "alice@example.com"])
     assert allowed_users(ws) == ["alice@example.com", "bob@example.org", "carol@example.org"]
     config_map = signin_config_map(build_children(ws, oidc()))
-    assert config_map["data"] == {
-        ALLOWED_KEY: "alice@example.com\nbob@example.org\ncarol@example.org\n"
-    }
+    assert config_map["data"][ALLOWED_KEY] == (
+        "alice@example.com\nbob@example.org\ncarol@example.org\n"
+    )
     proxy = containers(build_pod(ws, oidc()))[SIGNIN_CONTAINER]
     assert args_of(proxy)["authenticated-emails-file"] == f"{CONFIG_DIR}/{ALLOWED_KEY}"
     assert "email-domain" not in args_of(proxy)
@@ -103,7 +114,22 @@ def test_a_change_of_spec_access_changes_the_config_map_not_the_pod() -> None:
     assert build_pod(before, oidc()) == build_pod(after, oidc())
     old = signin_config_map(build_children(before, oidc()))
     new = signin_config_map(build_children(after, oidc()))
-    assert old["data"] != new["data"]
+    assert old["data"][ALLOWED_KEY] != new["data"][ALLOWED_KEY]
+    assert set(old["data"]) == set(new["data"])
+
+
+def test_the_proxy_configuration_is_in_the_config_map_under_its_digest() -> None:
+    """The proxy reads it at start only: a change of it names another file, so the pod
+    changes with it (and is replaced); an unchanged one leaves the pod as it is."""
+    ws = workspace()
+    key = proxy_config_key(ws, oidc())
+    data = signin_config_map(build_children(ws, oidc()))["data"]
+    assert yaml.safe_load(data[key]) == proxy_config(ws, oidc())
+    proxy = containers(build_pod(ws, oidc()))[SIGNIN_CONTAINER]
+    assert args_of(proxy)["alpha-config"] == f"{CONFIG_DIR}/{key}"
+    moved = oidc(oidc_user_claim="preferred_username")
+    assert proxy_config_key(ws, moved) != key
+    assert build_pod(ws, moved) != build_pod(ws, oidc())
 
 
 def test_the_proxy_reads_its_secrets_from_files_and_runs_restricted() -> None:
@@ -144,25 +170,27 @@ def test_the_proxy_logs_each_request_into_a_file_the_agent_reads() -> None:
     assert contract.SIGNIN_LOG_DIR not in {m["mountPath"] for m in plain["volumeMounts"]}
 
 
-@pytest.mark.parametrize(
-    ("ide", "mode", "proxy_prefix", "redirect"),
+# The URL prefix as the proxy sees it and as the browser does.
+URL_CASES = pytest.mark.parametrize(
+    ("ide", "mode", "seen", "browser"),
     [
-        ("jupyterlab", "host", "/oauth2", "/oauth2/callback"),
-        ("rstudio", "host", "/oauth2", "/oauth2/callback"),
+        ("jupyterlab", "host", "/", "/"),
+        ("rstudio", "host", "/", "/"),
         # JupyterLab serves under the prefix: the proxy sees it too.
-        ("jupyterlab", "path", "/team/demo/oauth2", "/team/demo/oauth2/callback"),
+        ("jupyterlab", "path", "/team/demo/", "/team/demo/"),
         # The Ingress strips the prefix before RStudio's proxy; the browser keeps it.
-        ("rstudio", "path", "/oauth2", "/team/demo/oauth2/callback"),
+        ("rstudio", "path", "/", "/team/demo/"),
     ],
 )
-def test_the_proxy_paths_follow_the_url(
-    ide: IdeName, mode: str, proxy_prefix: str, redirect: str
-) -> None:
+
+
+@URL_CASES
+def test_the_proxy_paths_follow_the_url(ide: IdeName, mode: str, seen: str, browser: str) -> None:
     args = args_of({"args": proxy_args(workspace(ide=ide), oidc(ingress_mode=mode))})
-    assert args["proxy-prefix"] == proxy_prefix
+    assert args["proxy-prefix"] == f"{seen}oauth2"
     # A path alone: the proxy takes the browser's host and port.
-    assert args["redirect-url"] == redirect
-    assert args["cookie-path"] == ("/team/demo/" if mode == "path" else "/")
+    assert args["redirect-url"] == f"{browser}oauth2/callback"
+    assert args["cookie-path"] == browser
 
 
 def test_cookies_are_secure_with_tls_and_sign_out_may_return_to_the_provider() -> None:
@@ -171,9 +199,49 @@ def test_cookies_are_secure_with_tls_and_sign_out_may_return_to_the_provider() -
     tls = args_of({"args": proxy_args(workspace(), oidc(ingress_tls_secret="wildcard"))})
     assert tls["cookie-secure"] == "true"
     assert plain["whitelist-domain"] == "10.200.0.1:8180"
-    assert plain["oidc-issuer-url"] == ISSUER
-    assert plain["client-id"] == "rspark-workspaces"
-    assert plain["oidc-email-claim"] == "email"
+    (provider,) = proxy_config(workspace(), oidc())["providers"]
+    assert provider["oidcConfig"] == {"issuerURL": ISSUER, "emailClaim": "email"}
+    assert provider["clientID"] == "rspark-workspaces"
+    assert provider["code_challenge_method"] == "S256"
+    assert provider["clientSecretFile"].endswith("/client-secret")
+
+
+def rewritten(config: dict[str, Any], path: str) -> tuple[str, str] | None:
+    """Where the proxy sends `path` (as it sees it), oauth2-proxy's way: the rewrite
+    routes first, the longest pattern first; a plain route is a path prefix."""
+    upstreams = config["upstreamConfig"]["upstreams"]
+    rewrites = sorted((u for u in upstreams if "rewriteTarget" in u), key=lambda u: -len(u["path"]))
+    for upstream in rewrites:
+        if re.search(upstream["path"], path):
+            target = re.sub(upstream["path"], upstream["rewriteTarget"].replace("$", "\\"), path)
+            return upstream["uri"], target
+    plain = [u for u in upstreams if "rewriteTarget" not in u and path.startswith(u["path"])]
+    return (plain[0]["uri"], path) if plain else None
+
+
+@URL_CASES
+def test_the_spark_ui_is_under_the_workspace_url_with_its_prefix_stripped(
+    ide: IdeName, mode: str, seen: str, browser: str
+) -> None:
+    config = proxy_config(workspace(ide=ide), oidc(ingress_mode=mode))
+    ui = f"http://{LOOPBACK}:{UI_PORTS.first}/"
+    seen, context = f"{seen}spark", f"{browser}spark"
+    # The UI's bare root would redirect off the prefix: the proxy goes to its jobs page.
+    assert rewritten(config, seen) == (ui, "/jobs/")
+    assert rewritten(config, f"{seen}/") == (ui, "/jobs/")
+    assert rewritten(config, f"{seen}/stages/stage/") == (ui, "/stages/stage/")
+    assert rewritten(config, f"{seen}/static/webui.js") == (ui, "/static/webui.js")
+    # Not the UI: a longer name, the IDE's own paths.
+    ide_uri = f"http://{LOOPBACK}:{IDES[ide].proxied_port}/"
+    assert rewritten(config, f"{seen}ly/") == (ide_uri, f"{seen}ly/")
+    assert rewritten(config, f"{seen.removesuffix('spark')}lab/") == (
+        ide_uri,
+        f"{seen.removesuffix('spark')}lab/",
+    )
+    (header,) = config["injectRequestHeaders"]
+    assert header["name"] == "X-Forwarded-Context"
+    (value,) = header["values"]
+    assert value == {"secretSource": {"value": context}}
 
 
 @pytest.mark.parametrize("bad", ["bob,carol@example.org", "bob carol", "#bob", ""])

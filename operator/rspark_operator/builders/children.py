@@ -135,7 +135,7 @@ def build_children(
 ) -> list[Manifest]:
     """Every child but the pod and the passwords Secret; RBAC first, network last.
     `to_waker`: the URL leads to the waker (see `waker.routed_to_waker`)."""
-    signin = [build_signin_config_map(ws)] if signin_enabled(settings) else []
+    signin = [build_signin_config_map(ws, settings)] if signin_enabled(settings) else []
     waker = (
         [build_waker_service(ws), build_waker_endpoints(ws, settings)]
         if settings.waker_enabled

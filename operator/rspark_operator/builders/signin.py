@@ -13,17 +13,29 @@ their next request (the proxy checks its list on every request, not only at sign
 The proxy logs into a file of an emptyDir the snapshot agent reads (`contract.SIGNIN_LOG_DIR`):
 its request lines tell the agent when a person last used the IDE (`idle.request_activity`),
 and the agent passes its other lines (sign-in attempts, its messages) on to its own log.
+
+Behind the same sign-in, `<workspace URL>spark/` is the Spark UI of the session's first
+Spark application (`spark_ui_routes`). Routes and request headers are oauth2-proxy's
+alpha configuration (the one way to strip a path prefix and set a header), so the
+provider and the listening address are there too (`proxy_config`), in the same
+ConfigMap under a name that carries its digest: a change of it is a change of the pod.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from rspark_operator import contract, idle, names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.hardening import SIGNIN_RESOURCES, signin_security_context
 from rspark_operator.builders.metadata import Manifest, child
+from rspark_operator.builders.spark import UI_PORTS
 from rspark_operator.builders.url import ingress_path, tls_secret
 from rspark_operator.ide import IDES, LOOPBACK
 from rspark_operator.settings import OperatorSettings
@@ -48,6 +60,16 @@ COOKIE_SECRET_KEY = "cookie-secret"
 PING_PATH = "/ping"
 # Under the workspace's URL: the proxy's endpoints (sign_out, callback...).
 PROXY_PATH = "oauth2"
+# Under the workspace's URL: the Spark UI. Spark's UI serves from "/" and puts the
+# prefix named by X-Forwarded-Context before its links; a request without the header
+# (`kubectl port-forward`) gets plain links. Its bare root redirects to an absolute
+# URL without the prefix, so the proxy sends that root to the jobs page itself.
+SPARK_UI_PATH = "spark"
+SPARK_UI_HOME = "/jobs/"
+FORWARDED_CONTEXT_HEADER = "X-Forwarded-Context"
+OIDC_PROVIDER_ID = "oidc"
+# The route to the IDE (oauth2-proxy's request log names the route of each request).
+IDE_ROUTE_ID = "ide"
 
 
 def signin_enabled(settings: OperatorSettings) -> bool:
@@ -59,10 +81,100 @@ def allowed_users(ws: Workspace) -> list[str]:
     return sorted({person.lower() for person in (ws.spec.user, *ws.spec.access)})
 
 
-def build_signin_config_map(ws: Workspace) -> Manifest:
+def build_signin_config_map(ws: Workspace, settings: OperatorSettings) -> Manifest:
     config_map = child(ws, "v1", "ConfigMap", names.signin_config_map_name(ws.name))
-    config_map["data"] = {ALLOWED_KEY: "".join(f"{person}\n" for person in allowed_users(ws))}
+    config_map["data"] = {
+        ALLOWED_KEY: "".join(f"{person}\n" for person in allowed_users(ws)),
+        proxy_config_key(ws, settings): render_proxy_config(ws, settings),
+    }
     return config_map
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests whose path (as the proxy sees it) matches `pattern` go to `target` on
+    the pod's loopback, their path rewritten to `rewrite` (None: kept as it is)."""
+
+    id: str
+    pattern: str
+    target: str
+    rewrite: str | None = None
+
+    def upstream(self) -> dict[str, str]:
+        upstream = {"id": self.id, "path": self.pattern, "uri": self.target}
+        if self.rewrite is not None:
+            upstream["rewriteTarget"] = self.rewrite
+        return upstream
+
+
+def local_prefix(ws: Workspace, settings: OperatorSettings) -> str:
+    """The URL prefix as the proxy sees it: the IDE's when it serves under it, else
+    none (the Ingress strips it)."""
+    return ingress_path(ws, settings) if IDES[ws.spec.ide].serves_under_prefix else "/"
+
+
+def spark_ui_context(ws: Workspace, settings: OperatorSettings) -> str:
+    """Where the browser sees the Spark UI: Spark's links start with it."""
+    return f"{ingress_path(ws, settings)}{SPARK_UI_PATH}"
+
+
+def spark_ui_routes(ws: Workspace, settings: OperatorSettings) -> list[Route]:
+    """<prefix>spark and <prefix>spark/ to the UI's jobs page; <prefix>spark/<path> to
+    the UI's /<path>."""
+    here = "^" + re.escape(f"{local_prefix(ws, settings)}{SPARK_UI_PATH}")
+    ui = f"http://{LOOPBACK}:{UI_PORTS.first}/"
+    return [
+        Route("spark-ui-home", f"{here}/?$", ui, SPARK_UI_HOME),
+        Route("spark-ui", f"{here}/(.+)$", ui, "/$1"),
+    ]
+
+
+def proxy_routes(ws: Workspace, settings: OperatorSettings) -> list[Route]:
+    ide = IDES[ws.spec.ide]
+    ide_route = Route(IDE_ROUTE_ID, "/", f"http://{LOOPBACK}:{ide.proxied_port}/")
+    return [ide_route, *spark_ui_routes(ws, settings)]
+
+
+def proxy_config(ws: Workspace, settings: OperatorSettings) -> dict[str, Any]:
+    """oauth2-proxy's alpha configuration: where it listens, the provider, the routes,
+    and the one header it adds (to every request it passes: the IDEs ignore it)."""
+    return {
+        "server": {"bindAddress": f"0.0.0.0:{IDES[ws.spec.ide].port}"},
+        "providers": [
+            {
+                "id": OIDC_PROVIDER_ID,
+                "provider": "oidc",
+                "clientID": settings.oidc_client_id,
+                "clientSecretFile": f"{SECRET_DIR}/{CLIENT_SECRET_KEY}",
+                "code_challenge_method": "S256",
+                "oidcConfig": {
+                    "issuerURL": settings.oidc_issuer_url,
+                    "emailClaim": settings.oidc_user_claim,
+                },
+            }
+        ],
+        "upstreamConfig": {"upstreams": [route.upstream() for route in proxy_routes(ws, settings)]},
+        "injectRequestHeaders": [
+            {
+                "name": FORWARDED_CONTEXT_HEADER,
+                # oauth2-proxy 7.15.6 reads a YAML string into the value's bytes as
+                # they are (its documentation says base64; the test with the real
+                # proxy, tests/integration/test_spark_ui_signin.py, holds it to this).
+                "values": [{"secretSource": {"value": spark_ui_context(ws, settings)}}],
+            }
+        ],
+    }
+
+
+def render_proxy_config(ws: Workspace, settings: OperatorSettings) -> str:
+    return yaml.safe_dump(proxy_config(ws, settings), sort_keys=True)
+
+
+def proxy_config_key(ws: Workspace, settings: OperatorSettings) -> str:
+    """The ConfigMap's key of the alpha configuration, named by its digest: the proxy
+    reads it once, at start, so the pod that reads it names its content."""
+    digest = hashlib.sha256(render_proxy_config(ws, settings).encode()).hexdigest()[:12]
+    return f"proxy-{digest}.yaml"
 
 
 def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
@@ -71,22 +183,13 @@ def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
     The proxy sees the path as the IDE does: with the URL prefix when the IDE serves
     under it, without when the Ingress strips it; its callback is named by path only,
     so it takes the browser's host and scheme (any ingress port, any host)."""
-    ide = IDES[ws.spec.ide]
     prefix = ingress_path(ws, settings)
-    local_prefix = prefix if ide.serves_under_prefix else "/"
     issuer = settings.oidc_issuer_url or ""
     return [
-        "--provider=oidc",
-        f"--oidc-issuer-url={issuer}",
-        f"--client-id={settings.oidc_client_id}",
-        f"--client-secret-file={SECRET_DIR}/{CLIENT_SECRET_KEY}",
+        f"--alpha-config={CONFIG_DIR}/{proxy_config_key(ws, settings)}",
         f"--cookie-secret-file={SECRET_DIR}/{COOKIE_SECRET_KEY}",
-        "--code-challenge-method=S256",
-        f"--oidc-email-claim={settings.oidc_user_claim}",
         f"--authenticated-emails-file={CONFIG_DIR}/{ALLOWED_KEY}",
-        f"--http-address=0.0.0.0:{ide.port}",
-        f"--upstream=http://{LOOPBACK}:{ide.proxied_port}/",
-        f"--proxy-prefix={local_prefix}{PROXY_PATH}",
+        f"--proxy-prefix={local_prefix(ws, settings)}{PROXY_PATH}",
         f"--redirect-url={prefix}{PROXY_PATH}/callback",
         f"--cookie-path={prefix}",
         f"--cookie-secure={str(tls_secret(ws, settings) is not None).lower()}",

@@ -72,8 +72,9 @@ def real_node_operator(
 
 def create_on_real_nodes(workspaces: Workspaces, name: str, **spec: Any) -> dict[str, Any]:
     """A JupyterLab workspace, Running on a real node (the operator must have the
-    real-node settings)."""
-    manifest = sample(name, ide="jupyterlab", resources=E2E_RESOURCES, spark=E2E_SPARK, **spec)
+    real-node settings); spec.spark E2E_SPARK unless `spec` says."""
+    spec.setdefault("spark", E2E_SPARK)
+    manifest = sample(name, ide="jupyterlab", resources=E2E_RESOURCES, **spec)
     workspaces.create(manifest)
     running = workspaces.wait_phase(name, "Running", timeout=FIRST_START_SECONDS)
     assert workspaces.running_pod(name).spec.node_name in {n.name for n in REAL_NODES}

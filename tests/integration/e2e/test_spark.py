@@ -5,37 +5,19 @@ kube-router, around the driver and the IDE."""
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
-from devtools.localcluster import BIN, KUBECONFIG, tool_env
 from devtools.network import REAL_NODES
 from rspark_operator import names
-from rspark_operator.builders.pod import HOME, IDE_CONTAINER
 from rspark_operator.builders.spark import DRIVER_PORT
 from rspark_operator.ide import IDES
+from tests.integration.e2e.spark_session import RSparkSession
 from tests.integration.e2e.test_jupyterlab import ide_exec
 from tests.support.kube import wait_until
 
-STOP_FILE = f"{HOME}/.e2e-stop-spark"
-# Nothing but what the operator's spark-defaults.conf says: master, driver host and
-# ports, executor image, namespace, owner. The session stays up until STOP_FILE exists.
-SPARK_FROM_R = f"""
-library(reticulate)
-pyspark <- import("pyspark.sql")
-spark <- pyspark$SparkSession$builder$getOrCreate()
-total <- spark$range(10000L, numPartitions = 4L)$selectExpr("sum(id) AS total")$first()$total
-cat(sprintf("master=%s total=%.0f\\n", spark$sparkContext$master, total))
-flush(stdout())
-waited <- 0
-while (!file.exists("{STOP_FILE}") && waited < 300) {{ Sys.sleep(0.5); waited <- waited + 0.5 }}
-spark$stop()
-cat("stopped\\n")
-"""
-EXPECTED_TOTAL = sum(range(10000))  # within R's 32-bit integers (reticulate)
 # A connection kube-router's policy drops gets no answer: give up after this.
 CONNECT_TIMEOUT_SECONDS = 5
 PROBE = (
@@ -82,21 +64,8 @@ def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy
     driver_service = core.read_namespaced_service(names.spark_driver_service_name("alice"), ns)
     assert driver_service.spec.cluster_ip == "None"
 
-    session = subprocess.Popen(
-        [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), "exec", alice.metadata.name,
-         "-n", ns, "-c", IDE_CONTAINER, "--", "Rscript", "-e", SPARK_FROM_R],
-        env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert session.stdout is not None
-    output: list[str] = []
-    try:
-        for line in session.stdout:
-            output.append(line)
-            if line.startswith("master="):
-                break
-        result = dict(field.split("=", 1) for field in output[-1].split())
-        assert result["master"].startswith("k8s://"), "".join(output)
-        assert int(result["total"]) == EXPECTED_TOTAL, "".join(output)
+    with RSparkSession(ns, alice.metadata.name, "policy") as report:
+        assert report["master"].startswith("k8s://")
 
         executors = [p for p in executor_pods(core, ns, "alice") if p.status.phase == "Running"]
         assert executors, "no running executor while the session holds them"
@@ -115,13 +84,4 @@ def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy
         assert not reaches(ns, bob, alice.status.pod_ip, ide_port)
         with socket.create_connection((alice.status.pod_ip, ide_port), timeout=10):
             pass  # from this machine's bridge address, as Traefik connects
-    finally:
-        subprocess.run(
-            [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), "exec", alice.metadata.name,
-             "-n", ns, "-c", IDE_CONTAINER, "--", "touch", STOP_FILE],
-            env=tool_env(), check=False, timeout=60,
-        )  # fmt: skip
-        rest = session.communicate(timeout=180)[0]
-    assert session.returncode == 0, "".join(output) + rest
-    assert "stopped" in rest
     wait_until("the executors gone", lambda: not executor_pods(core, ns, "alice"), timeout=120)

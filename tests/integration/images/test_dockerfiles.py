@@ -31,7 +31,15 @@ def test_hadolint_and_shellcheck_pass() -> None:
 
 
 def test_every_base_image_is_pinned() -> None:
-    assert NAMES == ["agent", "jupyterlab", "operator", "rspark", "spark", "spark-debian"]
+    assert NAMES == [
+        "agent",
+        "jupyterlab",
+        "operator",
+        "rspark",
+        "spark",
+        "spark-connect",
+        "spark-debian",
+    ]
     for name in NAMES:
         text = dockerfile(name)
         images = [*ARG_IMAGE.findall(text), *FROM.findall(text)]

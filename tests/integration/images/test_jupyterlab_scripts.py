@@ -10,7 +10,6 @@ the real sign-in proxy (oauth2-proxy with the operator's arguments) and Keycloak
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -26,23 +25,13 @@ import requests
 from selenium.webdriver.common.by import By
 
 from devtools import keycloak
-from devtools.localcluster import BIN
-from devtools.services import answers
 from devtools.spark import hashed_venv
 from rspark_operator import contract, idle
-from rspark_operator.builders.signin import (
-    ALLOWED_KEY,
-    CLIENT_SECRET_KEY,
-    CONFIG_DIR,
-    COOKIE_SECRET_KEY,
-    SECRET_DIR,
-    allowed_users,
-    proxy_args,
-)
-from rspark_operator.ide import IDES, LOOPBACK
+from rspark_operator.ide import LOOPBACK
 from tests.integration.images.conftest import IMAGES, run
 from tests.support.browser import ARTIFACTS, KERNEL_IDLE, chromium
-from tests.support.signin import provider_as_secure, sign_in, walk_through
+from tests.support.signin import provider_as_secure, sign_in, signin_proxy, walk_through
+from tests.support.spark import spark_ui_session
 from tests.unit.workspaces import settings, workspace
 
 JUPYTERLAB = IMAGES / "jupyterlab"
@@ -190,6 +179,33 @@ def test_serves_under_the_prefix_and_requires_a_login(server: Server) -> None:
     assert kernels.status_code == 200 and kernels.json() == []
 
 
+def test_the_spark_ui_is_under_the_prefix_behind_the_login(
+    tmp_path: Path, jupyter_venv: Path
+) -> None:
+    """jupyter-server-proxy: <prefix>spark/ is the UI of the session's first Spark
+    application (the operator's UI port), only after the login; its links stay under
+    the prefix, and the UI itself (port-forwarded) keeps plain ones."""
+    ws = workspace(name="alice", namespace="team-a", ide="jupyterlab")
+    (tmp_path / "spark").mkdir()
+    with (
+        spark_ui_session(ws, tmp_path / "spark") as ui,
+        started(tmp_path, jupyter_venv, PASSWORD=PASSWORD) as server,
+    ):
+        spark = f"{server.url}spark/"
+        for path in ("", "jobs/", "api/v1/applications"):
+            refused = requests.get(spark + path, allow_redirects=False, timeout=10)
+            assert refused.status_code == 302, path
+            assert refused.headers["Location"].startswith(f"{ROOT_PATH}login"), path
+        session = login(server, PASSWORD)
+        jobs = session.get(spark, timeout=30)
+        assert jobs.status_code == 200 and "Spark Jobs" in jobs.text
+        assert f'href="{ROOT_PATH}spark/stages/"' in jobs.text
+        stages = session.get(f"{spark}stages/", timeout=30)
+        assert stages.status_code == 200 and "Stages for All Jobs" in stages.text
+        direct = requests.get(f"{ui}/jobs/", timeout=30)
+        assert 'href="/stages/"' in direct.text and ROOT_PATH not in direct.text
+
+
 def test_the_password_is_hashed_and_not_left_to_the_kernels(server: Server) -> None:
     config = (server.runtime / "rspark-server-config.json").read_text()
     assert PASSWORD not in config and "argon2:" in config
@@ -285,43 +301,14 @@ def behind_the_sign_in_proxy(
         oidc_issuer_url=identity_provider,
         oidc_client_id=keycloak.CLIENT_ID,
     )
-    files = {
-        CONFIG_DIR: tmp_path / "config",
-        SECRET_DIR: tmp_path / "secret",
-        contract.SIGNIN_LOG_DIR: tmp_path / "signin-log",
-    }
-    for directory in files.values():
-        directory.mkdir()
-    allowed = files[CONFIG_DIR] / ALLOWED_KEY
-    allowed.write_text("".join(f"{person}\n" for person in allowed_users(ws)))
-    (files[SECRET_DIR] / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)
-    (files[SECRET_DIR] / COOKIE_SECRET_KEY).write_text(secrets.token_hex(16))
-    ide = IDES["jupyterlab"]
-    with started(tmp_path, jupyter_venv, RSPARK_JUPYTER_LOGIN="off") as lab:
-        lab_port = lab.env["RSPARK_JUPYTER_PORT"]
-        arguments = []
-        for argument in proxy_args(ws, oidc):
-            for pod_path, here in files.items():
-                argument = argument.replace(f"={pod_path}/", f"={here}/")
-            argument = argument.replace(f"0.0.0.0:{ide.port}", f"{LOOPBACK}:{PROXY_PORT}")
-            arguments.append(argument.replace(f":{ide.proxied_port}/", f":{lab_port}/"))
-        log = (tmp_path / "proxy.log").open("w")
-        proxy = subprocess.Popen(
-            [str(BIN / "oauth2-proxy"), *arguments], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_SECONDS
-            while not answers(f"http://{LOOPBACK}:{PROXY_PORT}/ping"):
-                assert proxy.poll() is None and time.monotonic() < deadline, (
-                    tmp_path / "proxy.log"
-                ).read_text()
-                time.sleep(0.2)
-            url = f"http://{oidc.ingress_domain}:{PROXY_PORT}{ROOT_PATH}"
-            yield url, allowed, files[contract.SIGNIN_LOG_DIR] / contract.SIGNIN_LOG_FILE
-        finally:
-            proxy.terminate()
-            proxy.wait(timeout=30)
-            log.close()
+    workdir = tmp_path / "signin"
+    workdir.mkdir()
+    with (
+        started(tmp_path, jupyter_venv, RSPARK_JUPYTER_LOGIN="off") as lab,
+        signin_proxy(ws, oidc, workdir, PROXY_PORT, int(lab.env["RSPARK_JUPYTER_PORT"])) as allowed,
+    ):
+        url = f"http://{oidc.ingress_domain}:{PROXY_PORT}{ROOT_PATH}"
+        yield url, allowed, workdir / "signin-log" / contract.SIGNIN_LOG_FILE
 
 
 def test_behind_the_real_sign_in_proxy_only_the_owner_and_spec_access_pass(
