@@ -328,9 +328,9 @@ def _apply(
     ws = seen.ws
     refusals = dict(seen.refusals)
     if plan.pod.action is PodAction.CREATE:
-        refusals |= _create_secrets(api, settings, ws)
+        refusals |= _create_passwords(api, ws)
     if plan.children:
-        refusals |= _apply_children(api, plan.children)
+        refusals |= _apply_children(api, settings, ws, plan.children)
     # A real apply can refuse what the dry run passed (a quota used up meanwhile).
     pod_plan = plan_pod(plan.pod, seen.desired_pod, refusals.keys(), new=seen.new)
     events = []
@@ -524,11 +524,10 @@ def _dry_run(
     return refusals
 
 
-def _create_secrets(api: Api, settings: OperatorSettings, ws: Workspace) -> Refusals:
-    """Create the passwords Secret (and the gateway credential) if missing, and let the
-    gateway know the workspace: only with a new pod, the one reader of them (its
-    environment, read when its containers start). A pod that exists started with them,
-    so a reconcile at rest sends nothing for them (no POST answered 409)."""
+def _create_passwords(api: Api, ws: Workspace) -> Refusals:
+    """Create the passwords Secret if it is missing: only with a new pod, the one reader
+    of it (its environment, read when its containers start). A pod that exists started
+    with the Secret, so a reconcile at rest sends nothing for it (no POST answered 409)."""
     passwords = build_passwords_secret(
         ws, restic_password=secrets.token_urlsafe(32), rstudio_password=secrets.token_urlsafe(18)
     )
@@ -537,16 +536,21 @@ def _create_secrets(api: Api, settings: OperatorSettings, ws: Workspace) -> Refu
         api.create(passwords)
     except KubeError as error:
         _refused(refusals, passwords, error)
+    return refusals
+
+
+def _apply_children(
+    api: Api, settings: OperatorSettings, ws: Workspace, manifests: list[Manifest]
+) -> Refusals:
+    """Let the gateway know the workspace (in every full reconcile: a pod that exists
+    may have been made by an operator in direct mode, or the gateway's list rewritten),
+    and apply the children."""
+    refusals: Refusals = {}
     if ws.spec.snapshot.enabled and through_gateway(ws, settings):
         try:
             _register_with_gateway(api, settings, ws)
         except KubeError as error:
             _refused(refusals, build_gateway_users_secret(settings, "", None), error)
-    return refusals
-
-
-def _apply_children(api: Api, manifests: list[Manifest]) -> Refusals:
-    refusals: Refusals = {}
     for manifest in manifests:
         try:
             api.apply(manifest)
@@ -560,11 +564,13 @@ def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) 
     htpasswd, written only when missing or different. Two reconciles writing at once:
     the second is refused (409) and reads again."""
     credential = build_gateway_credential_secret(ws, secrets.token_urlsafe(32))
-    api.create(credential)
-    stored = api.get("v1", "Secret", ws.namespace, credential["metadata"]["name"]) or {}
+    name = credential["metadata"]["name"]
+    stored = api.get("v1", "Secret", ws.namespace, name)
+    if stored is None:  # created once: at rest, a read and no POST
+        api.create(credential)
+        stored = api.get("v1", "Secret", ws.namespace, name) or {}
     password = secret_text(stored, CREDENTIAL_KEY)
     if password is None:
-        name = credential["metadata"]["name"]
         raise KubeError(
             Failure.REJECTED, 0, f"Secret {ws.namespace}/{name} has no key {CREDENTIAL_KEY}"
         )

@@ -135,6 +135,26 @@ def test_each_workspace_gets_a_credential_kept_once_and_a_line_at_the_gateway() 
     assert users(fake) == dict(line.split(":", 1) for line in expected)
 
 
+def test_a_running_workspace_gets_its_line_back_at_the_next_full_reconcile() -> None:
+    """The pod exists (made by an operator in direct mode, or the gateway's list was
+    rewritten): the line comes back without a new pod, with the same credential; at
+    rest the credential is read, never POSTed again."""
+    fake = FakeApi()
+    put(fake, NAME)
+    run(fake)
+    first = credential(fake, NAME)
+    pod = fake.objects[("Pod", NAMESPACE, NAME)]["metadata"]["uid"]
+    del fake.objects[USERS]
+    fake.requests.clear()
+    run(fake)
+    assert users(fake) == dict([htpasswd_line(gateway_user(NAMESPACE, NAME), first).split(":", 1)])
+    assert fake.objects[("Pod", NAMESPACE, NAME)]["metadata"]["uid"] == pod
+    fake.requests.clear()
+    run(fake)
+    assert fake.requests["POST Secret"] == 0
+    assert fake.requests["GET Secret"] == 2  # the credential and the gateway's users
+
+
 def test_a_concurrent_write_of_the_users_is_read_again_not_overwritten() -> None:
     fake = FakeApi()
     put(fake, NAME)
