@@ -63,7 +63,8 @@ def test_every_image_is_in_the_registry_by_the_hash_of_its_inputs(
     registry: str, refs: dict[str, str]
 ) -> None:
     assert set(refs) == {
-        "agent", "operator", "spark", "pause", "jupyterlab", "oauth2-proxy", "rclone"
+        "agent", "operator", "spark", "pause", "jupyterlab", "oauth2-proxy", "rclone",
+        "spark-connect",
     }  # fmt: skip
     for name, ref in refs.items():
         assert ref == f"{registry}/rspark/{name}:{images.tag(images.IMAGES[name])}"
