@@ -23,7 +23,6 @@ import base64
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from devtools.network import HOST_ADDRESS
 from devtools.s3 import S3Credentials, stop_process_group, wait_for_s3
+from devtools.services import free_port
 from rspark_operator.gateway import HTPASSWD_KEY, direct_repository, htpasswd
 from rspark_operator.settings import OperatorSettings
 
@@ -82,12 +82,6 @@ def gateway_environment(storage: S3Credentials) -> dict[str, str]:
         # No config file is read or written.
         "RCLONE_CONFIG": "/dev/null",
     }
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

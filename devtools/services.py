@@ -55,9 +55,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RSPARK_CACHE", Path.home() / ".cache" / "rspark-operator"))
 
 
-def free_port() -> int:
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port free on `host` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

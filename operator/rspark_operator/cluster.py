@@ -7,6 +7,7 @@ server's structured Status (its `details.causes`), never from a message.
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import Iterator, Mapping
 from enum import Enum
@@ -120,3 +121,9 @@ class Api(Protocol):
 
     def event(self, obj: Manifest, reason: str, message: str, *, warning: bool) -> None:
         """Record a Kubernetes event about `obj`."""
+
+
+def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
+    """One key of a Secret as the API server returns it (base64 under data)."""
+    value = (secret.get("data") or {}).get(key)
+    return None if value is None else base64.b64decode(value).decode()

@@ -15,7 +15,6 @@ events) comes here, one at a time per workspace.
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from rspark_operator.builders import (
     through_gateway,
     workspace_url,
 )
-from rspark_operator.cluster import Api, Failure, KubeError, Manifest
+from rspark_operator.cluster import Api, Failure, KubeError, Manifest, secret_text
 from rspark_operator.gateway import CREDENTIAL_KEY, HTPASSWD_KEY, gateway_user, with_entry
 from rspark_operator.lifecycle import (
     KEPT,
@@ -593,12 +592,6 @@ def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) 
         except KubeError as error:
             if error.failure is not Failure.CONFLICT or attempt + 1 == GATEWAY_WRITE_ATTEMPTS:
                 raise
-
-
-def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
-    """One key of a Secret as the API server returns it (base64 under data)."""
-    value = (secret.get("data") or {}).get(key)
-    return None if value is None else base64.b64decode(value).decode()
 
 
 def _refused(refusals: Refusals, manifest: Manifest, error: KubeError) -> None:

@@ -10,8 +10,6 @@ and no wake was asked since.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.cookies
 import logging
 import threading
@@ -26,7 +24,7 @@ from rspark_operator.api import GROUP, KIND, VERSION
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.builders.signin import signin_enabled
 from rspark_operator.builders.url import ingress_host, ingress_path, url_scheme
-from rspark_operator.cluster import KubeError
+from rspark_operator.cluster import KubeError, secret_text
 from rspark_operator.conditions import timestamp
 from rspark_operator.kube import Kube, url
 from rspark_operator.settings import OperatorSettings
@@ -99,11 +97,7 @@ class Waker(ThreadingHTTPServer):
         secret = self.api.get(
             "v1", "Secret", route.namespace, names.passwords_secret_name(route.name)
         )
-        encoded = ((secret or {}).get("data") or {}).get(IDE_PASSWORD_KEY, "")
-        try:
-            return base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
+        return secret_text(secret or {}, IDE_PASSWORD_KEY) or ""
 
     def wake(self, body: dict[str, Any]) -> None:
         """The restart annotation, once per stop."""

@@ -6,7 +6,6 @@ which follows the Ingress to the waker's Service and EndpointSlice and back."""
 from __future__ import annotations
 
 import base64
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,18 +15,13 @@ from kubernetes import client
 
 from devtools.deploy import ingress_address
 from devtools.network import HOST_ADDRESS
+from devtools.services import free_port
 from rspark_operator import names, waker
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.idle import QUIET_BEFORE_REPORT
 from tests.integration.test_idle import agent_client, agent_reports, idle_since
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def backend(kube: client.ApiClient, namespace: str) -> str:

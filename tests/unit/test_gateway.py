@@ -15,7 +15,7 @@ from rspark_operator import contract, names
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.builders import build_pod
 from rspark_operator.builders.children import build_children
-from rspark_operator.cluster import Failure, KubeError
+from rspark_operator.cluster import Failure, KubeError, secret_text
 from rspark_operator.gateway import (
     CREDENTIAL_KEY,
     HTPASSWD_KEY,
@@ -25,7 +25,7 @@ from rspark_operator.gateway import (
     htpasswd_line,
     with_entry,
 )
-from rspark_operator.reconcile import reconcile, secret_text
+from rspark_operator.reconcile import reconcile
 from tests.unit.fakeapi import FakeApi
 from tests.unit.test_reconcile import NAME, NAMESPACE, NOW, ROLLOUT, no_warnings
 from tests.unit.workspaces import settings, workspace
