@@ -34,6 +34,14 @@ _INGRESS_PATH = re.compile(INGRESS_PATH_PATTERN)
 # The name part of a label key, and a label value when not empty.
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 OptionalName = Annotated[str | None, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
 
 
@@ -297,8 +305,11 @@ class OperatorSettings(BaseSettings):
         pattern=r"^$|^[^:]*:[0-9]{1,5}$",
         description="host:port where the operator serves the page of idle workspaces "
         "(e.g. 0.0.0.0:8081 in a pod): while a workspace is stopped for idleness its "
-        "Ingress leads there, and a visit with its password wakes it. Empty: not served, "
-        "idle workspaces wake only by a restart request.",
+        "Ingress leads there, and a visit of someone allowed in wakes it (with "
+        "RSPARK_SIGNIN=ide-password: whoever gives its password). With RSPARK_SIGNIN=oidc "
+        "the platform's sign-in proxy stands in front of it (RSPARK_WAKER_PROXY_PORT) and "
+        "it must listen on the loopback (127.0.0.1:8081), where only that proxy reaches "
+        "it. Empty: not served, idle workspaces wake only by a restart request.",
     )
     waker_ip: str | None = Field(
         default=None,
@@ -307,6 +318,14 @@ class OperatorSettings(BaseSettings):
         description="The address workspace Ingresses reach the waker at: the operator "
         "pod's IP (the Deployment sets it from status.podIP). Required with "
         "RSPARK_WAKER_ADDRESS.",
+    )
+    waker_proxy_port: int = Field(
+        default=4180,
+        ge=1,
+        le=65535,
+        description="With RSPARK_SIGNIN=oidc and the waker on: the port of the platform's "
+        "sign-in proxy in front of the waker, on RSPARK_WAKER_IP (a container next to the "
+        "operator's, docs/installation.md). Workspace Ingresses reach the waker through it.",
     )
     api_timeout_seconds: float = Field(
         default=30,
@@ -425,6 +444,18 @@ class OperatorSettings(BaseSettings):
             raise ValueError("required with RSPARK_WAKER_ADDRESS")
         if value is not None:
             ipaddress.ip_address(value)
+        return value
+
+    @field_validator("waker_address")
+    @classmethod
+    def _waker_behind_its_proxy(cls, value: str, info: ValidationInfo) -> str:
+        """With oidc sign-in the waker trusts the identity its proxy passes: nothing else
+        may reach it."""
+        if value and info.data.get("signin") == "oidc" and not _loopback(value.rpartition(":")[0]):
+            raise ValueError(
+                "with RSPARK_SIGNIN=oidc the waker listens on the loopback (e.g. 127.0.0.1:8081), "
+                "behind the sign-in proxy on RSPARK_WAKER_PROXY_PORT"
+            )
         return value
 
     @property

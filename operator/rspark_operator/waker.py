@@ -4,11 +4,16 @@ While a workspace is stopped for idleness, and until its next pod is Ready, its
 Ingress sends its URL to the Service `<name>-waker` (`routed_to_waker`), whose
 EndpointSlice points at the waker, an HTTP server in the operator's process
 (`wakeserver.py`); any ingress controller follows an Ingress backend. The waker
-tells the workspace from the request's host and path (`find_workspace`), asks for
-the workspace's password (RSPARK_SIGNIN=ide-password, the one in its passwords
-Secret) and only then wakes it, with the same restart annotation as `kubectl rspark
-restart`. Its page (`render_page`, jinja2) shows the progress and opens the IDE as
-soon as the URL stops being the waker's (the waker's answers carry `WAKER_HEADER`).
+tells the workspace from the request's host and path (`find_workspace`) and wakes it
+only for someone allowed in, with the same restart annotation as `kubectl rspark
+restart`. With RSPARK_SIGNIN=ide-password it asks for the workspace's password (the
+one in its passwords Secret). With RSPARK_SIGNIN=oidc the platform's sign-in proxy
+stands in front of the waker (`builders/signin.waker_proxy_args`): it signs the
+visitor in at the identity provider and passes who they are in `IDENTITY_HEADER`;
+the waker lets in the people the workspace's own proxy lets in
+(`signin.allowed_users`) and answers anyone else 403. Its page (`render_page`,
+jinja2) shows the progress and opens the IDE as soon as the URL stops being the
+waker's (the waker's answers carry `WAKER_HEADER`).
 Pure: no I/O here.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,10 @@ from rspark_operator.status import Reason
 WAKER_HEADER = "X-Rspark-Waker"
 # The cookie that says this browser gave the password (per workspace, its path).
 COOKIE_PREFIX = "rspark-wake-"
+# With oidc sign-in: who the visitor is, set by the sign-in proxy in front of the waker
+# (oauth2-proxy's --pass-user-headers; the claim RSPARK_OIDC_USER_CLAIM names), which
+# replaces whatever the request carried under that name.
+IDENTITY_HEADER = "X-Forwarded-Email"
 POLL_MILLISECONDS = 2000
 PASSWORD_FIELD = "password"
 
@@ -135,19 +144,21 @@ def render_page(
     *,
     ask_password: bool,
     wrong: bool = False,
-    can_wake: bool = True,
+    refused: str | None = None,
     wake_asked: bool = False,
 ) -> str:
-    """The waker's page: the password form, or the progress of the wake."""
+    """The waker's page: the password form, the refusal of a signed-in person who may
+    not enter (`refused`: who they are), or the progress of the wake."""
     steps, message = progress(status, wake_asked=wake_asked)
-    title = "Waking your workspace" if can_wake and not ask_password else "Workspace asleep"
+    asleep = ask_password or refused is not None
+    title = "Workspace asleep" if asleep else "Waking your workspace"
     return _TEMPLATES.get_template("waking.html").render(
         title=title,
         namespace=route.namespace,
         name=route.name,
         ask_password=ask_password,
         wrong=wrong,
-        can_wake=can_wake,
+        refused=refused,
         steps=steps,
         message=message,
         header=WAKER_HEADER,
@@ -175,24 +186,36 @@ class Answer:
 @dataclass(frozen=True)
 class Visit:
     """A request to a workspace's URL, as the waker reads it: its path, the password
-    posted (None: a GET), the cookie it carries, whether it polls for JSON."""
+    posted (None: a GET), the cookie it carries, whether it polls for JSON, and who
+    the sign-in proxy says the visitor is (`IDENTITY_HEADER`; oidc sign-in only)."""
 
     path: str
     posted: str | None = None
     cookie: str | None = None
     wants_json: bool = False
+    person: str | None = None
 
 
 def answer(
-    route: Route, body: Mapping[str, Any], visit: Visit, *, password: str, oidc: bool
+    route: Route,
+    body: Mapping[str, Any],
+    visit: Visit,
+    *,
+    password: str,
+    oidc: bool,
+    allowed: Collection[str] = (),
 ) -> Answer:
     """The waker's answer to a visit of a workspace (`body`) whose password is
-    `password`. With oidc sign-in, who asks is the workspace proxy's to tell, and it is
-    not running: a page that says how to wake it."""
+    `password`. With oidc sign-in, the visitor's identity decides instead: `allowed`
+    is who may enter (`signin.allowed_users`, lower case, as the workspace's proxy
+    compares them); anyone else, or no identity at all, is refused and wakes nothing."""
     status = body.get("status") or {}
     if oidc:
-        return Answer(200, "text/html", render_page(route, status, ask_password=False,
-                                                    can_wake=False))  # fmt: skip
+        person = (visit.person or "").strip()
+        if not person or person.lower() not in allowed:
+            page = render_page(route, status, ask_password=False, refused=person or "nobody")
+            return Answer(403, "text/html", page)
+        return _waking(route, status, visit)
     uid = str(body["metadata"]["uid"])
     given = visit.cookie
     headers = {}
@@ -210,6 +233,11 @@ def answer(
         return Answer(200, "text/html", render_page(route, status, ask_password=True))
     if visit.posted is not None:  # back with GET, so that reloading the page posts nothing
         return Answer(303, "text/plain", "", {**headers, "Location": visit.path}, wake=True)
+    return _waking(route, status, visit)
+
+
+def _waking(route: Route, status: Mapping[str, Any], visit: Visit) -> Answer:
+    """Someone allowed in: the wake, and its progress (the page, or its JSON)."""
     if visit.wants_json:
         return Answer(200, "application/json", json.dumps(state(status, wake_asked=True)),
                       wake=True)  # fmt: skip

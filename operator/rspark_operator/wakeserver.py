@@ -3,7 +3,9 @@ pages of idle workspaces, and the wake itself (`waker.py` decides and renders).
 
 Per request: the workspace, found by its host and path in a table of every
 workspace's URL (listed again at most every `ROUTES_SECONDS`), read again; with
-RSPARK_SIGNIN=ide-password its passwords Secret. A wake is the restart annotation
+RSPARK_SIGNIN=ide-password its passwords Secret; with RSPARK_SIGNIN=oidc who may
+enter it (`signin.allowed_users`) and who the sign-in proxy in front says the
+visitor is (`waker.IDENTITY_HEADER`). A wake is the restart annotation
 (`names.restart_patch`), written once per stop: only when the workspace is stopped
 and no wake was asked since.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from rspark_operator import names, waker
 from rspark_operator.api import GROUP, KIND, VERSION
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
-from rspark_operator.builders.signin import signin_enabled
+from rspark_operator.builders.signin import allowed_users, signin_enabled
 from rspark_operator.builders.url import ingress_host, ingress_path, url_scheme
 from rspark_operator.cluster import KubeError, secret_text
 from rspark_operator.conditions import timestamp
@@ -99,7 +101,13 @@ class Waker(ThreadingHTTPServer):
         )
         return secret_text(secret or {}, IDE_PASSWORD_KEY) or ""
 
-    def wake(self, body: dict[str, Any]) -> None:
+    def allowed(self, body: dict[str, Any]) -> list[str]:
+        try:
+            return allowed_users(parse_workspace(body, self.settings))
+        except InvalidSpecError:
+            return []
+
+    def wake(self, body: dict[str, Any], who: str) -> None:
         """The restart annotation, once per stop."""
         status = body.get("status") or {}
         annotations = body["metadata"].get("annotations") or {}
@@ -113,7 +121,7 @@ class Waker(ThreadingHTTPServer):
             body=names.restart_patch(stamp),
             content_type=MERGE_PATCH,
         )
-        log.info("waking %s/%s: a visit with its password", metadata["namespace"], metadata["name"])
+        log.info("waking %s/%s: a visit of %s", metadata["namespace"], metadata["name"], who)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -147,11 +155,13 @@ class Handler(BaseHTTPRequestHandler):
                 posted=None if form is None else (form.get(waker.PASSWORD_FIELD) or [""])[0],
                 cookie=_cookie(self.headers.get("Cookie", ""), waker.COOKIE_PREFIX + route.name),
                 wants_json="application/json" in self.headers.get("Accept", ""),
+                person=self.headers.get(waker.IDENTITY_HEADER) if oidc else None,
             )
             password = "" if oidc else self.server.password(route)
-            reply = waker.answer(route, body, visit, password=password, oidc=oidc)
+            allowed = self.server.allowed(body) if oidc else []
+            reply = waker.answer(route, body, visit, password=password, oidc=oidc, allowed=allowed)
             if reply.wake:
-                self.server.wake(body)
+                self.server.wake(body, visit.person or "someone with its password")
             self._send(reply.code, reply.content_type, reply.text, reply.headers)
         except KubeError as error:
             log.warning("waker: %s", error)

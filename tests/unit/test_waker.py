@@ -11,6 +11,12 @@ import pytest
 
 from rspark_operator import names, waker
 from rspark_operator.builders import build_children, build_ingress
+from rspark_operator.builders.signin import (
+    WAKER_PROXY_PREFIX,
+    allowed_users,
+    proxy_args,
+    waker_proxy_args,
+)
 from rspark_operator.builders.waker import MANAGED_BY_LABEL, SERVICE_NAME_LABEL
 from rspark_operator.conditions import timestamp
 from rspark_operator.settings import SettingsError, load_settings
@@ -18,6 +24,7 @@ from rspark_operator.status import Reason
 from tests.unit.fakeapi import FakeApi
 from tests.unit.test_idle_reconcile import agent_reports, phase, run_at, running_with
 from tests.unit.test_reconcile import NAME, NAMESPACE, NOW, POD, pod_ready
+from tests.unit.test_signin import ISSUER, oidc
 from tests.unit.workspaces import settings, workspace
 
 pytestmark = pytest.mark.unit
@@ -175,8 +182,8 @@ def test_the_page_asks_for_the_password_then_shows_the_progress() -> None:
     waking = waker.render_page(route, status, ask_password=False, wake_asked=True)
     assert 'name="password"' not in waking
     assert waker.WAKER_HEADER in waking and "no activity since &lt;t&gt;" in waking
-    signin = waker.render_page(route, status, ask_password=False, can_wake=False)
-    assert "kubectl rspark restart &lt;b&gt; -n team" in signin and "poll()" not in signin
+    refused = waker.render_page(route, status, ask_password=False, refused="<i>bob")
+    assert "&lt;i&gt;bob" in refused and "<i>" not in refused and "poll()" not in refused
     assert waker.state(status, wake_asked=True)["steps"][1]["state"] == "now"
 
 
@@ -246,7 +253,79 @@ def test_only_the_password_wakes_and_its_cookie_follows_the_progress() -> None:
     assert "; Secure" in posted.headers["Set-Cookie"]
 
 
-def test_with_oidc_sign_in_the_waker_wakes_nothing() -> None:
-    for visit in (waker.Visit("/"), waker.Visit("/", posted="pw")):
-        reply = waker.answer(ALICE, BODY, visit, password="pw", oidc=True)
-        assert (reply.code, reply.wake) == (200, False) and "kubectl rspark restart" in reply.text
+OIDC_WAKER = oidc(waker_address="127.0.0.1:8081", waker_ip="10.244.0.7")
+
+
+def test_with_oidc_sign_in_only_the_people_allowed_in_wake_it() -> None:
+    """The identity the sign-in proxy passes decides, compared as the workspace's own
+    proxy compares it; a password wakes nothing."""
+    ws = workspace(name="alice", user="Alice@Example.org", access=["carol@example.org"])
+    allowed = allowed_users(ws)
+
+    def visit(person: str | None, **kwargs: Any) -> waker.Answer:
+        the_visit = waker.Visit("/lab", person=person, **kwargs)
+        return waker.answer(ALICE, BODY, the_visit, password="", oidc=True, allowed=allowed)
+
+    for person in ("alice@example.org", "ALICE@example.org", "carol@example.org"):
+        page = visit(person)
+        assert (page.code, page.wake) == (200, True) and "poll()" in page.text, person
+    polled = visit("carol@example.org", wants_json=True)
+    assert polled.wake and polled.content_type == "application/json"
+    for stranger in ("bob@example.org", "", None):
+        refused = visit(stranger, posted="pw")
+        assert (refused.code, refused.wake) == (403, False), stranger
+        assert 'id="refused"' in refused.text and "spec.access" in refused.text
+        assert "poll()" not in refused.text and 'name="password"' not in refused.text
+    assert "bob@example.org" in visit("bob@example.org").text
+
+
+def test_with_oidc_the_waker_is_reached_through_its_sign_in_proxy() -> None:
+    args = waker_proxy_args(OIDC_WAKER)
+    assert "--upstream=http://127.0.0.1:8081/" in args
+    assert "--http-address=0.0.0.0:4180" in args
+    assert f"--oidc-issuer-url={ISSUER}" in args and "--client-id=rspark-workspaces" in args
+    # Every signed-in person through, with who they are (the claim the workspaces'
+    # proxies compare); the waker decides.
+    assert "--email-domain=*" in args and "--pass-user-headers=true" in args
+    assert "--oidc-email-claim=email" in args
+    assert "--oidc-email-claim=preferred_username" in waker_proxy_args(
+        oidc(waker_address="127.0.0.1:8081", waker_ip="10.244.0.7",
+             oidc_user_claim="preferred_username")
+    )  # fmt: skip
+    # In host mode its callback is the workspace's own (the one registered for it).
+    ws = workspace()
+    own = [a for a in proxy_args(ws, OIDC_WAKER) if a.startswith("--redirect-url=")]
+    assert own == ["--redirect-url=/oauth2/callback"]
+    assert "--redirect-url=/oauth2/callback" in args and "--cookie-path=/" in args
+    children = {(c["kind"], c["metadata"]["name"]): c for c in build_children(ws, OIDC_WAKER)}
+    slice_ = children[("EndpointSlice", "demo-waker")]
+    assert slice_["ports"] == [{"name": "http", "port": 4180, "protocol": "TCP"}]
+    ingress = build_ingress(ws, OIDC_WAKER, to_waker=True)
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == "/"
+    # In path mode the callback is at the shared host's root: the Ingress leads it there.
+    path_mode = OIDC_WAKER.model_copy(update={"ingress_mode": "path"})
+    paths = build_ingress(ws, path_mode, to_waker=True)["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [
+        ("/team/demo/", "demo-waker"),
+        (WAKER_PROXY_PREFIX, "demo-waker"),
+    ]
+    assert len(build_ingress(ws, path_mode)["spec"]["rules"][0]["http"]["paths"]) == 1
+
+
+def test_with_oidc_the_waker_listens_only_on_the_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:http://s3/rspark",
+        "RSPARK_SIGNIN": "oidc",
+        "RSPARK_OIDC_ISSUER_URL": ISSUER,
+        "RSPARK_OIDC_CLIENT_ID": "rspark-workspaces",
+        "RSPARK_WAKER_IP": "10.244.0.7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for address in ("0.0.0.0:8081", "10.244.0.7:8081", "waker:8081"):
+        monkeypatch.setenv("RSPARK_WAKER_ADDRESS", address)
+        with pytest.raises(SettingsError, match="RSPARK_WAKER_ADDRESS"):
+            load_settings()
+    for address in ("127.0.0.1:8081", "localhost:8081"):
+        monkeypatch.setenv("RSPARK_WAKER_ADDRESS", address)
+        assert load_settings().waker_port == 8081

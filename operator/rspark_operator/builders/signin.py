@@ -70,6 +70,11 @@ FORWARDED_CONTEXT_HEADER = "X-Forwarded-Context"
 OIDC_PROVIDER_ID = "oidc"
 # The route to the IDE (oauth2-proxy's request log names the route of each request).
 IDE_ROUTE_ID = "ide"
+# The platform's sign-in proxy in front of the waker (`waker_proxy_args`): its
+# endpoints at the root of the host (in host mode, the workspace's own callback URL),
+# its session cookie under a name of its own.
+WAKER_PROXY_PREFIX = f"/{PROXY_PATH}"
+WAKER_COOKIE = "_rspark_waker"
 
 
 def signin_enabled(settings: OperatorSettings) -> bool:
@@ -184,7 +189,6 @@ def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
     under it, without when the Ingress strips it; its callback is named by path only,
     so it takes the browser's host and scheme (any ingress port, any host)."""
     prefix = ingress_path(ws, settings)
-    issuer = settings.oidc_issuer_url or ""
     return [
         f"--alpha-config={CONFIG_DIR}/{proxy_config_key(ws, settings)}",
         f"--cookie-secret-file={SECRET_DIR}/{COOKIE_SECRET_KEY}",
@@ -193,12 +197,7 @@ def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
         f"--redirect-url={prefix}{PROXY_PATH}/callback",
         f"--cookie-path={prefix}",
         f"--cookie-secure={str(tls_secret(ws, settings) is not None).lower()}",
-        # Straight to the provider's login page; after sign_out, back to the provider's
-        # end of session (rd=...), which must be an allowed redirect.
-        "--skip-provider-button=true",
-        f"--whitelist-domain={urllib.parse.urlsplit(issuer).netloc}",
-        "--reverse-proxy=true",
-        "--silence-ping-logging=true",
+        *_browser_args(settings),
         f"--logging-filename={contract.SIGNIN_LOG_DIR}/{contract.SIGNIN_LOG_FILE}",
         f"--logging-max-size={LOG_MAX_MEGABYTES}",
         "--logging-max-backups=1",
@@ -207,6 +206,46 @@ def proxy_args(ws: Workspace, settings: OperatorSettings) -> list[str]:
         # On its pages, the 403 of someone signed in but not on the list included.
         f"--footer=Workspace {ws.namespace}/{ws.name}: only its owner and the people in its "
         "spec.access may enter. Ask its owner to add you.",
+    ]
+
+
+def _browser_args(settings: OperatorSettings) -> list[str]:
+    """Straight to the provider's login page; after sign_out, back to the provider's
+    end of session (rd=...), which must be an allowed redirect; behind the ingress."""
+    return [
+        "--skip-provider-button=true",
+        f"--whitelist-domain={urllib.parse.urlsplit(settings.oidc_issuer_url or '').netloc}",
+        "--reverse-proxy=true",
+        "--silence-ping-logging=true",
+    ]
+
+
+def waker_proxy_args(settings: OperatorSettings) -> list[str]:
+    """oauth2-proxy's command line in front of the waker (`waker.py`), a container next
+    to the operator's: the same provider and client as the workspaces' proxies, the
+    platform's Secret (RSPARK_OIDC_SECRET) mounted at SECRET_DIR. It lets every signed-in
+    person through with who they are (`waker.IDENTITY_HEADER`, the claim
+    RSPARK_OIDC_USER_CLAIM names, as the workspaces' proxies compare it) and the
+    request's host; the waker decides who may wake which workspace. Its callback is
+    the browser's host at WAKER_PROXY_PREFIX."""
+    return [
+        f"--http-address=0.0.0.0:{settings.waker_proxy_port}",
+        f"--upstream=http://{LOOPBACK}:{settings.waker_port}/",
+        f"--provider={OIDC_PROVIDER_ID}",
+        f"--oidc-issuer-url={settings.oidc_issuer_url}",
+        f"--client-id={settings.oidc_client_id}",
+        f"--client-secret-file={SECRET_DIR}/{CLIENT_SECRET_KEY}",
+        f"--cookie-secret-file={SECRET_DIR}/{COOKIE_SECRET_KEY}",
+        "--code-challenge-method=S256",
+        f"--oidc-email-claim={settings.oidc_user_claim}",
+        "--email-domain=*",
+        "--pass-user-headers=true",
+        f"--proxy-prefix={WAKER_PROXY_PREFIX}",
+        f"--redirect-url={WAKER_PROXY_PREFIX}/callback",
+        f"--cookie-name={WAKER_COOKIE}",
+        "--cookie-path=/",
+        f"--cookie-secure={str(settings.ingress_tls_secret is not None).lower()}",
+        *_browser_args(settings),
     ]
 
 

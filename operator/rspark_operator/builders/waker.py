@@ -1,5 +1,6 @@
 """Where an idle workspace's URL leads: the Service `<name>-waker`, without a selector,
-and its EndpointSlice, the waker's address (the operator pod, RSPARK_WAKER_IP). The
+and its EndpointSlice, the waker's address (the operator pod, RSPARK_WAKER_IP; with
+RSPARK_SIGNIN=oidc, the port of the sign-in proxy in front of the waker). The
 Ingress names it as its backend while the workspace is routed to the waker
 (`waker.routed_to_waker`, `network.build_ingress`)."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from rspark_operator import names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child
+from rspark_operator.builders.signin import signin_enabled
 from rspark_operator.ide import IDES
 from rspark_operator.settings import OperatorSettings
 
@@ -42,5 +44,6 @@ def build_waker_endpoints(ws: Workspace, settings: OperatorSettings) -> Manifest
     address = str(settings.waker_ip)
     endpoints["addressType"] = "IPv6" if ":" in address else "IPv4"
     endpoints["endpoints"] = [{"addresses": [address], "conditions": {"ready": True}}]
-    endpoints["ports"] = [{"name": PORT_NAME, "port": settings.waker_port, "protocol": "TCP"}]
+    port = settings.waker_proxy_port if signin_enabled(settings) else settings.waker_port
+    endpoints["ports"] = [{"name": PORT_NAME, "port": port, "protocol": "TCP"}]
     return endpoints
