@@ -1,6 +1,7 @@
 """Sign-in at a workspace's URL as alice and bob see it in Chromium: Keycloak's login
 form, the sign-in proxy's 403 page, JupyterLab behind it, signing out. And the real
-sign-in proxy as a plain process, configured as the operator configures the pod's."""
+sign-in proxy as a plain process, configured as the operator configures the pod's,
+and the platform's in front of the waker."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from rspark_operator.builders.signin import (
     build_signin_config_map,
     proxy_args,
     proxy_config_key,
+    waker_proxy_args,
 )
 from rspark_operator.ide import LOOPBACK
 from rspark_operator.settings import OperatorSettings
@@ -131,7 +133,6 @@ def signin_proxy(
     `workdir`, on LOOPBACK:`port` rather than the pod's address, its route to the IDE
     to LOOPBACK:`ide_port`; the client secret is Keycloak's. Yields its list of who may
     pass (a file to rewrite as the kubelet does)."""
-    (binary, _), *_ = go_tool("oauth2-proxy", "")
     mounts = {
         SECRET_DIR: workdir / "secret",
         CONFIG_DIR: workdir / "config",
@@ -156,24 +157,50 @@ def signin_proxy(
     config_file.write_text(moved(yaml.safe_dump(config)))
     (mounts[SECRET_DIR] / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)
     (mounts[SECRET_DIR] / COOKIE_SECRET_KEY).write_text(secrets.token_hex(16))
+    with running_proxy(
+        [moved(arg) for arg in proxy_args(ws, settings)], workdir, f"{LOOPBACK}:{port}"
+    ):
+        yield mounts[CONFIG_DIR] / ALLOWED_KEY
+
+
+@contextmanager
+def running_proxy(args: list[str], workdir: Path, address: str) -> Iterator[None]:
+    """The real oauth2-proxy with `args`, until it answers its ping on `address`; its
+    log in `workdir`."""
+    (binary, _), *_ = go_tool("oauth2-proxy", "")
     log_path = workdir / "proxy.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(binary), *(moved(arg) for arg in proxy_args(ws, settings))],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT)
 
         def answers() -> bool:
             assert process.poll() is None, log_path.read_text()
             try:
-                return requests.get(f"http://{LOOPBACK}:{port}{PING_PATH}", timeout=5).ok
+                return requests.get(f"http://{address}{PING_PATH}", timeout=5).ok
             except requests.ConnectionError:
                 return False
 
         try:
             wait_until("the sign-in proxy answers", answers, 60, 0.2)
-            yield mounts[CONFIG_DIR] / ALLOWED_KEY
+            yield
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@contextmanager
+def waker_proxy(settings: OperatorSettings, workdir: Path, address: str) -> Iterator[None]:
+    """The platform's sign-in proxy in front of the waker (`waker_proxy_args`), on
+    `address` rather than the pod's, the platform's Secret (Keycloak's client secret)
+    in `workdir`."""
+    secret_dir = workdir / "secret"
+    secret_dir.mkdir()
+    (secret_dir / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)
+    (secret_dir / COOKIE_SECRET_KEY).write_text(secrets.token_hex(16))
+    listen = f"--http-address=0.0.0.0:{settings.waker_proxy_port}"
+    args = [
+        f"--http-address={address}" if arg == listen else arg.replace(SECRET_DIR, str(secret_dir))
+        for arg in waker_proxy_args(settings)
+    ]
+    assert f"--http-address={address}" in args
+    with running_proxy(args, workdir, address):
+        yield
