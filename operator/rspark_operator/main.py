@@ -25,6 +25,7 @@ import kopf
 
 from rspark_operator import peering, wakeserver
 from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
+from rspark_operator.builders.signin import waker_proxy_args
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.kube import Kube, load_api_client
 from rspark_operator.lifecycle import IDLE_EVENTS
@@ -445,12 +446,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument(
+        "--waker-proxy-args",
+        action="store_true",
+        help="print the arguments of the sign-in proxy in front of the waker "
+        "(RSPARK_SIGNIN=oidc), one a line, and exit",
+    )
     args = parser.parse_args(argv)
     try:
         settings: OperatorSettings = load_settings()
     except SettingsError as error:
         print(f"rspark-operator: bad configuration:\n{error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.waker_proxy_args:
+        print("\n".join(waker_proxy_args(settings)))
+        return
     kopf.configure(verbose=args.verbose)
     metrics = OperatorMetrics()
     kube = Kube(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rspark_operator import names, waker
+from rspark_operator import main, names, waker
 from rspark_operator.builders import build_children, build_ingress
 from rspark_operator.builders.signin import (
     WAKER_PROXY_PREFIX,
@@ -313,7 +313,9 @@ def test_with_oidc_the_waker_is_reached_through_its_sign_in_proxy() -> None:
     assert len(build_ingress(ws, path_mode)["spec"]["rules"][0]["http"]["paths"]) == 1
 
 
-def test_with_oidc_the_waker_listens_only_on_the_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_oidc_the_waker_listens_only_on_the_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name, value in {
         "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:http://s3/rspark",
         "RSPARK_SIGNIN": "oidc",
@@ -329,3 +331,8 @@ def test_with_oidc_the_waker_listens_only_on_the_loopback(monkeypatch: pytest.Mo
     for address in ("127.0.0.1:8081", "localhost:8081"):
         monkeypatch.setenv("RSPARK_WAKER_ADDRESS", address)
         assert load_settings().waker_port == 8081
+    # The platform prints its proxy's arguments from the operator's settings.
+    main.main(["--waker-proxy-args"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == waker_proxy_args(load_settings())
+    assert "--upstream=http://localhost:8081/" in printed  # where the waker listens

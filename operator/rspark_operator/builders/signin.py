@@ -230,7 +230,7 @@ def waker_proxy_args(settings: OperatorSettings) -> list[str]:
     the browser's host at WAKER_PROXY_PREFIX."""
     return [
         f"--http-address=0.0.0.0:{settings.waker_proxy_port}",
-        f"--upstream=http://{LOOPBACK}:{settings.waker_port}/",
+        f"--upstream=http://{settings.waker_address}/",
         f"--provider={OIDC_PROVIDER_ID}",
         f"--oidc-issuer-url={settings.oidc_issuer_url}",
         f"--client-id={settings.oidc_client_id}",
