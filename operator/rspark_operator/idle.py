@@ -14,9 +14,11 @@ Signals, each an `Activity` (busy now, and the last time it saw its user):
   terminal's `last_activity`);
 - Spark: `GET /api/v1/applications/<id>/jobs?status=running` of each driver UI: a
   running job is busy;
-- CPU: the IDE container's cgroup `cpu.stat` (`usage_usec`) read twice: more than
-  `CPU_BUSY_CORES` between the two readings is busy (a long computation with the
-  browser closed and no Spark);
+- CPU: the IDE container's cgroup usage (cgroup v2 `cpu.stat`'s `usage_usec`, or
+  cgroup v1 `cpuacct.usage` in nanoseconds) read twice, each reading with the time
+  it was taken: more than `CPU_BUSY_CORES` between the two
+  is busy (a long computation with the browser closed and no Spark, from a
+  notebook, a terminal or `kubectl exec` alike);
 - requests through the sign-in proxy (RSPARK_SIGNIN=oidc): its log, one line a
   request in `REQUEST_LOG_FORMAT` (`parse_request_line`, `request_activity`); a
   request counts when it reached the IDE for someone signed in and is not the IDE's
@@ -121,7 +123,8 @@ def spark_activity(running_jobs: Sequence[Sequence[Mapping[str, Any]]]) -> Activ
 
 @dataclass(frozen=True)
 class CpuSample:
-    """A reading of cgroup v2 `cpu.stat` and when it was taken (monotonic seconds)."""
+    """A reading of a cgroup's CPU usage (`CPU_USAGE_FILES`) and when it was taken
+    (seconds)."""
 
     usage_usec: int
     at: float
@@ -134,6 +137,16 @@ def parse_cpu_stat(text: str) -> int:
         if key == "usage_usec":
             return int(value)
     raise ValueError("cpu.stat has no usage_usec")
+
+
+def parse_cpuacct_usage(text: str) -> int:
+    """Microseconds of a cgroup v1 cpuacct.usage (nanoseconds)."""
+    return int(text.strip()) // 1000
+
+
+# The IDE container's cgroup files the IDE image publishes (the one its cgroup
+# version has) and how each reads as microseconds of CPU.
+CPU_USAGE_FILES = {"cpu.stat": parse_cpu_stat, "cpuacct.usage": parse_cpuacct_usage}
 
 
 def cpu_activity(before: CpuSample | None, after: CpuSample) -> Activity:

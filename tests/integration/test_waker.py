@@ -7,6 +7,7 @@ oidc sign-in: the real Keycloak, oauth2-proxy and Chromium."""
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,8 +159,19 @@ def visit_idle_workspace(kube: client.ApiClient, namespace: str, url: str) -> No
         annotations = (workspaces.get("alice") or {})["metadata"].get("annotations") or {}
         return annotations.get(names.RESTART_ANNOTATION)
 
+    host = urllib.parse.urlsplit(url).netloc
+
+    def get(**kwargs: Any) -> requests.Response:
+        """As the browser asks, by the ingress controller's address (this machine's
+        resolver does not know *.localhost; Chromium does)."""
+        headers = {"Host": host, **kwargs.pop("headers", {})}
+        return requests.get(
+            f"http://{ingress_address()}/", headers=headers, allow_redirects=False, timeout=10,
+            **kwargs,
+        )  # fmt: skip
+
     def at_sign_in() -> requests.Response | None:
-        answer = requests.get(url, allow_redirects=False, timeout=10)
+        answer = get()
         return answer if answer.status_code == 302 else None
 
     anonymous = wait_until("the waker's sign-in through the ingress controller", at_sign_in)
@@ -176,13 +188,7 @@ def visit_idle_workspace(kube: client.ApiClient, namespace: str, url: str) -> No
         # His session, with alice's identity in the header: the proxy replaces it.
         cookies = {c["name"]: c["value"] for c in bob.driver.get_cookies()}
         assert WAKER_COOKIE in cookies
-        forged = requests.get(
-            url,
-            cookies=cookies,
-            headers={waker.IDENTITY_HEADER: keycloak.ALICE.email},
-            allow_redirects=False,
-            timeout=10,
-        )
+        forged = get(cookies=cookies, headers={waker.IDENTITY_HEADER: keycloak.ALICE.email})
         assert forged.status_code == 403 and keycloak.BOB.email in forged.text
     assert asked() is None
     with chromium(artifacts / "alice", secure) as alice:

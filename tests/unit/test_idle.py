@@ -4,7 +4,9 @@ tests/unit/samples/idle/: `jupyter/` are answers of a real JupyterLab 4.6.6
 (jupyter_server 2.21.1) with a Python kernel starting, idle, executing `time.sleep(8)`, and
 a terminal open; `spark/` of a real pyspark 3.5.3 driver UI with no job and with a
 job running; `cgroup/` two real cgroup v2 cpu.stat readings 10 s apart, of a busy
-cgroup and of an empty one; `rstudio-*/` RStudio session property files as
+cgroup and of an empty one, and two cgroup v1 cpuacct.usage readings 10 s apart of
+a container of a pod on the local cluster's real nodes (cgroup v1), busy with a
+shell loop run by `kubectl exec` and quiet; `rstudio-*/` RStudio session property files as
 RStudio's RActiveSession writes them (one file per property; `last_used` in
 milliseconds since the epoch), since RStudio cannot run here; `proxy/jupyterlab.log`
 the log of the real sign-in proxy (oauth2-proxy 7.15.6 with the operator's arguments)
@@ -84,9 +86,23 @@ def cpu(name: str, at: float) -> idle.CpuSample:
     return idle.CpuSample(idle.parse_cpu_stat((SAMPLES / "cgroup" / name).read_text()), at)
 
 
-def test_cpu_above_the_threshold_is_busy() -> None:
-    assert idle.cpu_activity(cpu("busy-1.cpu.stat", 0), cpu("busy-2.cpu.stat", 10)).busy
-    assert not idle.cpu_activity(cpu("quiet-1.cpu.stat", 0), cpu("quiet-2.cpu.stat", 10)).busy
+@pytest.mark.parametrize("published", list(idle.CPU_USAGE_FILES))
+def test_cpu_above_the_threshold_is_busy(published: str) -> None:
+    def reading(sample: str, at: float) -> idle.CpuSample:
+        text = (SAMPLES / "cgroup" / f"{sample}.{published}").read_text()
+        return idle.CpuSample(idle.CPU_USAGE_FILES[published](text), at)
+
+    assert idle.cpu_activity(reading("busy-1", 0), reading("busy-2", 10)).busy
+    assert not idle.cpu_activity(reading("quiet-1", 0), reading("quiet-2", 10)).busy
+
+
+def test_cpu_readings_of_both_cgroup_versions() -> None:
+    """The v1 readings of the real node: a busy loop is one core, the quiet container
+    next to nothing."""
+    usage = idle.CPU_USAGE_FILES["cpuacct.usage"]
+    busy = [usage((SAMPLES / "cgroup" / f"busy-{i}.cpuacct.usage").read_text()) for i in (1, 2)]
+    assert 0.9 < (busy[1] - busy[0]) / 1e6 / 10 < 1.1
+    assert idle.parse_cpu_stat((SAMPLES / "cgroup" / "busy-1.cpu.stat").read_text()) > 0
     # One reading tells nothing; nor does a clock that did not move.
     assert not idle.cpu_activity(None, cpu("busy-2.cpu.stat", 10)).busy
     assert not idle.cpu_activity(cpu("busy-1.cpu.stat", 10), cpu("busy-2.cpu.stat", 10)).busy

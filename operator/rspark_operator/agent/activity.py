@@ -4,7 +4,10 @@ judges it), and the `Idle` condition it reports from that.
 The agent shares the pod with the IDE: the home (RStudio's session files), the
 pod's loopback (Jupyter's REST API, Spark's driver UIs) and the IDE's runtime
 directory (`IDE_RUNTIME`, an emptyDir of both containers: Jupyter's local URL and
-API token, the IDE container's `cpu.stat` where its image publishes it) and, with
+API token, and a copy of the IDE container's cgroup CPU usage, which the IDE
+image's `rspark-cpu-stat` writes every few seconds: the agent's container sees
+only its own cgroup, and a shared process namespace would hand the agent's
+secrets to the user's code) and, with
 the sign-in proxy, its log (`SIGNIN_LOG`, read on from where the last check stopped).
 Nothing the IDE does not run is an error: a missing file or a refused connection
 is no activity. Each check is a few local reads, every `CHECK_SECONDS`; the
@@ -16,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -37,8 +39,6 @@ LOG_READ_LIMIT = 4 << 20
 # Written by the JupyterLab image's start script (images/jupyterlab/rspark-jupyterlab).
 JUPYTER_URL_FILE = "rspark-server-url"
 JUPYTER_TOKEN_FILE = "rspark-server-token"
-# The IDE container's cgroup v2 cpu.stat, where its image publishes it.
-CPU_STAT_FILE = "cpu.stat"
 CHECK_SECONDS = 30.0
 LOOPBACK = "http://127.0.0.1:"
 HTTP_TIMEOUT = 5.0
@@ -159,11 +159,18 @@ def read_requests(proxy_log: ProxyLog) -> idle.Activity | None:
     return idle.request_activity(lines)
 
 
-def read_cpu(runtime: Path, at: float) -> idle.CpuSample | None:
-    try:
-        return idle.CpuSample(idle.parse_cpu_stat((runtime / CPU_STAT_FILE).read_text()), at)
-    except (OSError, ValueError):
-        return None
+def read_cpu(runtime: Path) -> idle.CpuSample | None:
+    """The IDE's last published reading (`idle.CPU_USAGE_FILES`, copied there by the
+    IDE image's images/rspark/rspark-cpu-stat), at the time it was copied: a copy no
+    longer renewed is no newer reading, not busy."""
+    for name, parse in idle.CPU_USAGE_FILES.items():
+        path = runtime / name
+        try:
+            at = path.stat().st_mtime
+            return idle.CpuSample(parse(path.read_text()), at)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def spark_ui_ports() -> range:
@@ -189,7 +196,6 @@ class ActivityWatch:
         fetch: Fetch = http_json,
         spark_ports: Iterable[int] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.home = home
         self.status = status
@@ -198,7 +204,6 @@ class ActivityWatch:
         self.fetch = fetch
         self.spark_ports = list(spark_ui_ports() if spark_ports is None else spark_ports)
         self.clock = clock
-        self.monotonic = monotonic
         self.last = clock()
         self.cpu: idle.CpuSample | None = None
         self.reported: bool | None = None
@@ -212,7 +217,7 @@ class ActivityWatch:
         requests = read_requests(self.proxy_log)
         if requests is not None:
             seen.append(requests)
-        cpu = read_cpu(self.runtime, self.monotonic())
+        cpu = read_cpu(self.runtime)
         if cpu is not None:
             seen.append(idle.cpu_activity(self.cpu, cpu))
             self.cpu = cpu

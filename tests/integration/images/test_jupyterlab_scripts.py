@@ -27,9 +27,11 @@ from selenium.webdriver.common.by import By
 from devtools import keycloak
 from devtools.spark import hashed_venv
 from rspark_operator import contract, idle
+from rspark_operator.agent.activity import read_cpu
 from rspark_operator.ide import LOOPBACK
 from tests.integration.images.conftest import IMAGES, run
 from tests.support.browser import ARTIFACTS, KERNEL_IDLE, chromium
+from tests.support.kube import wait_until
 from tests.support.signin import provider_as_secure, sign_in, signin_proxy, walk_through
 from tests.support.spark import spark_ui_session
 from tests.unit.workspaces import settings, workspace
@@ -68,7 +70,8 @@ def script_env(tmp_path: Path, venv: Path, **extra: str) -> dict[str, str]:
     home.mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTER")}
     return env | {
-        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        # The image's /usr/local/bin: its scripts, rspark-cpu-stat included.
+        "PATH": f"{venv / 'bin'}:{IMAGES / 'rspark'}:{os.environ['PATH']}",
         "HOME": str(home),
         "RSPARK_HOME": str(home),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "run" / "jupyter"),
@@ -177,6 +180,19 @@ def test_serves_under_the_prefix_and_requires_a_login(server: Server) -> None:
     session = login(server, PASSWORD)
     kernels = session.get(server.url + "api/kernels", timeout=10)
     assert kernels.status_code == 200 and kernels.json() == []
+
+
+def test_it_publishes_its_cpu_use_for_the_agent(server: Server) -> None:
+    """The copy of its cgroup's CPU usage the agent reads (agent/activity.py), renewed
+    while the server runs (here, the cgroup of this machine's test)."""
+
+    def newer() -> idle.CpuSample | None:
+        now = read_cpu(server.runtime)
+        return now if now is not None and now.at > first.at else None
+
+    first = wait_until("the first copy", lambda: read_cpu(server.runtime), 30, 0.5)
+    renewed = wait_until("a newer copy", newer, 30, 1)
+    assert renewed.usage_usec >= first.usage_usec > 0
 
 
 def test_the_spark_ui_is_under_the_prefix_behind_the_login(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,6 @@ import pytest
 
 from rspark_operator import idle
 from rspark_operator.agent.activity import (
-    CPU_STAT_FILE,
     JUPYTER_TOKEN_FILE,
     JUPYTER_URL_FILE,
     ActivityWatch,
@@ -218,18 +218,27 @@ def test_the_last_snapshot_of_a_stopping_pod_is_marked_final() -> None:
     assert "finalAt" not in status.snapshot()["lastSnapshot"]
 
 
-def test_cpu_of_the_ide_where_its_image_publishes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("published", list(idle.CPU_USAGE_FILES))
+def test_cpu_of_the_ide_as_its_image_publishes_it(tmp_path: Path, published: str) -> None:
+    """Readings of a real IDE container's cgroup usage, each at its copy's time: busy
+    when the IDE used more than the threshold between two copies; a copy no longer
+    renewed is not busy."""
     runtime = tmp_path / "runtime"
     runtime.mkdir()
-    ticks = iter([0.0, 10.0, 20.0])
-    watch = ActivityWatch(
-        tmp_path, Status(), runtime=runtime, spark_ports=[], monotonic=lambda: next(ticks)
-    )
+    watch = ActivityWatch(tmp_path, Status(), runtime=runtime, spark_ports=[])
     assert [a.source for a in watch.signals()] == ["rstudio", "spark"]  # not published
-    for name in ("busy-1.cpu.stat", "busy-2.cpu.stat"):
-        shutil.copy(SAMPLES / "cgroup" / name, runtime / CPU_STAT_FILE)
-        cpu = [a for a in watch.signals() if a.source == "cpu"]
-    assert cpu == [idle.Activity("cpu", busy=True)]
+    copy = runtime / published
+
+    def publish(sample: str, at: float) -> list[idle.Activity]:
+        shutil.copy(SAMPLES / "cgroup" / f"{sample}.{published}", copy)
+        os.utime(copy, (at, at))
+        return [a for a in watch.signals() if a.source == "cpu"]
+
+    assert publish("busy-1", 1000.0) == [idle.Activity("cpu")]  # one reading
+    assert publish("busy-2", 1010.0) == [idle.Activity("cpu", busy=True)]
+    assert publish("busy-2", 1010.0) == [idle.Activity("cpu")]  # not renewed
+    assert publish("quiet-1", 1020.0) == [idle.Activity("cpu")]
+    assert publish("quiet-2", 1030.0) == [idle.Activity("cpu")]
 
 
 def request_line(at: datetime, method: str, uri: str, person: str = "alice@example.org") -> str:
