@@ -2,7 +2,9 @@
 workspace's URL with the waker's own answers (`waker.answer`) until the test turns
 the URL over to "the IDE", as the ingress controller does once the Ingress leads to
 the new pod. The page asks for the password, shows the progress, keeps polling
-through the switch's 502 and opens the IDE by itself."""
+through the switch's 502 and opens the IDE by itself. With oidc sign-in (the identity
+its proxy passes): the page of someone allowed in follows the IDE's own sign-in to the
+provider, another origin; someone else gets the refusal."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from tests.support.browser import ARTIFACTS, chromium
 PREFIX = "/team/alice/"
 PASSWORD = "correct horse battery"
 IDE_PAGE = "<html><head><title>JupyterLab</title></head><body>the IDE</body></html>"
+PROVIDER_PATH = "/provider"
+PROVIDER_PAGE = "<html><head><title>Sign in</title></head><body>the provider</body></html>"
+ALLOWED = ("alice@example.org",)
 ROUTE = waker.Route("127.0.0.1", PREFIX, "team", "alice")
 
 
@@ -34,6 +39,9 @@ class Url:
         self.status: dict[str, Any] = {"phase": "Idle"}
         self.wakes = 0
         self.switching_answers = 0
+        # With oidc sign-in: who the proxy in front says the visitor is.
+        self.person: str | None = None
+        self.provider = ""  # the provider's page, on another origin than the workspace's
 
 
 def handler(url: Url) -> type[BaseHTTPRequestHandler]:
@@ -47,6 +55,12 @@ def handler(url: Url) -> type[BaseHTTPRequestHandler]:
             self.reply((form.get(waker.PASSWORD_FIELD) or [""])[0])
 
         def reply(self, posted: str | None) -> None:
+            if self.path == PROVIDER_PATH:
+                self.send(200, "text/html", PROVIDER_PAGE, {})
+                return
+            if url.answering == "signin":  # the IDE's proxy: to the provider, elsewhere
+                self.send(302, "text/plain", "", {"Location": url.provider})
+                return
             if url.answering == "ide":
                 self.send(200, "text/html", IDE_PAGE, {})
                 return
@@ -56,10 +70,13 @@ def handler(url: Url) -> type[BaseHTTPRequestHandler]:
                 return
             cookie = self.headers.get("Cookie", "").partition("=")[2] or None
             wants_json = "application/json" in self.headers.get("Accept", "")
-            visit = waker.Visit(self.path, posted=posted, cookie=cookie, wants_json=wants_json)
+            oidc = url.person is not None
+            visit = waker.Visit(
+                self.path, posted=posted, cookie=cookie, wants_json=wants_json, person=url.person
+            )
             body = {"metadata": {"uid": "uid-1"}, "status": url.status}
-            answer = waker.answer(ROUTE, body, visit, password=PASSWORD, oidc=False)
-            url.wakes += answer.wake and posted is not None
+            answer = waker.answer(ROUTE, body, visit, password=PASSWORD, oidc=oidc, allowed=ALLOWED)
+            url.wakes += answer.wake and (posted is not None or (oidc and not wants_json))
             headers = {waker.WAKER_HEADER: "1", **answer.headers}
             self.send(answer.code, answer.content_type, answer.text, headers)
 
@@ -83,6 +100,7 @@ def handler(url: Url) -> type[BaseHTTPRequestHandler]:
 def served() -> Iterator[tuple[str, Url]]:
     url = Url()
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler(url))
+    url.provider = f"http://localhost:{server.server_address[1]}{PROVIDER_PATH}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}{PREFIX}", url
     server.shutdown()
@@ -118,3 +136,25 @@ def test_the_page_asks_the_password_shows_the_progress_and_opens_the_ide(
         browser.wait(30).until(lambda driver: driver.title == "JupyterLab")
         assert browser.driver.current_url == address
         browser.screenshot("in-the-ide")
+
+
+def test_with_oidc_the_page_follows_the_ides_sign_in_and_refuses_others(
+    served: tuple[str, Url],
+) -> None:
+    address, url = served
+    url.person = "bob@example.org"
+    with chromium(ARTIFACTS / "waker-page-oidc") as browser:
+        browser.driver.get(address)
+        assert "bob@example.org" in browser.visible((By.ID, "refused")).text
+        browser.screenshot("bob-refused")
+        assert url.wakes == 0
+        url.person = "alice@example.org"
+        browser.driver.get(address)
+        browser.visible((By.ID, "progress"))
+        browser.screenshot("alice-waking")
+        assert url.wakes > 0
+        # Ready: the IDE's own proxy sends the poll to the provider, on another origin.
+        url.answering = "signin"
+        browser.wait(30).until(lambda driver: driver.title == "Sign in")
+        assert browser.driver.current_url.startswith("http://localhost:")
+        browser.screenshot("on-to-the-ides-sign-in")
