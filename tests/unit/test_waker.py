@@ -12,7 +12,6 @@ import pytest
 from rspark_operator import main, names, waker
 from rspark_operator.builders import build_children, build_ingress
 from rspark_operator.builders.signin import (
-    WAKER_PROXY_PREFIX,
     allowed_users,
     proxy_args,
     waker_proxy_args,
@@ -303,14 +302,13 @@ def test_with_oidc_the_waker_is_reached_through_its_sign_in_proxy() -> None:
     ingress = build_ingress(ws, OIDC_WAKER, to_waker=True)
     (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
     assert path["path"] == "/"
-    # In path mode the callback is at the shared host's root: the Ingress leads it there.
+    # In path mode too the Ingress leads only the workspace's prefix there (the
+    # callback's Ingress is the platform's: one per host, never one per workspace).
     path_mode = OIDC_WAKER.model_copy(update={"ingress_mode": "path"})
     paths = build_ingress(ws, path_mode, to_waker=True)["spec"]["rules"][0]["http"]["paths"]
     assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [
-        ("/team/demo/", "demo-waker"),
-        (WAKER_PROXY_PREFIX, "demo-waker"),
+        ("/team/demo/", "demo-waker")
     ]
-    assert len(build_ingress(ws, path_mode)["spec"]["rules"][0]["http"]["paths"]) == 1
 
 
 def test_with_oidc_the_waker_listens_only_on_the_loopback(

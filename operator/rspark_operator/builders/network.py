@@ -7,7 +7,6 @@ from typing import Any
 from rspark_operator import names
 from rspark_operator.api import Workspace
 from rspark_operator.builders.metadata import Manifest, child, workspace_pod_selector
-from rspark_operator.builders.signin import WAKER_PROXY_PREFIX, signin_enabled
 from rspark_operator.builders.spark import SPARK_PORT_RANGES
 from rspark_operator.builders.url import ingress_host, ingress_path, tls_secret
 from rspark_operator.ide import IDES
@@ -64,14 +63,8 @@ def build_ingress(ws: Workspace, settings: OperatorSettings, *, to_waker: bool =
         annotations |= {f"{NGINX}/use-regex": "true", f"{NGINX}/rewrite-target": "/$2"}
         path = {"path": f"{prefix.rstrip('/')}(/|$)(.*)", "pathType": "ImplementationSpecific"}
     service = names.waker_service_name if to_waker else names.rstudio_service_name
-    backend = {"service": {"name": service(ws.name), "port": {"number": ide.port}}}
-    paths = [path | {"backend": backend}]
-    if to_waker and signin_enabled(settings) and prefix != "/":
-        # The waker's sign-in proxy's callback, at the root of a host the workspaces
-        # share: every idle workspace's Ingress names it, and each leads to the same
-        # proxy, whichever the ingress controller picks.
-        paths.append({"path": WAKER_PROXY_PREFIX, "pathType": "Prefix", "backend": backend})
-    spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": paths}}]}
+    path["backend"] = {"service": {"name": service(ws.name), "port": {"number": ide.port}}}
+    spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [path]}}]}
     ingress_class = ws.spec.ingress.class_name or settings.ingress_class
     if ingress_class:
         spec["ingressClassName"] = ingress_class

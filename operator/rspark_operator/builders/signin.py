@@ -71,8 +71,9 @@ OIDC_PROVIDER_ID = "oidc"
 # The route to the IDE (oauth2-proxy's request log names the route of each request).
 IDE_ROUTE_ID = "ide"
 # The platform's sign-in proxy in front of the waker (`waker_proxy_args`): its
-# endpoints at the root of the host (in host mode, the workspace's own callback URL),
-# its session cookie under a name of its own.
+# endpoints at the root of the browser's host (in host mode the workspace's own
+# callback URL; in path mode the platform's Ingress of that path on the shared host
+# leads it there), its session cookie under a name of its own.
 WAKER_PROXY_PREFIX = f"/{PROXY_PATH}"
 WAKER_COOKIE = "_rspark_waker"
 
