@@ -32,6 +32,7 @@ from pathlib import Path
 from devtools.network import HOST_ADDRESS
 from devtools.s3 import S3Credentials, stop_process_group, wait_for_s3
 from devtools.services import free_port
+from rspark_operator.agent.retention import STORAGE_BASE
 from rspark_operator.gateway import HTPASSWD_KEY, direct_repository, htpasswd
 from rspark_operator.settings import OperatorSettings
 
@@ -67,6 +68,22 @@ def gateway_command(rclone: str, remote_path: str, address: str, htpasswd_file: 
         "--private-repos",
         "--append-only",
     ]
+
+
+def bucket_secret_data(storage: S3Credentials, prefix: str) -> dict[str, str]:
+    """The Secret the platform creates for manifests/components/snapshot-gateway (its
+    kustomization names these variables): the bucket's key and where the gateway keeps
+    repositories, for the gateway (rclone's remote) and for retention (restic, direct)."""
+    remote = f"RCLONE_CONFIG_{REMOTE.upper()}_"
+    return {
+        f"{remote}ENDPOINT": storage.endpoint,
+        f"{remote}ACCESS_KEY_ID": storage.access_key,
+        f"{remote}SECRET_ACCESS_KEY": storage.secret_key,
+        "RCLONE_CONFIG_REPOS_REMOTE": f"{REMOTE}:{storage.bucket}/{prefix}",
+        "AWS_ACCESS_KEY_ID": storage.access_key,
+        "AWS_SECRET_ACCESS_KEY": storage.secret_key,
+        STORAGE_BASE: storage.restic_repository(prefix),
+    }
 
 
 def gateway_environment(storage: S3Credentials) -> dict[str, str]:
