@@ -176,8 +176,8 @@ def test_the_gateway_component_is_accepted_by_the_api_server(
     )  # fmt: skip
     assert settings["RSPARK_SNAPSHOT_MODE"] == "gateway"
     assert {doc["kind"] for doc in ours} == {
-        "Deployment", "Service", "NetworkPolicy", "ServiceAccount", "ClusterRole",
-        "ClusterRoleBinding", "CronJob",
+        "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "CronJob",
     }  # fmt: skip
     applied = subprocess.run(
         [kubectl, "--kubeconfig", str(localcluster.KUBECONFIG), "apply", "--server-side",

@@ -152,9 +152,10 @@ def test_workspaces_snapshot_through_the_gateway_containers(
         timeout=180,
     )
 
-    # Append-only: the workspace's own credential cannot forget its snapshot.
+    # Append-only: the workspace's own credential cannot forget its snapshot (restic
+    # reports the refusal and exits 0 on `forget ID`: what counts is that it stays).
     forget = agent_restic(ns, "gina", "forget", taken["id"])
-    assert forget.returncode != 0, forget.stdout
+    assert "Forbidden" in forget.stderr, (forget.stdout, forget.stderr)
     assert taken["id"] in snapshot_ids(ns, "gina")
     # Private: hank's credential cannot read gina's repository (gina's own can, above).
     stolen = agent_restic(ns, "hank", "snapshots", "--no-lock", RESTIC_REPOSITORY=gina_repository)
