@@ -24,13 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from devtools import images, localcluster, services
-from devtools.gateway import bucket_secret_data
+from devtools.gateway import bucket_secret_data, cluster_gateway
 from devtools.localcluster import ROOT, kubectl
 from devtools.network import HOST_ADDRESS, REAL_NODE_LABEL, REAL_NODE_VALUE, REGISTRY
 from devtools.s3 import S3Credentials, free_port_pair
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.names import passwords_secret_name
-from rspark_operator.settings import ENV_PREFIX, OperatorSettings
+from rspark_operator.settings import OperatorSettings
 
 CRDS = ROOT / "crds"
 DEV_SAMPLE = ROOT / "manifests" / "samples" / "jupyterlab.yaml"
@@ -48,9 +48,9 @@ REAL_NODE_TOLERATION = {
 REAL_NODE_SELECTOR = {REAL_NODE_LABEL: REAL_NODE_VALUE}
 # The operator's image and settings ConfigMap in manifests/base.
 OPERATOR_IMAGE = "ghcr.io/rspark-dev/operator"
-# manifests/components/snapshot-gateway: its images, Deployment and retention CronJob.
-GATEWAY_COMPONENT = "snapshot-gateway"
-GATEWAY_COMPONENT_DIR = ROOT / "manifests" / "components" / GATEWAY_COMPONENT
+# The base's snapshot gateway: its images, Deployment and retention CronJob; the
+# component that leaves them out (RSPARK_SNAPSHOT_MODE=direct).
+DIRECT_COMPONENT = "snapshot-direct"
 GATEWAY_IMAGE = "ghcr.io/rspark-dev/rclone"
 AGENT_IMAGE = "ghcr.io/rspark-dev/agent"
 GATEWAY_DEPLOYMENT = "rspark-snapshot-gateway"
@@ -88,9 +88,11 @@ def credentials_secret(namespace: str, s3: S3Credentials) -> None:
 
 
 def local_cluster_settings(s3: S3Credentials) -> dict[str, str]:
-    """The operator's settings on the local cluster: snapshots go to its S3 bucket; the
+    """The operator's settings on the local cluster: snapshots go straight to its S3
+    bucket (direct: the tests that want the gateway, and `make dev`, say so); the
     ingress controller (Traefik, on the host) reaches pods from the bridge address."""
     return {
+        "snapshot_mode": "direct",
         "snapshot_repository_base": f"s3:{s3.endpoint}/{s3.bucket}",
         "snapshot_credentials_secret": CREDENTIALS_SECRET,
         "ingress_controller_cidrs": json.dumps([f"{HOST_ADDRESS}/32"]),
@@ -129,19 +131,27 @@ def real_node_overlay(refs: dict[str, str], s3: S3Credentials, gateway: bool = F
     cluster's real nodes: the operator image of `make images-local` (`refs`), the
     settings of `local_cluster_settings` and `real_node_settings` (so the admission
     policy allows the local executor image), written under .local/overlays. With
-    `gateway`, the snapshot gateway component too, its pods on the real nodes with the
-    local rclone and agent images (the platform's bucket Secret: `gateway_bucket_secret`)."""
+    `gateway`, the base's snapshot gateway and retention with their pods on the real
+    nodes and the local rclone and agent images (the platform's bucket Secret:
+    `gateway_bucket_secret`); without, the direct component leaves them out."""
     directory = (
         localcluster.LOCAL / "overlays" / ("real-nodes-gateway" if gateway else "real-nodes")
     )
     directory.mkdir(parents=True, exist_ok=True)
-    settings = settings_env({**local_cluster_settings(s3), **real_node_settings(refs)})
+    settings = settings_env(
+        {
+            **local_cluster_settings(s3),
+            **real_node_settings(refs),
+            **(gateway_settings() if gateway else {}),
+        }
+    )
     base = Path(os.path.relpath(ROOT / "manifests", directory))
     components = [str(base / "components" / "admission-settings")]
     images = {OPERATOR_IMAGE: refs["operator"]}
     patches: list[dict[str, Any]] = []
-    if gateway:
-        components.append(str(base / "components" / GATEWAY_COMPONENT))
+    if not gateway:
+        components.append(str(base / "components" / DIRECT_COMPONENT))
+    else:
         images |= {GATEWAY_IMAGE: refs["rclone"], AGENT_IMAGE: refs["agent"]}
         patches = [
             real_node_placement("Deployment", GATEWAY_DEPLOYMENT, "/spec/template"),
@@ -180,13 +190,14 @@ def real_node_placement(kind: str, name: str, template: str) -> dict[str, Any]:
     return {"target": {"kind": kind, "name": name}, "patch": json.dumps(operations)}
 
 
-def gateway_settings() -> dict[str, str]:
-    """The operator settings the snapshot gateway component sets (OperatorSettings field
-    names): the mode and the gateway's in-cluster URL, from its kustomization."""
-    kustomization = yaml.safe_load((GATEWAY_COMPONENT_DIR / "kustomization.yaml").read_text())
-    (generator,) = kustomization["configMapGenerator"]
-    literals = dict(literal.split("=", 1) for literal in generator["literals"])
-    return {key.removeprefix(ENV_PREFIX).lower(): value for key, value in literals.items()}
+def gateway_settings(url: str | None = None) -> dict[str, str]:
+    """Operator settings for snapshots through a gateway: the mode, and the gateway's URL
+    (default: the defaults, the base's Service in the cluster)."""
+    fields = OperatorSettings.model_fields
+    return {
+        "snapshot_mode": str(fields["snapshot_mode"].default),
+        "snapshot_gateway_url": url or str(fields["snapshot_gateway_url"].default),
+    }
 
 
 def gateway_bucket_secret(s3: S3Credentials, prefix: str) -> None:
@@ -333,25 +344,29 @@ def dev() -> None:
     refs = push_images()
     install_crds()
     s3 = localcluster.s3_credentials()
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
-    )
-    credentials_secret(DEV_NAMESPACE, s3)
+    # The workspace's namespace holds no bucket key; the operator's namespace holds the
+    # gateway's users, which the gateway on the bridge reads.
+    for namespace in (DEV_NAMESPACE, GATEWAY_NAMESPACE):
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {namespace}}}}}",
+        )
     kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
     name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
     log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
-    operator.start()
-    try:
-        show_workspace(name, operator)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        operator.stop()
+    with cluster_gateway() as gateway:
+        settings = {**real_node_settings(refs), **gateway_settings(gateway.url)}
+        operator = OperatorProcess(log_path, operator_environment(s3, **settings))
+        operator.start()
+        try:
+            show_workspace(name, operator)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            operator.stop()
 
 
 if __name__ == "__main__":

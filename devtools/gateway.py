@@ -25,7 +25,8 @@ import os
 import secrets
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,13 +212,14 @@ def users_secret_reader(api: object, settings: OperatorSettings) -> Callable[[],
     return read
 
 
-def main() -> int:
-    """The local cluster's gateway on the bridge, in the foreground, until interrupted."""
+@contextmanager
+def cluster_gateway() -> Iterator[Gateway]:
+    """The local cluster's gateway on the bridge (GATEWAY_PORT on HOST_ADDRESS, where the
+    host and pods reach it) in front of its bucket, with the users the operator writes."""
     from kubernetes import config
 
     from devtools import localcluster
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     gateway = Gateway(
         localcluster.LOCAL / "gateway",
         localcluster.s3_credentials(),
@@ -232,13 +234,21 @@ def main() -> int:
     log.info("snapshot gateway at %s (RSPARK_SNAPSHOT_GATEWAY_URL); storage %s",
              gateway.url, gateway.storage_base)  # fmt: skip
     try:
-        assert gateway.process is not None
-        gateway.process.wait()
-    except KeyboardInterrupt:
-        pass
+        yield gateway
     finally:
         stop.set()
         gateway.stop()
+
+
+def main() -> int:
+    """The local cluster's gateway, in the foreground, until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with cluster_gateway() as gateway:
+        try:
+            assert gateway.process is not None
+            gateway.process.wait()
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

@@ -2,8 +2,8 @@
 # Scans what the project installs and what a workspace becomes with two scanners
 # we did not write: checkov (PyPI) and kube-score (Go module, hack/kube-score),
 # both pinned and cached under ~/.cache/rspark-operator. Scanned: the kustomize
-# base, the snapshot gateway component (manifests/components/snapshot-gateway)
-# and each sample workspace as the operator renders it (devtools/render.py).
+# base (the operator, the snapshot gateway and retention) and each sample
+# workspace as the operator renders it (devtools/render.py).
 # Findings left are suppressed by name below; docs/security.md says why.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,19 +44,8 @@ bash "$ROOT/hack/tools.sh" kube kube-score
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-mkdir "$out/base" "$out/gateway" "$out/workspaces"
+mkdir "$out/base" "$out/workspaces"
 "$ROOT/.local/bin/kubectl" kustomize "$ROOT/manifests/base" > "$out/base/base.yaml"
-# The snapshot gateway component's own objects: a component builds only within a
-# kustomization, here one on the base (whose objects are scanned above).
-on_base="$(mktemp -d)"
-manifests="$(realpath --relative-to="$on_base" "$ROOT/manifests")"  # kustomize: no absolute paths
-printf 'resources: [%s/base]\ncomponents: [%s/components/snapshot-gateway]\n' \
-  "$manifests" "$manifests" > "$on_base/kustomization.yaml"
-"$ROOT/.local/bin/kubectl" kustomize "$on_base" | "$ROOT/.local/venv/bin/python" -c '
-import sys, yaml
-docs = [d for d in yaml.safe_load_all(sys.stdin) if d and "snapshot" in d["metadata"]["name"]]
-yaml.safe_dump_all(docs, sys.stdout)' > "$out/gateway/gateway.yaml"
-rm -r "$on_base"
 (cd "$ROOT" && .local/venv/bin/python -m devtools.render "$out/workspaces")
 
 skip_checks="$(IFS=,; echo "${CHECKOV_SKIPS[*]}")"
@@ -69,8 +58,8 @@ for test in "${KUBE_SCORE_SKIPS[@]}"; do ignores+=(--ignore-test "$test"); done
 # CPU limits: as CKV_K8S_11.
 "$ROOT/.local/bin/kube-score" score --output-format ci --ignore-container-cpu-limit \
   --enable-optional-test container-seccomp-profile "${ignores[@]}" \
-  "$out"/base/*.yaml "$out"/gateway/*.yaml "$out"/workspaces/*.yaml | { grep -v '^\[OK\]' || true; }
+  "$out"/base/*.yaml "$out"/workspaces/*.yaml | { grep -v '^\[OK\]' || true; }
 
 rendered=("$out"/workspaces/*.yaml)
-echo "lint-manifests: checkov $CHECKOV_VERSION and kube-score clean on the base, the" \
-  "snapshot gateway component and ${#rendered[@]} rendered workspaces"
+echo "lint-manifests: checkov $CHECKOV_VERSION and kube-score clean on the base and" \
+  "${#rendered[@]} rendered workspaces"

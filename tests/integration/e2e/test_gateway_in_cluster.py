@@ -1,6 +1,6 @@
-"""manifests/components/snapshot-gateway run as containers on the real nodes: the
+"""The base's snapshot gateway and retention run as containers on the real nodes: the
 gateway's Deployment and Service (the local rclone image), the platform's bucket Secret
-in rspark-system only, the operator with the component's settings (RSPARK_SNAPSHOT_MODE
+in rspark-system only, the operator with the default settings (RSPARK_SNAPSHOT_MODE
 =gateway, the gateway's in-cluster URL). A JupyterLab workspace snapshots through the
 gateway and gets its home back from it; its own credential can neither delete a snapshot
 nor read another workspace's repository; the retention CronJob, run once as a Job on a
@@ -73,9 +73,10 @@ def real_node_install(
     cluster_s3: S3Credentials,
     local_images: dict[str, str],
 ) -> Iterator[Path]:
-    """The real-node overlay with the snapshot gateway component (in place of
-    conftest's): its pods on the real nodes, repositories under a prefix of this run in
-    the cluster's bucket. Its objects and the bucket Secret are deleted after."""
+    """The real-node overlay with the base's snapshot gateway (in place of conftest's,
+    which leaves it out): its pods on the real nodes, repositories under a prefix of
+    this run in the cluster's bucket. Its objects and the bucket Secret are deleted
+    after."""
     refs = {**local_images, **push_images(("rclone",))}
     gateway_bucket_secret(cluster_s3, f"gw-e2e-{uuid.uuid4().hex[:8]}")
     overlay = real_node_overlay(refs, cluster_s3, gateway=True)
