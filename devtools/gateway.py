@@ -8,8 +8,9 @@ the gateway. rclone (v1.76.0, `hack/rclone`) reloads the htpasswd file when its 
 modification time changes (lib/http/htpasswd.go, checked at each request), so a new
 workspace's entry needs no restart.
 
-Used by the snapshot tests and benchmarks (a gateway of their own each) and the local
-cluster: `python -m devtools.gateway` (once the cluster is up, in the foreground) runs
+Used by the snapshot tests and benchmarks (a gateway of their own each), `make dev`
+(`cluster_gateway`) and the local cluster: `python -m devtools.gateway` (once the
+cluster is up, in the foreground) runs
 one on the bridge (`GATEWAY_PORT` on HOST_ADDRESS, where host and pods reach it) in
 front of the cluster's S3 bucket, with the users the operator writes into its Secret,
 copied into the htpasswd file as they change (`sync_users`), as a kubelet updates a
@@ -72,9 +73,10 @@ def gateway_command(rclone: str, remote_path: str, address: str, htpasswd_file: 
 
 
 def bucket_secret_data(storage: S3Credentials, prefix: str) -> dict[str, str]:
-    """The Secret the platform creates for manifests/components/snapshot-gateway (its
-    kustomization names these variables): the bucket's key and where the gateway keeps
-    repositories, for the gateway (rclone's remote) and for retention (restic, direct)."""
+    """The Secret `rspark-snapshot-bucket` the platform creates for the base's snapshot
+    gateway (manifests/base/kustomization.yaml names these variables): the bucket's key
+    and where the gateway keeps repositories, for the gateway (rclone's remote) and for
+    retention (restic, direct)."""
     remote = f"RCLONE_CONFIG_{REMOTE.upper()}_"
     return {
         f"{remote}ENDPOINT": storage.endpoint,
