@@ -75,8 +75,8 @@ def real_node_install(
 ) -> Iterator[Path]:
     """The real-node overlay with the base's snapshot gateway (in place of conftest's,
     which leaves it out): its pods on the real nodes, repositories under a prefix of
-    this run in the cluster's bucket. Its objects and the bucket Secret are deleted
-    after."""
+    this run in the cluster's bucket. After: its objects and the bucket Secret
+    deleted, then the base again (its gateway back on the kwok nodes)."""
     refs = {**local_images, **push_images(("rclone",))}
     gateway_bucket_secret(cluster_s3, f"gw-e2e-{uuid.uuid4().hex[:8]}")
     overlay = real_node_overlay(refs, cluster_s3, gateway=True)
