@@ -176,7 +176,7 @@ def test_the_direct_component_leaves_the_gateway_out(
     assert settings["RSPARK_SNAPSHOT_MODE"] == "direct"
     applied = subprocess.run(
         [str(localcluster.BIN / "kubectl"), "--kubeconfig", str(localcluster.KUBECONFIG),
-         "apply", "--server-side", "--dry-run=server", "--field-manager=test", "-f", "-"],
+         "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"],
         input=yaml.safe_dump_all(direct), capture_output=True, text=True,
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr
