@@ -24,11 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from devtools import images, localcluster, services
+from devtools.gateway import bucket_secret_data, cluster_gateway
 from devtools.localcluster import ROOT, kubectl
 from devtools.network import HOST_ADDRESS, REAL_NODE_LABEL, REAL_NODE_VALUE, REGISTRY
 from devtools.s3 import S3Credentials, free_port_pair
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.names import passwords_secret_name
+from rspark_operator.settings import OperatorSettings
 
 CRDS = ROOT / "crds"
 DEV_SAMPLE = ROOT / "manifests" / "samples" / "jupyterlab.yaml"
@@ -43,8 +45,19 @@ REAL_NODE_TOLERATION = {
     "value": REAL_NODE_VALUE,
     "effect": "NoSchedule",
 }
+REAL_NODE_SELECTOR = {REAL_NODE_LABEL: REAL_NODE_VALUE}
 # The operator's image and settings ConfigMap in manifests/base.
 OPERATOR_IMAGE = "ghcr.io/rspark-dev/operator"
+# The base's snapshot gateway: its images, Deployment and retention CronJob; the
+# component that leaves them out (RSPARK_SNAPSHOT_MODE=direct).
+DIRECT_COMPONENT = "snapshot-direct"
+GATEWAY_IMAGE = "ghcr.io/rspark-dev/rclone"
+AGENT_IMAGE = "ghcr.io/rspark-dev/agent"
+GATEWAY_DEPLOYMENT = "rspark-snapshot-gateway"
+RETENTION_CRONJOB = "rspark-snapshot-retention"
+# The platform's Secret with the bucket's key, in the gateway's namespace.
+GATEWAY_BUCKET_SECRET = "rspark-snapshot-bucket"
+GATEWAY_NAMESPACE = OperatorSettings.model_fields["snapshot_gateway_namespace"].default
 SETTINGS_CONFIG_MAP = "rspark-operator-settings"
 # A first pull of the JupyterLab image onto a node takes minutes on a busy machine.
 DEV_READY_TIMEOUT_SECONDS = 900
@@ -75,9 +88,11 @@ def credentials_secret(namespace: str, s3: S3Credentials) -> None:
 
 
 def local_cluster_settings(s3: S3Credentials) -> dict[str, str]:
-    """The operator's settings on the local cluster: snapshots go to its S3 bucket; the
+    """The operator's settings on the local cluster: snapshots go straight to its S3
+    bucket (direct: the tests that want the gateway, and `make dev`, say so); the
     ingress controller (Traefik, on the host) reaches pods from the bridge address."""
     return {
+        "snapshot_mode": "direct",
         "snapshot_repository_base": f"s3:{s3.endpoint}/{s3.bucket}",
         "snapshot_credentials_secret": CREDENTIALS_SECRET,
         "ingress_controller_cidrs": json.dumps([f"{HOST_ADDRESS}/32"]),
@@ -106,27 +121,49 @@ def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
         "agent_image": refs["agent"],
         "spark_executor_image": refs["spark"],
         "allowed_image_prefixes": f"{REGISTRY}/",
-        "workspace_node_selector": json.dumps({REAL_NODE_LABEL: REAL_NODE_VALUE}),
+        "workspace_node_selector": json.dumps(REAL_NODE_SELECTOR),
         "workspace_tolerations": json.dumps([REAL_NODE_TOLERATION]),
     }
 
 
-def real_node_overlay(refs: dict[str, str], s3: S3Credentials) -> Path:
+def real_node_overlay(refs: dict[str, str], s3: S3Credentials, gateway: bool = False) -> Path:
     """A kustomization on manifests/base, as a platform team writes one, for the local
     cluster's real nodes: the operator image of `make images-local` (`refs`), the
     settings of `local_cluster_settings` and `real_node_settings` (so the admission
-    policy allows the local executor image), written under .local/overlays."""
-    directory = localcluster.LOCAL / "overlays" / "real-nodes"
+    policy allows the local executor image), written under .local/overlays. With
+    `gateway`, the base's snapshot gateway and retention with their pods on the real
+    nodes and the local rclone and agent images (the platform's bucket Secret:
+    `gateway_bucket_secret`); without, the direct component leaves them out."""
+    directory = (
+        localcluster.LOCAL / "overlays" / ("real-nodes-gateway" if gateway else "real-nodes")
+    )
     directory.mkdir(parents=True, exist_ok=True)
-    operator_name, operator_tag = refs["operator"].rsplit(":", 1)
-    settings = settings_env({**local_cluster_settings(s3), **real_node_settings(refs)})
+    settings = settings_env(
+        {
+            **local_cluster_settings(s3),
+            **real_node_settings(refs),
+            **(gateway_settings() if gateway else {}),
+        }
+    )
     base = Path(os.path.relpath(ROOT / "manifests", directory))
+    components = [str(base / "components" / "admission-settings")]
+    images = {OPERATOR_IMAGE: refs["operator"]}
+    patches: list[dict[str, Any]] = []
+    if not gateway:
+        components.append(str(base / "components" / DIRECT_COMPONENT))
+    else:
+        images |= {GATEWAY_IMAGE: refs["rclone"], AGENT_IMAGE: refs["agent"]}
+        patches = [
+            real_node_placement("Deployment", GATEWAY_DEPLOYMENT, "/spec/template"),
+            real_node_placement("CronJob", RETENTION_CRONJOB, "/spec/jobTemplate/spec/template"),
+        ]
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [str(base / "base")],
         "images": [
-            {"name": OPERATOR_IMAGE, "newName": operator_name, "newTag": operator_tag},
+            {"name": name, "newName": ref.rsplit(":", 1)[0], "newTag": ref.rsplit(":", 1)[1]}
+            for name, ref in images.items()
         ],
         "configMapGenerator": [
             {
@@ -136,10 +173,42 @@ def real_node_overlay(refs: dict[str, str], s3: S3Credentials) -> Path:
                 "literals": [f"{key}={value}" for key, value in settings.items()],
             }
         ],
-        "components": [str(base / "components" / "admission-settings")],
+        "components": components,
+        **({"patches": patches} if patches else {}),
     }
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return directory
+
+
+def real_node_placement(kind: str, name: str, template: str) -> dict[str, Any]:
+    """A kustomize patch (JSON 6902) that puts the pods of one object's template (at the
+    JSON pointer `template`) on the real nodes."""
+    operations = [
+        {"op": "add", "path": f"{template}/spec/nodeSelector", "value": REAL_NODE_SELECTOR},
+        {"op": "add", "path": f"{template}/spec/tolerations", "value": [REAL_NODE_TOLERATION]},
+    ]
+    return {"target": {"kind": kind, "name": name}, "patch": json.dumps(operations)}
+
+
+def gateway_settings(url: str | None = None) -> dict[str, str]:
+    """Operator settings for snapshots through a gateway: the mode, and the gateway's URL
+    (default: the defaults, the base's Service in the cluster)."""
+    fields = OperatorSettings.model_fields
+    return {
+        "snapshot_mode": str(fields["snapshot_mode"].default),
+        "snapshot_gateway_url": url or str(fields["snapshot_gateway_url"].default),
+    }
+
+
+def gateway_bucket_secret(s3: S3Credentials, prefix: str) -> None:
+    """The platform's Secret for the gateway and retention, in rspark-system: the
+    cluster's bucket key, repositories kept under `prefix` in the bucket."""
+    manifest = kubectl(
+        "create", "secret", "generic", GATEWAY_BUCKET_SECRET, "-n", GATEWAY_NAMESPACE,
+        *(f"--from-literal={key}={value}" for key, value in bucket_secret_data(s3, prefix).items()),
+        "--dry-run=client", "-o", "yaml",
+    )  # fmt: skip
+    kubectl("apply", "-f", "-", stdin=manifest)
 
 
 def push_images(names: tuple[str, ...] = WORKSPACE_IMAGES) -> dict[str, str]:
@@ -275,25 +344,29 @@ def dev() -> None:
     refs = push_images()
     install_crds()
     s3 = localcluster.s3_credentials()
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {DEV_NAMESPACE}}}}}",
-    )
-    credentials_secret(DEV_NAMESPACE, s3)
+    # The workspace's namespace holds no bucket key; the operator's namespace holds the
+    # gateway's users, which the gateway on the bridge reads.
+    for namespace in (DEV_NAMESPACE, GATEWAY_NAMESPACE):
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {namespace}}}}}",
+        )
     kubectl("apply", "-n", DEV_NAMESPACE, "-f", str(DEV_SAMPLE))
     name = str(yaml.safe_load(DEV_SAMPLE.read_text())["metadata"]["name"])
     log_path = localcluster.LOCAL / "logs" / "operator-dev.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(log_path, operator_environment(s3, **real_node_settings(refs)))
-    operator.start()
-    try:
-        show_workspace(name, operator)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        operator.stop()
+    with cluster_gateway() as gateway:
+        settings = {**real_node_settings(refs), **gateway_settings(gateway.url)}
+        operator = OperatorProcess(log_path, operator_environment(s3, **settings))
+        operator.start()
+        try:
+            show_workspace(name, operator)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            operator.stop()
 
 
 if __name__ == "__main__":

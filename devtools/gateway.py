@@ -8,8 +8,9 @@ the gateway. rclone (v1.76.0, `hack/rclone`) reloads the htpasswd file when its 
 modification time changes (lib/http/htpasswd.go, checked at each request), so a new
 workspace's entry needs no restart.
 
-Used by the snapshot tests and benchmarks (a gateway of their own each) and the local
-cluster: `python -m devtools.gateway` (once the cluster is up, in the foreground) runs
+Used by the snapshot tests and benchmarks (a gateway of their own each), `make dev`
+(`cluster_gateway`) and the local cluster: `python -m devtools.gateway` (once the
+cluster is up, in the foreground) runs
 one on the bridge (`GATEWAY_PORT` on HOST_ADDRESS, where host and pods reach it) in
 front of the cluster's S3 bucket, with the users the operator writes into its Secret,
 copied into the htpasswd file as they change (`sync_users`), as a kubelet updates a
@@ -25,13 +26,15 @@ import os
 import secrets
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.network import HOST_ADDRESS
 from devtools.s3 import S3Credentials, stop_process_group, wait_for_s3
 from devtools.services import free_port
+from rspark_operator.agent.retention import STORAGE_BASE
 from rspark_operator.gateway import HTPASSWD_KEY, direct_repository, htpasswd
 from rspark_operator.settings import OperatorSettings
 
@@ -67,6 +70,23 @@ def gateway_command(rclone: str, remote_path: str, address: str, htpasswd_file: 
         "--private-repos",
         "--append-only",
     ]
+
+
+def bucket_secret_data(storage: S3Credentials, prefix: str) -> dict[str, str]:
+    """The Secret `rspark-snapshot-bucket` the platform creates for the base's snapshot
+    gateway (manifests/base/kustomization.yaml names these variables): the bucket's key
+    and where the gateway keeps repositories, for the gateway (rclone's remote) and for
+    retention (restic, direct)."""
+    remote = f"RCLONE_CONFIG_{REMOTE.upper()}_"
+    return {
+        f"{remote}ENDPOINT": storage.endpoint,
+        f"{remote}ACCESS_KEY_ID": storage.access_key,
+        f"{remote}SECRET_ACCESS_KEY": storage.secret_key,
+        "RCLONE_CONFIG_REPOS_REMOTE": f"{REMOTE}:{storage.bucket}/{prefix}",
+        "AWS_ACCESS_KEY_ID": storage.access_key,
+        "AWS_SECRET_ACCESS_KEY": storage.secret_key,
+        STORAGE_BASE: storage.restic_repository(prefix),
+    }
 
 
 def gateway_environment(storage: S3Credentials) -> dict[str, str]:
@@ -194,13 +214,14 @@ def users_secret_reader(api: object, settings: OperatorSettings) -> Callable[[],
     return read
 
 
-def main() -> int:
-    """The local cluster's gateway on the bridge, in the foreground, until interrupted."""
+@contextmanager
+def cluster_gateway() -> Iterator[Gateway]:
+    """The local cluster's gateway on the bridge (GATEWAY_PORT on HOST_ADDRESS, where the
+    host and pods reach it) in front of its bucket, with the users the operator writes."""
     from kubernetes import config
 
     from devtools import localcluster
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     gateway = Gateway(
         localcluster.LOCAL / "gateway",
         localcluster.s3_credentials(),
@@ -215,13 +236,21 @@ def main() -> int:
     log.info("snapshot gateway at %s (RSPARK_SNAPSHOT_GATEWAY_URL); storage %s",
              gateway.url, gateway.storage_base)  # fmt: skip
     try:
-        assert gateway.process is not None
-        gateway.process.wait()
-    except KeyboardInterrupt:
-        pass
+        yield gateway
     finally:
         stop.set()
         gateway.stop()
+
+
+def main() -> int:
+    """The local cluster's gateway, in the foreground, until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with cluster_gateway() as gateway:
+        try:
+            assert gateway.process is not None
+            gateway.process.wait()
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

@@ -155,7 +155,7 @@ OAUTH2_PROXY = Files(
     functools.partial(go_tool, "oauth2-proxy", "/bin/oauth2-proxy"),
     ("--entrypoint", json.dumps(["/bin/oauth2-proxy"]), "--user", "65532:65532"),
 )
-# The snapshot gateway (manifests/components/snapshot-gateway): rclone, nothing else.
+# The snapshot gateway (manifests/base/snapshot-gateway.yaml): rclone, nothing else.
 RCLONE = Files(
     "rclone",
     functools.partial(go_tool, "rclone", "/bin/rclone"),

@@ -617,12 +617,16 @@ Installs what the kustomize base installs (`manifests/base`; its templates read
 those very files through the link `base/`): the namespace `rspark-system`, the
 CRDs, the `ClusterKopfPeering` object, the ServiceAccount, ClusterRole and
 binding, the operator Deployment, its PodDisruptionBudget and the settings
-ConfigMap. With default values the objects are the base's, field for field (a
-test renders both and compares them); the values change only what they name.
+ConfigMap, the snapshot gateway and the daily retention CronJob. With default
+values the objects are the base's, field for field (a test renders both and
+compares them); the values change only what they name. Snapshots go through the
+gateway: create the Secret `rspark-snapshot-bucket` in `rspark-system` first
+([docs/installation.md](../../docs/installation.md), "S3 bucket and credentials").
+`settings.RSPARK_SNAPSHOT_MODE=direct` (single-user installs only) leaves the gateway
+and retention out, as the component `snapshot-direct` does.
 
 ```sh
-helm install rspark-operator charts/rspark-operator \\
-  --set settings.RSPARK_SNAPSHOT_REPOSITORY_BASE=s3:https://s3.example.com/rspark-snapshots
+helm install rspark-operator charts/rspark-operator
 helm upgrade rspark-operator charts/rspark-operator -f my-values.yaml
 helm uninstall rspark-operator
 ```

@@ -2,7 +2,8 @@
 # Scans what the project installs and what a workspace becomes with two scanners
 # we did not write: checkov (PyPI) and kube-score (Go module, hack/kube-score),
 # both pinned and cached under ~/.cache/rspark-operator. Scanned: the kustomize
-# base and each sample workspace as the operator renders it (devtools/render.py).
+# base (the operator, the snapshot gateway and retention) and each sample
+# workspace as the operator renders it (devtools/render.py).
 # Findings left are suppressed by name below; docs/security.md says why.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -143,24 +143,24 @@ class OperatorSettings(BaseSettings):
         "AWS_SECRET_ACCESS_KEY.",
     )
     snapshot_mode: Literal["direct", "gateway"] = Field(
-        default="direct",
-        description="How workspace agents reach the bucket. gateway: through the snapshot "
-        "gateway the platform runs (rclone serve restic --private-repos --append-only, "
-        "RSPARK_SNAPSHOT_GATEWAY_URL): each workspace gets its own credential, reaching only "
-        "its own repository and unable to delete snapshots; no bucket key is in any "
-        "workspace namespace, and retention runs where the gateway runs (rspark-agent "
-        "retention); manifests/components/snapshot-gateway sets it up. direct (the default "
-        "while that component has not run with real containers): the agent uses the "
-        "bucket-wide key of RSPARK_SNAPSHOT_CREDENTIALS_SECRET, for single-user installs "
-        "only: whoever may read Secrets or create pods in a workspace namespace can read "
-        "and delete every home of the bucket.",
+        default="gateway",
+        description="How workspace agents reach the bucket. gateway (the default): through "
+        "the snapshot gateway that manifests/base installs in the operator's namespace "
+        "(rclone serve restic --private-repos --append-only, RSPARK_SNAPSHOT_GATEWAY_URL): "
+        "each workspace gets its own credential, reaching only its own repository and "
+        "unable to delete snapshots; no bucket key is in any workspace namespace, and "
+        "retention runs where the gateway runs (rspark-agent retention). direct, for "
+        "single-user installs only (manifests/components/snapshot-direct): the agent uses "
+        "the bucket-wide key of RSPARK_SNAPSHOT_CREDENTIALS_SECRET, so whoever may read "
+        "Secrets or create pods in a workspace namespace can read and delete every home of "
+        "the bucket.",
     )
     snapshot_gateway_url: str | None = Field(
-        default=None,
+        default="http://rspark-snapshot-gateway.rspark-system.svc:8000",
         validate_default=True,
-        description="The snapshot gateway as workspace pods reach it, e.g. "
-        "http://rspark-snapshot-gateway.rspark-system.svc:8000. Required with "
-        "RSPARK_SNAPSHOT_MODE=gateway; a workspace's repository is <url>/<namespace>.<name>/.",
+        description="The snapshot gateway as workspace pods reach it: the Service of "
+        "manifests/base by default. Required with RSPARK_SNAPSHOT_MODE=gateway; a "
+        "workspace's repository is <url>/<namespace>.<name>/.",
     )
     snapshot_gateway_namespace: str = Field(
         default="rspark-system",

@@ -3,6 +3,7 @@ installs, upgrades and uninstalls on the local cluster (helm built from hack/hel
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from devtools import localcluster
 from devtools.deploy import OperatorProcess
 from devtools.install import (
     BASE,
+    SERVICE_ACCOUNT,
+    SYSTEM_NAMESPACE,
     build,
     deploy,
     service_account_kubeconfig,
@@ -24,6 +27,8 @@ from devtools.localcluster import ROOT, kubectl
 from tests.support.kube import wait_until
 
 CHART = ROOT / "charts" / "rspark-operator"
+# The operator's Deployment, PodDisruptionBudget and ServiceAccount share its name.
+OPERATOR = SERVICE_ACCOUNT
 Key = tuple[str, str, str, str]
 
 
@@ -108,13 +113,47 @@ def test_values_change_only_what_they_name(helm: Any) -> None:
         "RSPARK_RESYNC_SECONDS": "300",
     }
     assert config_map["metadata"]["name"] != old_config_map["metadata"]["name"]
-    (deployment,) = [o for o in changed.values() if o["kind"] == "Deployment"]
+    deployment = changed[("apps/v1", "Deployment", SYSTEM_NAMESPACE, OPERATOR)]
     assert deployment["spec"]["replicas"] == 3
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/rspark-dev/operator:0.2.0"
     assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
-    same = {k for k in default if k[1] not in ("ConfigMap", "Deployment")}
+    same = {k for k in default if k[1] != "ConfigMap" and k[3] != OPERATOR}
     assert {k: changed[k] for k in same} == {k: default[k] for k in same}
+
+
+def test_direct_mode_renders_the_base_with_the_direct_component(helm: Any, tmp_path: Path) -> None:
+    """settings.RSPARK_SNAPSHOT_MODE=direct: what kustomize makes of the base with
+    components/snapshot-direct (no gateway, no retention)."""
+    manifests = os.path.relpath(BASE.parent, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [f"{manifests}/base"],
+        "components": [f"{manifests}/components/snapshot-direct"],
+    }))  # fmt: skip
+    direct = {key(o): o for o in build(tmp_path) if o["kind"] != "CustomResourceDefinition"}
+    chart = render(helm, "settings.RSPARK_SNAPSHOT_MODE=direct")
+    chart = {k: o for k, o in chart.items() if o["kind"] != "CustomResourceDefinition"}
+    assert not [k for k in chart if "snapshot" in k[3]]
+    assert sorted(chart) == sorted(direct)
+    (config_map,) = [o for o in chart.values() if o["kind"] == "ConfigMap"]
+    assert config_map == next(o for o in direct.values() if o["kind"] == "ConfigMap")
+
+
+def test_the_gateway_image_and_the_agent_image_reach_the_gateway_and_retention(
+    helm: Any,
+) -> None:
+    changed = render(
+        helm,
+        "snapshotGateway.image.repository=registry.example.com/rclone",
+        "snapshotGateway.image.tag=1.76.1",
+        "settings.RSPARK_AGENT_IMAGE=registry.example.com/agent:2",
+    )
+    gateway = changed[("apps/v1", "Deployment", SYSTEM_NAMESPACE, "rspark-snapshot-gateway")]
+    retention = changed[("batch/v1", "CronJob", SYSTEM_NAMESPACE, "rspark-snapshot-retention")]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example.com/rclone:1.76.1"
+    (container,) = retention["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example.com/agent:2"
 
 
 def test_image_settings_reach_the_admission_policy(helm: Any) -> None:

@@ -10,8 +10,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from devtools.install import BASE, OVERLAYS, SYSTEM_NAMESPACE, build, deploy
+from devtools.deploy import GATEWAY_BUCKET_SECRET
+from devtools.gateway import bucket_secret_data
+from devtools.install import BASE, OVERLAYS, SERVICE_ACCOUNT, SYSTEM_NAMESPACE, build, deploy
 from devtools.localcluster import ROOT, kubectl
+from devtools.s3 import S3Credentials
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
 from tests.support.kube import wait_until
@@ -25,6 +28,7 @@ BASE_KINDS = {
     "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
     "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "ClusterKopfPeering",
     "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "Service", "CronJob",
 }  # fmt: skip
 # What the admission policy reads from its copy of the settings (admission.yaml).
 # The admission policy's variables that carry an operator setting
@@ -167,17 +171,24 @@ def test_settings_of_the_base_and_every_overlay_are_valid() -> None:
     assert base.snapshot_repository_base is None  # each install names its bucket
     dev = build(OVERLAYS / "dev")
     assert settings_of(dev).peering_lifetime_seconds == 10
-    (deployment,) = [o for o in dev if o["kind"] == "Deployment"]
+    (deployment,) = [
+        o for o in dev if o["kind"] == "Deployment" and o["metadata"]["name"] == SERVICE_ACCOUNT
+    ]
     assert deployment["spec"]["replicas"] == 1
     production = build(OVERLAYS / "production-example")
     settings = settings_of(production)
     assert settings.ingress_class == "nginx" and settings.ingress_tls_secret
-    assert settings.snapshot_repository_base == "s3:https://s3.example.com/rspark-snapshots"
+    assert settings.snapshot_mode == "gateway" and settings.snapshot_repository_base is None
     assert settings.spark_executor_image.startswith("registry.example.com/rspark/spark:")
     assert settings.jupyterlab_image.startswith("registry.example.com/rspark/jupyterlab:")
+    # The bucket's key only in the gateway's namespace, with the keys the base names.
     (secret,) = [o for o in production if o["kind"] == "Secret"]
-    assert secret["metadata"]["name"] == settings.snapshot_credentials_secret
-    assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == (
+        settings.snapshot_gateway_namespace,
+        GATEWAY_BUCKET_SECRET,
+    )
+    sample = bucket_secret_data(S3Credentials("k", "s", "https://s3", "b"), "gateway")
+    assert set(secret["data"]) == set(sample)
 
 
 def test_every_committed_crd_is_in_the_base() -> None:

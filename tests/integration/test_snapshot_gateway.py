@@ -24,6 +24,7 @@ from kubernetes import client
 
 from devtools import localcluster
 from devtools.gateway import Gateway, sync_users, users_secret_reader
+from devtools.install import BASE, build
 from devtools.s3 import S3Credentials
 from rspark_operator import contract, names
 from rspark_operator.agent.retention import STORAGE_BASE
@@ -147,41 +148,35 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
     assert condition["reason"] == OTHER_USERS and "bob@example.com" in condition["message"]
 
 
-def test_the_gateway_component_is_accepted_by_the_api_server(
+def test_the_direct_component_leaves_the_gateway_out(
     operator_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    """manifests/components/snapshot-gateway on the base, its objects dry-run on the server."""
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    manifests = os.path.relpath(ROOT / "manifests", overlay)
-    (overlay / "kustomization.yaml").write_text(
+    """manifests/components/snapshot-direct on the base: RSPARK_SNAPSHOT_MODE=direct, none
+    of the gateway's or retention's objects, and what is left passes a server dry run."""
+    manifests = os.path.relpath(ROOT / "manifests", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
                 "resources": [f"{manifests}/base"],
-                "components": [f"{manifests}/components/snapshot-gateway"],
+                "components": [f"{manifests}/components/snapshot-direct"],
             }
         )
     )
-    kubectl = str(ROOT / ".local" / "bin" / "kubectl")
-    rendered = subprocess.run(
-        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True
-    ).stdout
-    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    ours = [doc for doc in documents if "snapshot" in doc["metadata"]["name"]]
-    settings = next(
-        doc["data"] for doc in documents
-        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("rspark-operator")
-    )  # fmt: skip
-    assert settings["RSPARK_SNAPSHOT_MODE"] == "gateway"
-    assert {doc["kind"] for doc in ours} == {
-        "Deployment", "Service", "NetworkPolicy", "ServiceAccount", "ClusterRole",
-        "ClusterRoleBinding", "CronJob",
+    # The settings ConfigMap's name carries a hash of its data: compared apart.
+    kept = ("CustomResourceDefinition", "ConfigMap")
+    base = {(o["kind"], o["metadata"]["name"]) for o in build(BASE) if o["kind"] not in kept}
+    direct = [o for o in build(tmp_path) if o["kind"] != "CustomResourceDefinition"]
+    left_out = base - {(o["kind"], o["metadata"]["name"]) for o in direct}
+    assert {kind for kind, name in left_out if "snapshot" in name} == {
+        "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "CronJob",
     }  # fmt: skip
+    assert all("snapshot" in name for kind, name in left_out), left_out
+    settings = next(o["data"] for o in direct if o["kind"] == "ConfigMap")
+    assert settings["RSPARK_SNAPSHOT_MODE"] == "direct"
     applied = subprocess.run(
-        [kubectl, "--kubeconfig", str(localcluster.KUBECONFIG), "apply", "--server-side",
-         "--dry-run=server", "--field-manager=test", "-f", "-"],
-        input=yaml.safe_dump_all(ours), capture_output=True, text=True,
+        [str(localcluster.BIN / "kubectl"), "--kubeconfig", str(localcluster.KUBECONFIG),
+         "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"],
+        input=yaml.safe_dump_all(direct), capture_output=True, text=True,
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from kubernetes import client
 from rspark_operator import names
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.builders.pod import RESTIC_PASSWORD_KEY
-from rspark_operator.conditions import READY, find
+from rspark_operator.conditions import READY, find, parse_timestamp
 from tests.support.kube import wait_until
 
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "workspace.yaml"
@@ -76,6 +77,25 @@ class Workspaces:
     def ready_condition(self, name: str) -> dict[str, Any] | None:
         ws = self.get(name) or {}
         return find((ws.get("status") or {}).get("conditions") or [], READY)
+
+    def snapshot_begun_after(self, name: str, moment: datetime) -> dict[str, Any] | None:
+        """The last snapshot (status.lastSnapshot) if it began after `moment` (it finished
+        at `time`, `durationSeconds` long), so it holds what was written before."""
+        snapshot = ((self.get(name) or {}).get("status") or {}).get("lastSnapshot")
+        if not snapshot:
+            return None
+        took = timedelta(seconds=snapshot.get("durationSeconds") or 0)
+        began = parse_timestamp(snapshot["time"]) - took
+        return dict(snapshot) if began > moment else None
+
+    def home_claim_gone(self, name: str) -> bool:
+        try:
+            self.core.read_namespaced_persistent_volume_claim(
+                names.home_claim_name(name), self.namespace
+            )
+        except client.ApiException as error:
+            return bool(error.status == 404)
+        return False
 
     def pods(self, name: str) -> list[Any]:
         selector = f"rspark.dev/workspace={name}"

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from rspark_operator import contract, names
@@ -26,6 +29,7 @@ from rspark_operator.gateway import (
     with_entry,
 )
 from rspark_operator.reconcile import reconcile
+from rspark_operator.settings import OperatorSettings
 from tests.unit.fakeapi import FakeApi
 from tests.unit.test_reconcile import NAME, NAMESPACE, NOW, ROLLOUT, no_warnings
 from tests.unit.workspaces import settings, workspace
@@ -71,7 +75,10 @@ def test_nothing_in_the_workspace_namespace_names_the_bucket_key() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"snapshot_mode": "gateway"}, "required with RSPARK_SNAPSHOT_MODE=gateway"),
+        (
+            {"snapshot_mode": "gateway", "snapshot_gateway_url": None},
+            "required with RSPARK_SNAPSHOT_MODE=gateway",
+        ),
         ({"snapshot_gateway_url": "ftp://gw"}, r"not an http\(s\) URL"),
         ({"snapshot_gateway_url": "http://u:p@gw:8000"}, "no credentials in the URL"),
     ],
@@ -186,3 +193,26 @@ def test_a_users_secret_the_operator_may_not_write_refuses_the_new_workspace() -
     put(fake, NAME)
     run(fake)
     assert ("Pod", NAMESPACE, NAME) not in fake.objects
+
+
+BASE = Path(__file__).resolve().parents[2] / "manifests" / "base"
+
+
+def base_objects(file: str) -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all((BASE / file).read_text()) if doc}
+
+
+def test_the_defaults_name_the_bases_gateway_and_agent_image() -> None:
+    """The default gateway URL is the base's Service; retention runs the default agent
+    image (the chart sets it from RSPARK_AGENT_IMAGE)."""
+    defaults = OperatorSettings()
+    assert defaults.snapshot_mode == "gateway"
+    service = base_objects("snapshot-gateway.yaml")["Service"]
+    url = urllib.parse.urlsplit(defaults.snapshot_gateway_url)
+    metadata = service["metadata"]
+    assert url.hostname == f"{metadata['name']}.{metadata['namespace']}.svc"
+    assert metadata["namespace"] == defaults.snapshot_gateway_namespace
+    assert [url.port] == [port["port"] for port in service["spec"]["ports"]]
+    cron_job = base_objects("snapshot-retention.yaml")["CronJob"]
+    (container,) = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == defaults.agent_image

@@ -12,6 +12,8 @@ REPOSITORY_BASE = "s3:http://s3.test:8333/rspark"
 
 def settings(**overrides: Any) -> OperatorSettings:
     values: dict[str, Any] = {
+        # Straight to the bucket unless a test says gateway (the default).
+        "snapshot_mode": "direct",
         "snapshot_repository_base": REPOSITORY_BASE,
         "ingress_domain": "rspark.localhost",
         **overrides,

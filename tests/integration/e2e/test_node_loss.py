@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from devtools.localcluster import VOLUMES_DIR
 from devtools.network import REAL_NODES
 from rspark_operator import names
 from rspark_operator.builders.pod import HOME
-from rspark_operator.conditions import HOME_RESTORED, find, parse_timestamp
+from rspark_operator.conditions import HOME_RESTORED, find
 from rspark_operator.lifecycle import VOLUME_LOST
 from tests.integration.e2e.test_jupyterlab import ide_exec
 from tests.support.kube import wait_until
@@ -64,16 +64,11 @@ def test_a_workspace_comes_back_on_the_other_node_with_its_home_from_s3(
     ide_exec(ns, first.metadata.name, "sh", "-c", f"echo kept > {HOME}/{KEPT}")
     written = datetime.now().astimezone()
 
-    def snapshot_after_the_write() -> dict[str, Any] | None:
-        """One that began after the write (it finished at `time`, `durationSeconds` long)."""
-        snapshot = ((workspaces.get("frank") or {}).get("status") or {}).get("lastSnapshot")
-        if not snapshot:
-            return None
-        took = timedelta(seconds=snapshot.get("durationSeconds") or 0)
-        began = parse_timestamp(snapshot["time"]) - took
-        return snapshot if began > written else None
-
-    snapshot = wait_until("a snapshot after the write", snapshot_after_the_write, timeout=180)
+    snapshot = wait_until(
+        "a snapshot after the write",
+        lambda: workspaces.snapshot_begun_after("frank", written),
+        timeout=180,
+    )
     ide_exec(ns, first.metadata.name, "sh", "-c", f"echo lost > {HOME}/{LOST}")
     lost_at = time.monotonic()
     assert stop_real_node(lost)

@@ -50,14 +50,9 @@ def test_the_ide_starts_on_a_home_the_agent_already_restored(
     )  # fmt: skip
     workspaces.delete("carol")
 
-    def claim_gone() -> bool:
-        try:
-            core.read_namespaced_persistent_volume_claim(names.home_claim_name("carol"), ns)
-        except client.ApiException as error:
-            return bool(error.status == 404)
-        return False
-
-    wait_until("carol's pod and home claim gone", claim_gone, timeout=180)
+    wait_until(
+        "carol's pod and home claim gone", lambda: workspaces.home_claim_gone("carol"), timeout=180
+    )
 
     again = real_workspaces("carol")
     claim = core.read_namespaced_persistent_volume_claim(names.home_claim_name("carol"), ns)
