@@ -92,6 +92,12 @@ class Api(Protocol):
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         """The object, or None when it does not exist."""
 
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: str = ""
+    ) -> Iterator[Manifest]:
+        """Every object of a kind in `namespace` ("": in all) whose labels match
+        `selector` (a label selector; "": all)."""
+
     def apply(
         self, manifest: Manifest, subresource: str = "", *, dry_run: bool = False
     ) -> Manifest:

@@ -20,6 +20,15 @@ REST_PASSWORD = "RESTIC_REST_PASSWORD"
 CREDENTIAL_KEY = "password"
 # The key of the gateway's users Secret: the whole htpasswd file.
 HTPASSWD_KEY = "htpasswd"
+# The gateway's pods (manifests/base/snapshot-gateway.yaml). A kubelet updates a
+# mounted Secret only at its next periodic sync of the pod, up to about a minute and a
+# half later, or at once when the pod changes: so after a change of the users Secret the
+# operator sets this label on them to the Secret's new resourceVersion, and a new
+# workspace's first look at its repository is not refused meanwhile.
+GATEWAY_POD_SELECTOR = (
+    "app.kubernetes.io/name=rspark-operator,app.kubernetes.io/component=snapshot-gateway"
+)
+USERS_VERSION_LABEL = "rspark.dev/gateway-users-version"
 
 
 def gateway_user(namespace: str, name: str) -> str:

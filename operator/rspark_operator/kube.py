@@ -255,12 +255,17 @@ class Kube:
             raise
         return found
 
-    def list(self, api_version: str, kind: str, namespace: str) -> Iterator[Manifest]:
-        """Every object of a kind in `namespace` ("": in all), a page at a time."""
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: str = ""
+    ) -> Iterator[Manifest]:
+        """Every object of a kind in `namespace` ("": in all) whose labels match
+        `selector` ("": all), a page at a time."""
         target = Target(api_version, kind, namespace)
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", LIST_PAGE)]
+            if selector:
+                query.append(("labelSelector", selector))
             if token:
                 query.append(("continue", token))
             page = self.request(

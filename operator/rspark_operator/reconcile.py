@@ -35,7 +35,14 @@ from rspark_operator.builders import (
     workspace_url,
 )
 from rspark_operator.cluster import Api, Failure, KubeError, Manifest, secret_text
-from rspark_operator.gateway import CREDENTIAL_KEY, HTPASSWD_KEY, gateway_user, with_entry
+from rspark_operator.gateway import (
+    CREDENTIAL_KEY,
+    GATEWAY_POD_SELECTOR,
+    HTPASSWD_KEY,
+    USERS_VERSION_LABEL,
+    gateway_user,
+    with_entry,
+)
 from rspark_operator.lifecycle import (
     KEPT,
     NOTHING,
@@ -587,11 +594,21 @@ def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) 
             return
         version = ((users or {}).get("metadata") or {}).get("resourceVersion")
         try:
-            api.apply(build_gateway_users_secret(settings, wanted, version))
-            return
+            written = api.apply(build_gateway_users_secret(settings, wanted, version))
         except KubeError as error:
             if error.failure is not Failure.CONFLICT or attempt + 1 == GATEWAY_WRITE_ATTEMPTS:
                 raise
+            continue
+        _touch_gateway_pods(api, settings, written["metadata"]["resourceVersion"])
+        return
+
+
+def _touch_gateway_pods(api: Api, settings: OperatorSettings, users_version: str) -> None:
+    """Label the gateway's pods with the users Secret's new version: their kubelet then
+    mounts the new htpasswd now, not at its next periodic sync (see gateway.py)."""
+    for pod in api.list("v1", "Pod", settings.snapshot_gateway_namespace, GATEWAY_POD_SELECTOR):
+        if (pod["metadata"].get("labels") or {}).get(USERS_VERSION_LABEL) != users_version:
+            api.label(pod, USERS_VERSION_LABEL, users_version)
 
 
 def _refused(refusals: Refusals, manifest: Manifest, error: KubeError) -> None:

@@ -19,6 +19,7 @@ import base64
 import copy
 import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,17 @@ class FakeApi:
         self.requests[f"GET {kind}"] += 1
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: str = ""
+    ) -> Iterator[Manifest]:
+        """Equality selectors only (`k=v,k2=v2`), all the operator sends."""
+        self.requests[f"LIST {kind}"] += 1
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
+        for (k, ns, _), found in list(self.objects.items()):
+            labels = found["metadata"].get("labels") or {}
+            if k == kind and namespace in ("", ns) and wanted.items() <= labels.items():
+                yield copy.deepcopy(found)
 
     def apply(
         self, manifest: Manifest, subresource: str = "", *, dry_run: bool = False

@@ -21,9 +21,11 @@ from rspark_operator.builders.children import build_children
 from rspark_operator.cluster import Failure, KubeError, secret_text
 from rspark_operator.gateway import (
     CREDENTIAL_KEY,
+    GATEWAY_POD_SELECTOR,
     HTPASSWD_KEY,
     REST_PASSWORD,
     REST_USERNAME,
+    USERS_VERSION_LABEL,
     gateway_user,
     htpasswd_line,
     with_entry,
@@ -216,3 +218,28 @@ def test_the_defaults_name_the_bases_gateway_and_agent_image() -> None:
     cron_job = base_objects("snapshot-retention.yaml")["CronJob"]
     (container,) = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == defaults.agent_image
+
+
+def test_the_gateway_pods_are_touched_when_the_users_change_and_only_then() -> None:
+    """A change of the users Secret labels the gateway's pods with its new version (their
+    kubelet mounts the new file at once); at rest no pod is written. The selector is the
+    base's pod template's labels."""
+    deployment = base_objects("snapshot-gateway.yaml")["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert dict(term.split("=") for term in GATEWAY_POD_SELECTOR.split(",")).items() <= (
+        labels.items()
+    )
+    fake = FakeApi()
+    namespace = GATEWAY.snapshot_gateway_namespace
+    for pod in ("gateway-a", "gateway-b"):
+        fake.put({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": pod, "namespace": namespace, "labels": labels}})  # fmt: skip
+    put(fake, NAME)
+    run(fake)
+    version = fake.objects[USERS]["metadata"]["resourceVersion"]
+    for pod in ("gateway-a", "gateway-b"):
+        assert fake.objects[("Pod", namespace, pod)]["metadata"]["labels"] == {
+            **labels, USERS_VERSION_LABEL: version}  # fmt: skip
+    fake.requests.clear()
+    run(fake)
+    assert (fake.requests["LIST Pod"], fake.requests["PATCH Pod"]) == (0, 0)

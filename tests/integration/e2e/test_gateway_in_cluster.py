@@ -143,6 +143,11 @@ def test_workspaces_snapshot_through_the_gateway_containers(
     pod = workspaces.running_pod("gina")
     agent = next(c for c in pod.spec.init_containers if c.name == AGENT_CONTAINER)
     assert {e.name: e.value for e in agent.env}[contract.RESTIC_REPOSITORY] == gina_repository
+    # The operator labelled the gateway's pods when it added gina's line, so their
+    # kubelet mounted the new users at once: her agent's first look at the repository
+    # was let in, not refused and retried until the kubelet's next periodic sync.
+    agent_log = core.read_namespaced_pod_log(pod.metadata.name, ns, container=AGENT_CONTAINER)
+    assert "startup failed" not in agent_log, agent_log
 
     # Snapshots through the gateway container.
     written = datetime.now().astimezone()
