@@ -128,6 +128,9 @@ def report(cluster: list[Run], local: list[Run]) -> str:
     def seconds(values: list[float]) -> str:
         return ", ".join(f"{v:.1f}" for v in values)
 
+    ready = p50([r.ready for r in cluster])
+    baseline = p50([r.ready for r in local])
+
     return "\n".join(
         [
             "## Spark session to executors (`bench/spark_start.py`)",
@@ -144,12 +147,14 @@ def report(cluster: list[Run], local: list[Run]) -> str:
             "| what | p50 s | runs s |",
             "|---|---|---|",
             f"| session start to {RUNS_EXECUTORS} executors registered "
-            f"| {p50([r.ready for r in cluster]):.1f} | {seconds([r.ready for r in cluster])} |",
+            f"| {ready:.1f} | {seconds([r.ready for r in cluster])} |",
             f"| of which: session start to the SparkSession object "
             f"| {p50([r.session for r in cluster]):.1f} "
             f"| {seconds([r.session for r in cluster])} |",
-            f"| baseline: local-mode session start | {p50([r.ready for r in local]):.1f} "
+            f"| baseline: local-mode session start | {baseline:.1f} "
             f"| {seconds([r.ready for r in local])} |",
+            "",
+            f"Ratio (p50 to executors / p50 baseline): {ready / baseline:.2f}x.",
             "",
         ]
     )

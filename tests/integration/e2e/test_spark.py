@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from selenium.webdriver.common.by import By
 
+from devtools.deploy import browser_url, ide_password
 from devtools.network import REAL_NODES
 from rspark_operator import names
+from rspark_operator.builders.signin import SPARK_UI_PATH
 from rspark_operator.builders.spark import DRIVER_PORT
-from rspark_operator.ide import IDES
+from rspark_operator.ide import IDES, SPARK_UI_URL_ENV
 from tests.integration.e2e.spark_session import RSparkSession
 from tests.integration.e2e.test_jupyterlab import ide_exec
+from tests.support.browser import Browser, chromium
 from tests.support.kube import wait_until
 
 # A connection kube-router's policy drops gets no answer: give up after this.
@@ -46,19 +51,43 @@ def reaches(namespace: str, pod: str, address: str, port: int) -> bool:
     return answer == "open"
 
 
+def the_spark_ui_in_the_browser(browser: Browser, ui_url: str) -> None:
+    """The running application's UI at the address the operator gives the IDE
+    (<workspace URL>spark), as its user opens it: the jobs page with the session's
+    job, then the Executors tab, whose table the page fills from Spark's REST API
+    under the same prefix."""
+    ui = f"{ui_url}/"
+    browser.driver.get(ui_url)
+    browser.wait(60).until(lambda driver: "Spark Jobs" in driver.title)
+    assert browser.driver.current_url in (ui_url, ui)
+    link = browser.driver.find_element(By.CSS_SELECTOR, "a[href*='job/?id=']")
+    assert (link.get_attribute("href") or "").startswith(f"{ui}jobs/job/?id="), link
+    browser.screenshot("spark-ui-jobs")
+    browser.driver.find_element(By.LINK_TEXT, "Executors").click()
+    browser.wait(60).until(lambda driver: "Executors" in driver.title)
+    assert browser.driver.current_url == f"{ui}executors/"
+    body = (By.TAG_NAME, "body")
+    browser.wait(60).until(lambda driver: "driver" in driver.find_element(*body).text)
+    browser.screenshot("spark-ui-executors")
+
+
 def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy(
     kube: client.ApiClient,
     workspace_namespace: str,
     real_workspaces: Callable[..., dict[str, Any]],
+    artifacts: Path,
 ) -> None:
     """Client mode from R (reticulate + pyspark) with the operator's spark-defaults only:
     executors are pods on the real nodes, owned by the workspace pod, that call the
-    driver back through its headless Service; they are gone after. Meanwhile another
-    workspace's pod cannot open the driver's port nor the IDE's; the ingress
-    controller's address (the host's bridge address, where Traefik sends from) can."""
+    driver back through its headless Service; they are gone after. While the session
+    runs, its Spark UI opens in Chromium at the address the operator gives the IDE
+    (RSPARK_SPARK_UI_URL, <workspace URL>spark), through the ingress controller,
+    behind JupyterLab's login. Meanwhile another workspace's pod cannot
+    open the driver's port nor the IDE's; the ingress controller's address (the
+    host's bridge address, where Traefik sends from) can."""
     ns = workspace_namespace
     core = client.CoreV1Api(kube)
-    real_workspaces("alice")
+    ws = real_workspaces("alice")
     real_workspaces("bob")
     alice = core.read_namespaced_pod(names.pod_name("alice"), ns)
     driver_service = core.read_namespaced_service(names.spark_driver_service_name("alice"), ns)
@@ -77,6 +106,12 @@ def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy
                 alice.metadata.name,
                 alice.metadata.uid,
             )
+
+        ui_url = ide_exec(ns, alice.metadata.name, "printenv", SPARK_UI_URL_ENV).strip()
+        assert ui_url == f"{ws['status']['url']}{SPARK_UI_PATH}"
+        with chromium(artifacts) as browser:
+            browser.jupyterlab_login(browser_url(ws["status"]["url"]), ide_password(ns, "alice"))
+            the_spark_ui_in_the_browser(browser, browser_url(ui_url))
 
         bob = names.pod_name("bob")
         ide_port = IDES["jupyterlab"].port
