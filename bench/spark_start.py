@@ -7,7 +7,10 @@ operator's spark-defaults.conf alone, asking for RUNS_EXECUTORS executors at sta
 and waits until that many have registered with the driver; the session stops, its
 executor pods go, and the next run starts. Baseline, in the same pod and run: a
 local-mode session (`local[2]`, no executors), i.e. what starting the JVM and the
-driver costs by itself. Each figure is the p50 of RUNS runs.
+driver costs by itself. Each figure is the p50 of RUNS runs, and their ratio.
+On Kubernetes the session object comes once 80% of the executors asked for have
+registered (Spark's spark.scheduler.minRegisteredResourcesRatio): both figures of a
+cluster run are nearly the same.
 
 Usage: python -m bench.spark_start   (writes its section of docs/benchmarks.md)
 """
