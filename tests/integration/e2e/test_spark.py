@@ -51,11 +51,18 @@ def reaches(namespace: str, pod: str, address: str, port: int) -> bool:
     return answer == "open"
 
 
-def the_spark_ui_in_the_browser(browser: Browser, ui_url: str) -> None:
+# The Executors tab's table (Spark 3.5's executorspage-template.html): its first column
+# is the executor's id, "driver" for the driver.
+EXECUTOR_ID_CELLS = (By.CSS_SELECTOR, "#active-executors-table tbody tr td:first-child")
+# The label Spark gives each executor pod: its executor id.
+EXECUTOR_ID_LABEL = "spark-exec-id"
+
+
+def the_spark_ui_in_the_browser(browser: Browser, ui_url: str, executors: set[str]) -> None:
     """The running application's UI at the address the operator gives the IDE
     (<workspace URL>spark), as its user opens it: the jobs page with the session's
     job, then the Executors tab, whose table the page fills from Spark's REST API
-    under the same prefix."""
+    under the same prefix: the driver and the session's `executors` (their ids)."""
     ui = f"{ui_url}/"
     browser.driver.get(ui_url)
     browser.wait(60).until(lambda driver: "Spark Jobs" in driver.title)
@@ -66,9 +73,15 @@ def the_spark_ui_in_the_browser(browser: Browser, ui_url: str) -> None:
     browser.driver.find_element(By.LINK_TEXT, "Executors").click()
     browser.wait(60).until(lambda driver: "Executors" in driver.title)
     assert browser.driver.current_url == f"{ui}executors/"
-    body = (By.TAG_NAME, "body")
-    browser.wait(60).until(lambda driver: "driver" in driver.find_element(*body).text)
-    browser.screenshot("spark-ui-executors")
+
+    def listed(driver: Any) -> bool:
+        ids = {cell.text for cell in driver.find_elements(*EXECUTOR_ID_CELLS)}
+        return {"driver", *executors} <= ids
+
+    try:
+        browser.wait(60).until(listed)
+    finally:
+        browser.screenshot("spark-ui-executors")
 
 
 def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy(
@@ -111,7 +124,8 @@ def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy
         assert ui_url == f"{ws['status']['url']}{SPARK_UI_PATH}"
         with chromium(artifacts) as browser:
             browser.jupyterlab_login(browser_url(ws["status"]["url"]), ide_password(ns, "alice"))
-            the_spark_ui_in_the_browser(browser, browser_url(ui_url))
+            ids = {e.metadata.labels[EXECUTOR_ID_LABEL] for e in executors}
+            the_spark_ui_in_the_browser(browser, browser_url(ui_url), ids)
 
         bob = names.pod_name("bob")
         ide_port = IDES["jupyterlab"].port
