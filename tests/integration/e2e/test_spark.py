@@ -11,6 +11,7 @@ from typing import Any
 
 from kubernetes import client
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 
 from devtools.deploy import browser_url, ide_password
 from devtools.network import REAL_NODES
@@ -54,6 +55,8 @@ def reaches(namespace: str, pod: str, address: str, port: int) -> bool:
 # The Executors tab's table (Spark 3.5's executorspage-template.html): its first column
 # is the executor's id, "driver" for the driver.
 EXECUTOR_ID_CELLS = (By.CSS_SELECTOR, "#active-executors-table tbody tr td:first-child")
+# The page's "Loading Executors Page..." overlay (jQuery blockUI) while its requests run.
+LOADING = (By.CSS_SELECTOR, ".blockUI")
 # The label Spark gives each executor pod: its executor id.
 EXECUTOR_ID_LABEL = "spark-exec-id"
 
@@ -80,6 +83,7 @@ def the_spark_ui_in_the_browser(browser: Browser, ui_url: str, executors: set[st
 
     try:
         browser.wait(60).until(listed)
+        browser.wait(30).until(expected_conditions.invisibility_of_element_located(LOADING))
     finally:
         browser.screenshot("spark-ui-executors")
 
