@@ -114,8 +114,8 @@ IDES: Mapping[IdeName, Ide] = {
                 "RSPARK_HEALTHCHECK_URL",
             }
         ),
-        # RStudio's own proxy (/p/<port token>/) sets no X-Forwarded-Context, so the
-        # UI's links would leave it (docs/user-guide.md).
+        # RStudio's own proxy (/p/<port token>/) is no route: the UI's links need its
+        # prefix, which carries RStudio's port token (docs/user-guide.md).
         serves_spark_ui=False,
     ),
     "jupyterlab": Ide(
