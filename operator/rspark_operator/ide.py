@@ -37,6 +37,11 @@ SPARK_CONF_DIR_ENV = "SPARK_CONF_DIR"
 # and the server's pre-shared token (Spark 4.0's name; its clients read it).
 SPARK_REMOTE_ENV = "SPARK_REMOTE"
 CONNECT_TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
+# Where the browser opens the session's Spark UI (<workspace URL>spark), set only where
+# the workspace serves that route. Spark's own uiWebUrl cannot say it (Spark 3.5 builds
+# it from the driver's host and port alone); the images point sparklyr's spark_web()
+# here (option sparklyr.web.spark, images/rspark/Rprofile.site).
+SPARK_UI_URL_ENV = "RSPARK_SPARK_UI_URL"
 # The images' clean shutdown, the pod's preStop hook: the IDE saves what it holds in
 # memory into the home and stops, so the agent's last snapshot has it.
 PRESTOP_COMMAND = ("/usr/local/bin/rspark-prestop",)
@@ -70,6 +75,9 @@ class Ide:
     # Variables the image reads that would turn its authentication off or move it
     # off the operator's wiring: refused in spec.env.
     reserved_env: frozenset[str]
+    # True: with its own login (RSPARK_SIGNIN=ide-password) the image serves the Spark
+    # UI at <prefix>spark/ behind that login (JupyterLab: jupyter-server-proxy).
+    serves_spark_ui: bool
 
     def readiness_probe_path(self, prefix: str) -> str:
         """The probe's path in the container, for the workspace's URL prefix."""
@@ -106,6 +114,9 @@ IDES: Mapping[IdeName, Ide] = {
                 "RSPARK_HEALTHCHECK_URL",
             }
         ),
+        # RStudio's own proxy (/p/<port token>/) is no route: the UI's links need its
+        # prefix, which carries RStudio's port token (docs/user-guide.md).
+        serves_spark_ui=False,
     ),
     "jupyterlab": Ide(
         name="jupyterlab",
@@ -134,12 +145,21 @@ IDES: Mapping[IdeName, Ide] = {
                 "JUPYTER_TOKEN_FILE",
             }
         ),
+        serves_spark_ui=True,
     ),
 }
 
 # Every variable the operator sets or refuses in the IDE container, whatever spec.ide:
 # switching the IDE never turns a valid spec.env into an invalid one.
 WIRING_ENV = frozenset(
-    {USER_ENV, PASSWORD_ENV, ROOT_PATH_ENV, SPARK_CONF_DIR_ENV, SPARK_REMOTE_ENV, CONNECT_TOKEN_ENV}
+    {
+        USER_ENV,
+        PASSWORD_ENV,
+        ROOT_PATH_ENV,
+        SPARK_CONF_DIR_ENV,
+        SPARK_REMOTE_ENV,
+        CONNECT_TOKEN_ENV,
+        SPARK_UI_URL_ENV,
+    }
 )
 OPERATOR_MANAGED_ENV = WIRING_ENV.union(*(ide.reserved_env for ide in IDES.values()))

@@ -202,6 +202,9 @@ def test_spark_defaults_wire_client_mode_to_this_pod() -> None:
             "spark.dynamicAllocation.shuffleTracking.enabled": "true",
             "spark.dynamicAllocation.maxExecutors": "4",
             "spark.authenticate": "true",
+            # Nothing for Spark to delete at its stop that the IDE's Role refuses.
+            "spark.kubernetes.driver.service.deleteOnTermination": "false",
+            "spark.kubernetes.driver.ownPersistentVolumeClaim": "false",
         }.items()
     )
     assert "spark.executor.cores" not in conf

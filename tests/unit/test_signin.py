@@ -17,13 +17,23 @@ from rspark_operator.builders.signin import (
     CONFIG_DIR,
     IDE_ROUTE_ID,
     SIGNIN_CONTAINER,
+    SPARK_UI_PATH,
     allowed_users,
     proxy_args,
     proxy_config,
     proxy_config_key,
+    spark_ui_url,
 )
 from rspark_operator.builders.spark import UI_PORTS
-from rspark_operator.ide import HEALTHCHECK_COMMAND, IDES, LOOPBACK, PASSWORD_ENV, IdeName
+from rspark_operator.builders.url import workspace_url
+from rspark_operator.ide import (
+    HEALTHCHECK_COMMAND,
+    IDES,
+    LOOPBACK,
+    PASSWORD_ENV,
+    SPARK_UI_URL_ENV,
+    IdeName,
+)
 from rspark_operator.settings import SettingsError, load_settings
 from tests.unit.workspaces import settings, workspace
 
@@ -242,6 +252,34 @@ def test_the_spark_ui_is_under_the_workspace_url_with_its_prefix_stripped(
     assert header["name"] == "X-Forwarded-Context"
     (value,) = header["values"]
     assert value == {"secretSource": {"value": context}}
+
+
+UI_URL_CASES = pytest.mark.parametrize(
+    ("ide", "signin", "mode", "url"),
+    [
+        ("jupyterlab", "oidc", "host", "http://demo-team.rspark.localhost/spark"),
+        ("rstudio", "oidc", "host", "http://demo-team.rspark.localhost/spark"),
+        ("rstudio", "oidc", "path", "http://rspark.localhost/team/demo/spark"),
+        # JupyterLab's own login: jupyter-server-proxy serves the UI behind it.
+        ("jupyterlab", "ide-password", "host", "http://demo-team.rspark.localhost/spark"),
+        ("jupyterlab", "ide-password", "path", "http://rspark.localhost/team/demo/spark"),
+        # RStudio's own login: nothing serves <prefix>spark/, so no link to it.
+        ("rstudio", "ide-password", "host", None),
+    ],
+)
+
+
+@UI_URL_CASES
+def test_the_ide_is_told_where_the_browser_opens_the_spark_ui(
+    ide: IdeName, signin: str, mode: str, url: str | None
+) -> None:
+    chosen = oidc(ingress_mode=mode) if signin == "oidc" else settings(ingress_mode=mode)
+    ws = workspace(ide=ide)
+    assert spark_ui_url(ws, chosen) == url
+    env = env_of(containers(build_pod(ws, chosen))["ide"])
+    assert env.get(SPARK_UI_URL_ENV) == url
+    if url is not None:
+        assert url == workspace_url(ws, chosen) + SPARK_UI_PATH
 
 
 @pytest.mark.parametrize("bad", ["bob,carol@example.org", "bob carol", "#bob", ""])

@@ -9,7 +9,7 @@ import pytest
 from rspark_operator.builders.pod import IDE_CONTAINER, build_pod
 from rspark_operator.builders.spark import spark_properties
 from rspark_operator.contract import S3_CREDENTIAL_KEYS
-from rspark_operator.ide import CONNECT_TOKEN_ENV, SPARK_REMOTE_ENV
+from rspark_operator.ide import CONNECT_TOKEN_ENV, SPARK_REMOTE_ENV, SPARK_UI_URL_ENV
 from rspark_operator.validation import InvalidSpecError, parse_workspace
 from tests.unit.test_profiles import CONNECT, SMALL, under
 from tests.unit.workspaces import settings, workspace
@@ -48,7 +48,13 @@ def test_a_kubernetes_profile_sets_no_spark_connect_variables() -> None:
     assert SPARK_REMOTE_ENV not in env and CONNECT_TOKEN_ENV not in env
 
 
-@pytest.mark.parametrize("name", [SPARK_REMOTE_ENV, CONNECT_TOKEN_ENV])
+def test_a_connect_profile_has_no_spark_ui_in_the_workspace() -> None:
+    """The Connect server is the driver: the workspace serves no UI to link to."""
+    assert SPARK_UI_URL_ENV in ide_env(under(workspace(ide="jupyterlab"), "small", SMALL))
+    assert SPARK_UI_URL_ENV not in ide_env(under(workspace(ide="jupyterlab"), "shared", CONNECT))
+
+
+@pytest.mark.parametrize("name", [SPARK_REMOTE_ENV, CONNECT_TOKEN_ENV, SPARK_UI_URL_ENV])
 def test_spark_connect_variables_are_the_operators(name: str) -> None:
     body = {
         "metadata": {"name": "demo", "namespace": "team", "uid": "u", "generation": 1},

@@ -36,7 +36,9 @@ TOKEN_EXPIRATION_SECONDS = 3607
 ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 SPARK_DRIVER_POD_VERBS = ["create", "get", "list", "watch", "delete", "deletecollection", "patch"]
-SPARK_DRIVER_CONFIG_MAP_VERBS = ["create", "get", "list", "watch", "delete"]
+# deletecollection: at its stop, Spark 3.5 deletes its executors' configuration maps by
+# label in one request.
+SPARK_DRIVER_CONFIG_MAP_VERBS = ["create", "get", "list", "watch", "delete", "deletecollection"]
 
 
 def _rule(

@@ -34,6 +34,7 @@ from rspark_operator.builders.signin import (
     signin_enabled,
     signin_log_mount,
     signin_volumes,
+    spark_ui_url,
 )
 from rspark_operator.builders.spark import (
     BLOCK_MANAGER_PORT,
@@ -50,6 +51,7 @@ from rspark_operator.ide import (
     PRESTOP_COMMAND,
     ROOT_PATH_ENV,
     SPARK_CONF_DIR_ENV,
+    SPARK_UI_URL_ENV,
     USER_ENV,
 )
 from rspark_operator.settings import OperatorSettings
@@ -188,6 +190,9 @@ def ide_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]:
     prefix = ingress_path(ws, settings)
     if prefix != "/":
         env.append({"name": ROOT_PATH_ENV, "value": prefix})
+    ui = spark_ui_url(ws, settings)
+    if ui is not None:
+        env.append({"name": SPARK_UI_URL_ENV, "value": ui})
     return env
 
 

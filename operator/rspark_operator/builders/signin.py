@@ -36,7 +36,7 @@ from rspark_operator.api import Workspace
 from rspark_operator.builders.hardening import SIGNIN_RESOURCES, signin_security_context
 from rspark_operator.builders.metadata import Manifest, child
 from rspark_operator.builders.spark import UI_PORTS
-from rspark_operator.builders.url import ingress_path, tls_secret
+from rspark_operator.builders.url import ingress_path, tls_secret, workspace_url
 from rspark_operator.ide import IDES, LOOPBACK
 from rspark_operator.settings import OperatorSettings
 
@@ -122,6 +122,16 @@ def local_prefix(ws: Workspace, settings: OperatorSettings) -> str:
 def spark_ui_context(ws: Workspace, settings: OperatorSettings) -> str:
     """Where the browser sees the Spark UI: Spark's links start with it."""
     return f"{ingress_path(ws, settings)}{SPARK_UI_PATH}"
+
+
+def spark_ui_url(ws: Workspace, settings: OperatorSettings) -> str | None:
+    """<workspace URL>spark, where a browser opens the session's Spark UI; None where
+    nothing serves it: a `connect` profile (the driver is the server), or an IDE with
+    its own login that has no route to it (RStudio)."""
+    connect = ws.profile is not None and ws.profile.spec.connect is not None
+    if connect or not (signin_enabled(settings) or IDES[ws.spec.ide].serves_spark_ui):
+        return None
+    return f"{workspace_url(ws, settings)}{SPARK_UI_PATH}"
 
 
 def spark_ui_routes(ws: Workspace, settings: OperatorSettings) -> list[Route]:

@@ -141,6 +141,12 @@ def spark_properties(ws: Workspace, settings: OperatorSettings) -> dict[str, str
         # Spark generates a secret per application and hands it to its executors: a pod
         # that merely carries an executor's labels cannot talk to the driver.
         "spark.authenticate": "true",
+        # At its stop Spark deletes every Service and claim labelled with its application
+        # (its driver Service and on-demand claims in cluster mode). Client mode makes
+        # neither, and the IDE's Role grants no delete on either (the home claim, the
+        # workspace's Services): off, rather than a refused request at every stop.
+        "spark.kubernetes.driver.service.deleteOnTermination": "false",
+        "spark.kubernetes.driver.ownPersistentVolumeClaim": "false",
         **_executor_sizes(ws),
         **_placement_properties(executor_placement(ws, settings)),
         **s3a_properties(ws),

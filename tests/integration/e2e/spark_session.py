@@ -98,3 +98,6 @@ class RSparkSession:
         if kind is None:
             assert self.process.returncode == 0, self.log
             assert "stopped" in rest, self.log
+            # Nothing Spark asks of the API server (executor pods, their ConfigMaps at
+            # the stop) is refused by the IDE's Role.
+            assert "Forbidden" not in self.log, self.log

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 
+from devtools.deploy import browser_url, ide_password
 from devtools.network import REAL_NODES
 from rspark_operator import names
+from rspark_operator.builders.signin import SPARK_UI_PATH
 from rspark_operator.builders.spark import DRIVER_PORT
-from rspark_operator.ide import IDES
+from rspark_operator.ide import IDES, SPARK_UI_URL_ENV
 from tests.integration.e2e.spark_session import RSparkSession
 from tests.integration.e2e.test_jupyterlab import ide_exec
+from tests.support.browser import Browser, chromium
 from tests.support.kube import wait_until
 
 # A connection kube-router's policy drops gets no answer: give up after this.
@@ -46,19 +52,59 @@ def reaches(namespace: str, pod: str, address: str, port: int) -> bool:
     return answer == "open"
 
 
+# The Executors tab's table (Spark 3.5's executorspage-template.html): its first column
+# is the executor's id, "driver" for the driver.
+EXECUTOR_ID_CELLS = (By.CSS_SELECTOR, "#active-executors-table tbody tr td:first-child")
+# The page's "Loading Executors Page..." overlay (jQuery blockUI) while its requests run.
+LOADING = (By.CSS_SELECTOR, ".blockUI")
+# The label Spark gives each executor pod: its executor id.
+EXECUTOR_ID_LABEL = "spark-exec-id"
+
+
+def the_spark_ui_in_the_browser(browser: Browser, ui_url: str, executors: set[str]) -> None:
+    """The running application's UI at the address the operator gives the IDE
+    (<workspace URL>spark), as its user opens it: the jobs page with the session's
+    job, then the Executors tab, whose table the page fills from Spark's REST API
+    under the same prefix: the driver and the session's `executors` (their ids)."""
+    ui = f"{ui_url}/"
+    browser.driver.get(ui_url)
+    browser.wait(60).until(lambda driver: "Spark Jobs" in driver.title)
+    assert browser.driver.current_url in (ui_url, ui)
+    link = browser.driver.find_element(By.CSS_SELECTOR, "a[href*='job/?id=']")
+    assert (link.get_attribute("href") or "").startswith(f"{ui}jobs/job/?id="), link
+    browser.screenshot("spark-ui-jobs")
+    browser.driver.find_element(By.LINK_TEXT, "Executors").click()
+    browser.wait(60).until(lambda driver: "Executors" in driver.title)
+    assert browser.driver.current_url == f"{ui}executors/"
+
+    def listed(driver: Any) -> bool:
+        ids = {cell.text for cell in driver.find_elements(*EXECUTOR_ID_CELLS)}
+        return {"driver", *executors} <= ids
+
+    try:
+        browser.wait(60).until(listed)
+        browser.wait(30).until(expected_conditions.invisibility_of_element_located(LOADING))
+    finally:
+        browser.screenshot("spark-ui-executors")
+
+
 def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy(
     kube: client.ApiClient,
     workspace_namespace: str,
     real_workspaces: Callable[..., dict[str, Any]],
+    artifacts: Path,
 ) -> None:
     """Client mode from R (reticulate + pyspark) with the operator's spark-defaults only:
     executors are pods on the real nodes, owned by the workspace pod, that call the
-    driver back through its headless Service; they are gone after. Meanwhile another
-    workspace's pod cannot open the driver's port nor the IDE's; the ingress
-    controller's address (the host's bridge address, where Traefik sends from) can."""
+    driver back through its headless Service; they are gone after. While the session
+    runs, its Spark UI opens in Chromium at the address the operator gives the IDE
+    (RSPARK_SPARK_UI_URL, <workspace URL>spark), through the ingress controller,
+    behind JupyterLab's login. Meanwhile another workspace's pod cannot
+    open the driver's port nor the IDE's; the ingress controller's address (the
+    host's bridge address, where Traefik sends from) can."""
     ns = workspace_namespace
     core = client.CoreV1Api(kube)
-    real_workspaces("alice")
+    ws = real_workspaces("alice")
     real_workspaces("bob")
     alice = core.read_namespaced_pod(names.pod_name("alice"), ns)
     driver_service = core.read_namespaced_service(names.spark_driver_service_name("alice"), ns)
@@ -77,6 +123,13 @@ def test_spark_from_r_runs_executors_on_the_real_nodes_behind_the_network_policy
                 alice.metadata.name,
                 alice.metadata.uid,
             )
+
+        ui_url = ide_exec(ns, alice.metadata.name, "printenv", SPARK_UI_URL_ENV).strip()
+        assert ui_url == f"{ws['status']['url']}{SPARK_UI_PATH}"
+        with chromium(artifacts) as browser:
+            browser.jupyterlab_login(browser_url(ws["status"]["url"]), ide_password(ns, "alice"))
+            ids = {e.metadata.labels[EXECUTOR_ID_LABEL] for e in executors}
+            the_spark_ui_in_the_browser(browser, browser_url(ui_url), ids)
 
         bob = names.pod_name("bob")
         ide_port = IDES["jupyterlab"].port
