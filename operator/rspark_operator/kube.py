@@ -259,7 +259,7 @@ class Kube:
         self, api_version: str, kind: str, namespace: str, selector: str = ""
     ) -> Iterator[Manifest]:
         """Every object of a kind in `namespace` ("": in all) whose labels match
-        `selector` ("": all), a page at a time."""
+        `selector` ("": all), a page at a time, each with its apiVersion and kind."""
         target = Target(api_version, kind, namespace)
         token = ""
         while True:
@@ -271,7 +271,9 @@ class Kube:
             page = self.request(
                 "GET", url(api_version, kind, namespace), query=query, target=target
             )
-            yield from page.get("items") or []
+            for item in page.get("items") or []:
+                # A list's items name neither; the calls on one object read both.
+                yield {"apiVersion": api_version, "kind": kind, **item}
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return

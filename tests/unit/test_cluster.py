@@ -96,8 +96,12 @@ class Pages(Kube):
 
 
 def test_a_listing_follows_its_pages_to_the_end() -> None:
+    """The items come with their apiVersion and kind, which a list's items lack and the
+    calls on one object (label, delete) read."""
     items = [{"metadata": {"name": name}} for name in "abcde"]
     kube = Pages(items)
-    assert list(kube.list("v1", "Pod", "team")) == items
+    assert list(kube.list("v1", "Pod", "team", "app=x")) == [
+        {"apiVersion": "v1", "kind": "Pod", **item} for item in items
+    ]
     assert [q.get("continue") for q in kube.queries] == [None, "2", "4"]
-    assert all(q["limit"] == LIST_PAGE for q in kube.queries)
+    assert all(q["limit"] == LIST_PAGE and q["labelSelector"] == "app=x" for q in kube.queries)
