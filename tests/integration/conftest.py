@@ -25,6 +25,7 @@ from devtools.install import (
     session_operator_stopped,
 )
 from devtools.s3 import S3Credentials
+from rspark_operator.main import KOPF_OBJECT_LOGGER
 from tests.support.kube import describe_namespace
 from tests.support.profiles import Profiles, unique_profiles
 from tests.support.workspaces import Workspaces, sample
@@ -132,6 +133,12 @@ def assert_clean(process: OperatorProcess) -> None:
     log = process.log()
     assert not refusals(log), "\n".join(refusals(log))
     assert "Traceback" not in log, log
+    assert not kopf_object_info(log)
+
+
+def kopf_object_info(log: str) -> list[str]:
+    """kopf's INFO lines about objects: one per watch event, which the operator turns off."""
+    return [line for line in log.splitlines() if KOPF_OBJECT_LOGGER in line and "[INFO" in line]
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +149,7 @@ def operator(operator_kubeconfig: Path, cluster_s3: S3Credentials) -> Iterator[O
     yield process
     process.stop()
     assert not refusals(process.log()), "\n".join(refusals(process.log()))
+    assert not kopf_object_info(process.log())
 
 
 @pytest.fixture

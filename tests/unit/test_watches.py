@@ -1,0 +1,36 @@
+"""What the operator asks of kopf: watches that queue workspaces, and nothing kopf
+must remember about each object."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from rspark_operator.main import NoDiffBase, configure
+from rspark_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
+
+POD = kopf.Body({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {}})
+
+
+def test_the_operator_has_no_handler_that_needs_kopfs_diff() -> None:
+    """NoDiffBase gives kopf nothing to diff: safe only while no change handler, daemon
+    or timer is registered (kopf's registry has no public listing; these are its
+    change and spawning handlers)."""
+    registry = kopf.get_default_registry()
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    assert registry._watching.get_all_handlers()  # the watches that queue workspaces
+
+
+def test_kopf_copies_no_object_it_receives() -> None:
+    settings = kopf.OperatorSettings()
+    # kopf's decorator types it as its handler protocol; it is the plain function.
+    cast(Any, configure)(settings=settings, memo=kopf.Memo(settings=OperatorSettings()))
+    storage = settings.persistence.diffbase_storage
+    assert isinstance(storage, NoDiffBase)
+    assert storage.build(body=POD) == {}
+    assert storage.fetch(body=POD) is None
