@@ -50,7 +50,7 @@ from devtools.deploy import (
     real_node_settings,
 )
 from devtools.network import REAL_NODES
-from rspark_operator import names
+from rspark_operator import names, waker
 from rspark_operator.builders.pod import HOME
 from rspark_operator.conditions import HOME_RESTORED, find
 from tests.integration.e2e.conftest import E2E_RESOURCES, E2E_SPARK
@@ -89,7 +89,8 @@ class Start:
 
 
 def first_page(url: str, started: float) -> float:
-    """Seconds from `started` to JupyterLab's first answer at `url`, through Traefik."""
+    """Seconds from `started` to JupyterLab's first answer at `url`, through Traefik (not
+    the operator's waker, which answers there while the workspace wakes)."""
     parts = urlsplit(url)
     target = f"http://{ingress_address()}{parts.path or '/'}"
 
@@ -97,7 +98,7 @@ def first_page(url: str, started: float) -> float:
         request = urllib.request.Request(target, headers={"Host": parts.netloc})
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
-                return bool(response.status == 200)
+                return response.status == 200 and waker.WAKER_HEADER not in response.headers
         except urllib.error.HTTPError as error:
             return error.code in (301, 302, 303, 307, 308)
         except (urllib.error.URLError, OSError):

@@ -392,7 +392,10 @@ def _apply(
         rollout.finish((ws.namespace, ws.name))
     # The agent's conditions (Idle) are the previous ones: the operator writes its own.
     to_waker = routed_to_waker(status.get("phase"), seen.previous.get("conditions") or [])
-    if settings.waker_enabled and to_waker != status_routed_to_waker(seen.previous):
+    # Running again: the new agent may have reported Active while its pod started, which
+    # moved the routing read from the previous status, not the Ingress (still the waker's).
+    back = status.get("phase") == "Running" and seen.previous.get("phase") != "Running"
+    if settings.waker_enabled and (to_waker != status_routed_to_waker(seen.previous) or back):
         # The URL follows the wake: to the waker once stopped, to the IDE once Ready (a
         # status refresh applies no other child). A refusal shows at the next full
         # reconcile, which applies the Ingress with the others.
@@ -581,26 +584,38 @@ def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) 
             Failure.REJECTED, 0, f"Secret {ws.namespace}/{name} has no key {CREDENTIAL_KEY}"
         )
     user = gateway_user(ws.namespace, ws.name)
-    for attempt in range(GATEWAY_WRITE_ATTEMPTS):
-        users = api.get(
-            "v1",
-            "Secret",
-            settings.snapshot_gateway_namespace,
-            settings.snapshot_gateway_users_secret,
-        )
+    where = (settings.snapshot_gateway_namespace, settings.snapshot_gateway_users_secret)
+    for _attempt in range(GATEWAY_WRITE_ATTEMPTS):
+        users = api.get("v1", "Secret", *where)
         current = secret_text(users or {}, HTPASSWD_KEY) or ""
         wanted = with_entry(current, user, password)
         if wanted == current:
             return
-        version = ((users or {}).get("metadata") or {}).get("resourceVersion")
         try:
-            written = api.apply(build_gateway_users_secret(settings, wanted, version))
+            if users is None:
+                # Created, not applied: an apply without a version to match is never
+                # refused, so the first two workspaces at once would each write a file
+                # of their own line only, and one of them be shut out until a resync.
+                written = (
+                    api.get("v1", "Secret", *where)
+                    if api.create(build_gateway_users_secret(settings, wanted, None))
+                    else None
+                )
+            else:
+                version = users["metadata"].get("resourceVersion")
+                written = api.apply(build_gateway_users_secret(settings, wanted, version))
         except KubeError as error:
-            if error.failure is not Failure.CONFLICT or attempt + 1 == GATEWAY_WRITE_ATTEMPTS:
+            if error.failure is not Failure.CONFLICT:
                 raise
-            continue
-        _touch_gateway_pods(api, settings, written["metadata"]["resourceVersion"])
-        return
+            written = None
+        if written is not None:
+            _touch_gateway_pods(api, settings, written["metadata"]["resourceVersion"])
+            return
+    raise KubeError(
+        Failure.CONFLICT,
+        409,
+        f"Secret {'/'.join(where)} changed at each of {GATEWAY_WRITE_ATTEMPTS} writes",
+    )
 
 
 def _touch_gateway_pods(api: Api, settings: OperatorSettings, users_version: str) -> None:

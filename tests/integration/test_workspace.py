@@ -12,7 +12,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from devtools.deploy import OperatorProcess
-from devtools.localcluster import SHUTTING_DOWN_ANNOTATION
+from devtools.localcluster import NODE_RESOURCES, SHUTTING_DOWN_ANNOTATION
 from rspark_operator import names
 from rspark_operator.builders.pod import IDE_CONTAINER
 from rspark_operator.settings import OperatorSettings
@@ -337,9 +337,11 @@ def test_unschedulable_workspace_says_why_at_once(
     kube: client.ApiClient, workspace_namespace: str
 ) -> None:
     workspaces = Workspaces(kube, workspace_namespace)
+    # More CPU than any node of the local cluster has (the kwok nodes have the most).
+    cpu = str(2 * int(NODE_RESOURCES["cpu"]))
     too_big = {
-        "requests": {"cpu": "500", "memory": "2Gi"},
-        "limits": {"cpu": "500", "memory": "4Gi"},
+        "requests": {"cpu": cpu, "memory": "2Gi"},
+        "limits": {"cpu": cpu, "memory": "4Gi"},
     }
     workspaces.create(sample("alice", resources=too_big))
 

@@ -10,11 +10,13 @@ the workspace's own Host header with no resolver rule. Screenshots go to
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -35,6 +37,10 @@ CHROMIUM_ARGUMENTS = (
     "--disable-dev-shm-usage",
     "--window-size=1400,900",
 )
+# How long a page is given to show what is expected before it is loaded again.
+RELOAD_SECONDS = 10
+# Of a page's text, what a failure to find an element on it quotes.
+PAGE_TEXT_SHOWN = 2000
 # JupyterLab's login page (jupyter_server's templates/login.html).
 PASSWORD_INPUT = (By.ID, "password_input")
 LOGIN_BUTTON = (By.ID, "login_submit")
@@ -47,6 +53,18 @@ KERNEL_IDLE = (
     By.CSS_SELECTOR,
     '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]',
 )
+KERNEL_BUSY = (
+    By.CSS_SELECTOR,
+    '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="busy"]',
+)
+
+
+def listed_file(name: str) -> tuple[str, str]:
+    """A file of the file browser's listing, by its name."""
+    return (
+        By.XPATH,
+        f"//*[contains(@class, 'jp-DirListing-itemText')][normalize-space(.)='{name}']",
+    )
 
 
 class Browser:
@@ -67,29 +85,64 @@ class Browser:
         return WebDriverWait(self.driver, timeout)
 
     def visible(self, locator: tuple[str, str], timeout: float = 60) -> WebElement:
-        element: WebElement = self.wait(timeout).until(
-            expected_conditions.visibility_of_element_located(locator)
-        )
+        """The element once visible; else a failure that says what the page showed (a
+        CI log keeps the message, not the screenshot)."""
+        try:
+            element: WebElement = self.wait(timeout).until(
+                expected_conditions.visibility_of_element_located(locator)
+            )
+        except TimeoutException:
+            shot = self.screenshot("not-visible")
+            text = self.driver.find_element(By.TAG_NAME, "body").text[:PAGE_TEXT_SHOWN]
+            raise AssertionError(
+                f"{locator} not visible within {timeout} s at {self.driver.current_url}"
+                f" (title {self.driver.title!r}, screenshot {shot.name}); the page says:\n{text}"
+            ) from None
         return element
+
+    def open(self, url: str, locator: tuple[str, str], timeout: float = 120) -> WebElement:
+        """Open `url` until `locator` shows there, reloading as a user would: just after
+        a workspace turns Running, the ingress controller may still answer with its own
+        page ("no available server") until it has followed the Ingress and the IDE's
+        endpoints, and that page never changes by itself."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.driver.get(url)
+            try:
+                element: WebElement = self.wait(RELOAD_SECONDS).until(
+                    expected_conditions.visibility_of_element_located(locator)
+                )
+                return element
+            except TimeoutException:
+                if time.monotonic() > deadline:
+                    return self.visible(locator, timeout=0)  # fails, saying what is there
 
     def jupyterlab_login(self, url: str, password: str) -> None:
         """Open the workspace's URL and sign in with the password, as a user does."""
-        self.driver.get(url)
-        self.visible(PASSWORD_INPUT).send_keys(password)
+        self.open(url, PASSWORD_INPUT)
+        self.jupyterlab_sign_in(password)
+
+    def jupyterlab_sign_in(self, password: str, timeout: float = 60) -> None:
+        """On JupyterLab's login page (within `timeout`), sign in; wait for the launcher."""
+        self.visible(PASSWORD_INPUT, timeout).send_keys(password)
         self.screenshot("login")
         self.visible(LOGIN_BUTTON).click()
         self.visible(R_NOTEBOOK_CARD, timeout=90)
         self.screenshot("launcher")
 
-    def run_r_cell(self, code: str, expected: str, timeout: float = 120) -> str:
-        """A new R notebook from the launcher; type `code` into its first cell, run it
-        (Shift+Enter) and wait until an output shows `expected`; return that output."""
+    def start_r_cell(self, code: str, timeout: float = 120) -> None:
+        """A new R notebook from the launcher; type `code` into its first cell and run it
+        (Shift+Enter)."""
         self.visible(R_NOTEBOOK_CARD).click()
         editor = self.visible(FIRST_CELL_EDITOR, timeout=90)
         self.visible(KERNEL_IDLE, timeout=timeout)
         editor.click()
         editor.send_keys(code)
         editor.send_keys(Keys.SHIFT, Keys.ENTER)
+
+    def run_r_cell(self, code: str, expected: str, timeout: float = 120) -> str:
+        """`start_r_cell`, then wait until an output shows `expected`; return that output."""
+        self.start_r_cell(code, timeout)
         try:
             self.wait(timeout).until(
                 expected_conditions.text_to_be_present_in_element(CELL_OUTPUT, expected)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,33 @@ def test_a_concurrent_write_of_the_users_is_read_again_not_overwritten() -> None
     assert set(users(fake)) == {"team.demo", "team.racer", "team.late"}
 
 
+def test_the_first_two_workspaces_at_once_both_keep_their_line() -> None:
+    """No users Secret yet, and another reconcile creates it between this one's read and
+    write: this one reads it again and adds its line, not a file of its own line only."""
+    fake = FakeApi()
+    original_apply, original_create = fake.apply, fake.create
+
+    def race(manifest: dict[str, Any]) -> None:
+        if manifest["metadata"]["name"] == USERS[2] and USERS not in fake.objects:
+            racer = {**manifest, "stringData": {HTPASSWD_KEY: with_entry("", "team.racer", "x")}}
+            original_create(racer)  # another workspace's first reconcile writes first
+
+    def racing_apply(manifest: dict[str, Any], subresource: str = "", **kw: Any) -> Any:
+        race(manifest)
+        return original_apply(manifest, subresource, **kw)
+
+    def racing_create(manifest: dict[str, Any]) -> bool:
+        race(manifest)
+        return original_create(manifest)
+
+    fake.apply = racing_apply  # type: ignore[method-assign]
+    fake.create = racing_create  # type: ignore[method-assign]
+    put(fake, NAME)
+    run(fake)
+
+    assert set(users(fake)) == {"team.racer", "team.demo"}
+
+
 def test_a_users_secret_the_operator_may_not_write_refuses_the_new_workspace() -> None:
     fake = FakeApi()
     fake.refusals[USERS] = KubeError(Failure.FORBIDDEN, 403, "forbidden", denied="patch")
@@ -243,3 +271,11 @@ def test_the_gateway_pods_are_touched_when_the_users_change_and_only_then() -> N
     fake.requests.clear()
     run(fake)
     assert (fake.requests["LIST Pod"], fake.requests["PATCH Pod"]) == (0, 0)
+
+
+def test_a_workspace_line_has_the_size_the_installation_guide_counts_on() -> None:
+    """docs/installation.md ("How many workspaces one gateway serves") counts
+    len(namespace) + len(name) + 36 bytes a workspace in the users Secret."""
+    for namespace, name in (("team-a", "alice"), ("n" * 63, "w" * 47)):
+        text = with_entry("", gateway_user(namespace, name), secrets.token_urlsafe(32))
+        assert len(text.encode()) == len(namespace) + len(name) + 36

@@ -3,15 +3,19 @@ trusted team's (tenancy.py), computed and written by the reconcile."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+import kopf
 import pytest
 
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import NAMESPACE_SHARED, find
+from rspark_operator.main import BY_NAMESPACE, sharing_changed, workspace_event
 from rspark_operator.reconcile import reconcile
+from rspark_operator.resync import ResyncQueue
 from rspark_operator.tenancy import (
     OTHER_USERS,
     SINGLE_USER,
@@ -34,6 +38,7 @@ from tests.unit.test_reconcile import (
 pytestmark = pytest.mark.unit
 
 ALICE = "alice@example.com"
+BOB = "bob@example.com"
 
 
 @pytest.mark.parametrize(
@@ -110,3 +115,38 @@ def test_the_reconcile_writes_what_it_sees_of_the_namespace() -> None:
     namespace(fake, {TEAM_NAMESPACE_LABEL: "true"})
     assert shared(fake, [*own, ("bobs", "bob@example.com")])["reason"] == TEAM_NAMESPACE
     assert shared(fake, own)["reason"] == SINGLE_USER
+
+
+def workspace_added(queue: ResyncQueue, name: str, user: str) -> None:
+    """The watch's event of a new workspace in a namespace where Alice has two (a1, a2)
+    and Bob one (b1); the index holds the new one already."""
+    index = {NAMESPACE: [("a1", ALICE), ("a2", ALICE), ("b1", BOB), (name, user)]}
+    body: Any = {"metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"user": user}}
+    event: Any = {"type": "ADDED", "object": body}
+    kwargs: dict[str, Any] = {BY_NAMESPACE: index}
+    handler: Any = workspace_event  # kopf's typing of a decorated handler
+    memo = kopf.Memo(queue=queue)
+    asyncio.run(
+        handler(event=event, body=body, namespace=NAMESPACE, name=name, memo=memo, **kwargs)
+    )
+
+
+def test_a_workspace_of_a_user_already_there_refreshes_no_other() -> None:
+    queue = ResyncQueue(600, clock=lambda: 0.0)
+    workspace_added(queue, "a3", ALICE)
+    assert [queue.due_at((NAMESPACE, n)) for n in ("a1", "a2", "b1")] == [None, None, None]
+
+
+def test_a_workspace_of_a_new_user_refreshes_every_other() -> None:
+    queue = ResyncQueue(600, clock=lambda: 0.0)
+    workspace_added(queue, "c1", "carol@example.com")
+    assert [queue.due_at((NAMESPACE, n)) for n in ("a1", "a2", "b1")] == [0.0, 0.0, 0.0]
+
+
+def test_the_last_workspace_of_a_user_changes_the_others_sharing() -> None:
+    workspaces = [("a1", ALICE), ("a2", ALICE), ("b1", BOB)]
+    # Bob's only workspace goes (whether the index still holds it or not).
+    assert sharing_changed(workspaces, "b1", BOB) == ["a1", "a2"]
+    assert sharing_changed(workspaces[:2], "b1", BOB) == ["a1", "a2"]
+    # One of Alice's two: Alice stays among the users of the namespace.
+    assert sharing_changed(workspaces, "a2", ALICE) == []

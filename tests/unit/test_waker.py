@@ -4,7 +4,7 @@ page, and the reconcile that switches the URL to the waker and back."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -190,8 +190,9 @@ def ingress_service(fake: FakeApi) -> str:
     return str(backend(fake.objects[INGRESS])["service"])
 
 
-def test_the_reconcile_switches_the_url_to_the_waker_and_back_once_ready() -> None:
-    fake = FakeApi()
+def stopped_and_woken(fake: FakeApi) -> datetime:
+    """A workspace stopped for idleness, its URL at the waker, then woken: the new pod
+    created, not Ready yet. When it was woken."""
     running_with(fake, stopAfter="1h")
     run_at(fake, NOW, WAKER, children=True)
     assert ingress_service(fake) == "demo-rstudio"
@@ -212,6 +213,22 @@ def test_the_reconcile_switches_the_url_to_the_waker_and_back_once_ready() -> No
     assert phase(fake) == "Pending"
     assert ingress_service(fake) == "demo-waker"  # the new pod is not Ready yet
     fake.objects[POD]["metadata"]["creationTimestamp"] = timestamp(woken)
+    return woken
+
+
+@pytest.mark.parametrize("agent_first", [False, True])
+def test_the_reconcile_switches_the_url_to_the_waker_and_back_once_ready(
+    agent_first: bool,
+) -> None:
+    """`agent_first`: the new pod's agent reports Active before the IDE is Ready (its
+    status event reconciles while Pending): the URL still comes back to the IDE."""
+    fake = FakeApi()
+    woken = stopped_and_woken(fake)
+    if agent_first:
+        agent_reports(fake, "False", woken + timedelta(seconds=2))
+        run_at(fake, woken + timedelta(seconds=3), WAKER)
+        assert phase(fake) == "Pending"
+        assert ingress_service(fake) == "demo-waker"
     pod_ready(fake)
     run_at(fake, woken + timedelta(seconds=40), WAKER)
     assert phase(fake) == "Running"
@@ -334,3 +351,25 @@ def test_with_oidc_the_waker_listens_only_on_the_loopback(
     printed = capsys.readouterr().out.splitlines()
     assert printed == waker_proxy_args(load_settings())
     assert "--upstream=http://localhost:8081/" in printed  # where the waker listens
+
+
+@pytest.mark.parametrize("flag", ["--waker-proxy", "--waker-proxy-args"])
+@pytest.mark.parametrize(
+    "waker", [{}, {"RSPARK_WAKER_ADDRESS": "0.0.0.0:8081", "RSPARK_WAKER_IP": "10.0.0.7"}]
+)
+def test_the_wakers_proxy_is_refused_without_oidc_and_a_waker(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    waker: dict[str, str],
+) -> None:
+    for name, value in {
+        "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:http://s3/rspark",
+        "RSPARK_SNAPSHOT_MODE": "direct",
+        **waker,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main.main([flag])
+    assert exited.value.code == 2
+    assert "RSPARK_SIGNIN=oidc and RSPARK_WAKER_ADDRESS" in capsys.readouterr().err

@@ -68,6 +68,9 @@ SPARK_UI_PATH = "spark"
 SPARK_UI_HOME = "/jobs/"
 FORWARDED_CONTEXT_HEADER = "X-Forwarded-Context"
 OIDC_PROVIDER_ID = "oidc"
+# oauth2-proxy's command in the operator's image (images/operator/Dockerfile), which
+# `rspark-operator --waker-proxy` runs in front of the waker.
+WAKER_PROXY_COMMAND = "oauth2-proxy"
 # The route to the IDE (oauth2-proxy's request log names the route of each request).
 IDE_ROUTE_ID = "ide"
 # The platform's sign-in proxy in front of the waker (`waker_proxy_args`): its

@@ -44,7 +44,8 @@ def real_node_install(
     deploy()
 
 
-# A test module's own operator settings, over the real-node ones (a module-level dict).
+# A test module's own operator settings, over the real-node ones: a module-level dict,
+# or a function that returns one once the cluster is up (e.g. a free port on its bridge).
 MODULE_SETTINGS = "OPERATOR_SETTINGS"
 
 
@@ -60,7 +61,8 @@ def real_node_operator(
     """The operator with the real-node settings (`make dev`'s) and the test module's
     `OPERATOR_SETTINGS`, under the manifests' ServiceAccount; the session's operator is
     stopped meanwhile."""
-    settings = {**real_node_settings(local_images), **getattr(request.module, MODULE_SETTINGS, {})}
+    own = getattr(request.module, MODULE_SETTINGS, {})
+    settings = {**real_node_settings(local_images), **(own() if callable(own) else own)}
     with session_operator_stopped(operator):
         process = start_operator("e2e", operator_kubeconfig, cluster_s3, **settings)
         try:
