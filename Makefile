@@ -8,7 +8,7 @@ USER_PATH := $(PATH)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 .PHONY: venv tools cluster-up cluster-down cluster-status dev test test-unit test-integration e2e lint crds bench
-.PHONY: manifests deploy images images-local lint-images e2e-kind docs chart lint-chart keycloak
+.PHONY: manifests deploy images images-local images-prune lint-images e2e-kind docs chart lint-chart keycloak
 
 venv:
 	@bash hack/venv.sh
@@ -17,8 +17,10 @@ tools:
 	@bash hack/system-packages.sh
 	@bash hack/tools.sh
 
+# KWOK_ONLY=1: the control plane, kwok nodes, S3 and the provisioner only, for the scale
+# benchmarks (devtools/localcluster.py).
 cluster-up: venv tools
-	@$(PY) -m devtools.localcluster up
+	@$(PY) -m devtools.localcluster up $(if $(KWOK_ONLY),--kwok-only)
 
 cluster-down: venv
 	@$(PY) -m devtools.localcluster down
@@ -96,6 +98,11 @@ images:
 images-local: venv
 	@bash hack/system-packages.sh
 	@$(PY) -m devtools.images $(if $(REGISTRY),--registry $(REGISTRY))
+
+# Forget the images this checkout no longer builds (archives, buildah's storage, and the
+# local registry's storage while no cluster runs). Other checkouts rebuild what they lack.
+images-prune: venv
+	@$(PY) -m devtools.images --prune
 
 # hadolint and shellcheck, pinned from PyPI; no Docker needed.
 lint-images:

@@ -126,6 +126,13 @@ def real_node_settings(refs: dict[str, str]) -> dict[str, str]:
     }
 
 
+def waker_settings() -> dict[str, str]:
+    """The operator's waker on the bridge address, on a port free there now, where the
+    ingress controller (Traefik, on this machine) reaches it (needs the cluster up)."""
+    port = services.free_port(HOST_ADDRESS)
+    return {"waker_address": f"{HOST_ADDRESS}:{port}", "waker_ip": HOST_ADDRESS}
+
+
 def real_node_overlay(refs: dict[str, str], s3: S3Credentials, gateway: bool = False) -> Path:
     """A kustomization on manifests/base, as a platform team writes one, for the local
     cluster's real nodes: the operator image of `make images-local` (`refs`), the

@@ -17,10 +17,11 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.network import REGISTRY
+from devtools.services import REGISTRY_BINARY, answers, cache_dir, registry_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("RSPARK_CACHE", Path.home() / ".cache" / "rspark-operator")) / "images"
+CACHE = cache_dir() / "images"
+REGISTRY_ROOT = cache_dir() / "registry"
 ARCHIVES = CACHE / "archives"
 REFS_FILE = ROOT / ".local" / "images.json"
 LOCAL_PREFIX = "localhost/rspark"
@@ -161,13 +164,15 @@ RCLONE = Files(
     functools.partial(go_tool, "rclone", "/bin/rclone"),
     ("--entrypoint", json.dumps(["/bin/rclone"]), "--user", "65532:65532"),
 )
+OPERATOR = Dockerfile(
+    "operator", "operator", (("PYTHON_IMAGE", PYTHON), ("OAUTH2_PROXY_IMAGE", OAUTH2_PROXY))
+)
 PAUSE = Files(
     "pause",
     busybox_static,
     ("--entrypoint", json.dumps(["/bin/busybox", "sh", "-c", PAUSE_COMMAND])),
 )
 AGENT = Dockerfile("agent", "agent", (("PYTHON_IMAGE", PYTHON), ("RESTIC_IMAGE", RESTIC)))
-OPERATOR = Dockerfile("operator", "operator", (("PYTHON_IMAGE", PYTHON),))
 SPARK = Dockerfile("spark", "spark-debian", (("BASE_IMAGE", DEBIAN), ("PYTHON_IMAGE", PYTHON)))
 JUPYTERLAB = Dockerfile("jupyterlab", "jupyterlab", (("SPARK_IMAGE", SPARK),))
 # Spark's Connect server for the local cluster's `connect` SparkProfile (devtools/connect.py).
@@ -395,9 +400,71 @@ def build_and_push(names: list[str], registry: str) -> dict[str, str]:
     return refs
 
 
+def current() -> set[tuple[str, str]]:
+    """(name, tag) of every image this checkout builds, the bases they are built from included."""
+    found: set[tuple[str, str]] = set()
+    pending: list[Image] = list(IMAGES.values())
+    while pending:
+        image = pending.pop()
+        found.add((image.name, tag(image)))
+        if isinstance(image, Dockerfile):
+            pending.extend(base for _, base in image.args)
+    return found
+
+
+def prune() -> None:
+    """Forget every image whose tag this checkout no longer builds: its archive, its copy
+    in buildah's storage (with the layers only it used) and its tag in the local
+    registry's storage (with the blobs only it used; only while the registry is down)."""
+    keep = current()
+    keep_refs = {f"{LOCAL_PREFIX}/{name}:{image_tag}" for name, image_tag in keep}
+    for path in sorted(ARCHIVES.glob("*.tar")) if ARCHIVES.is_dir() else []:
+        name, _, image_tag = path.stem.rpartition("-")
+        if (name, image_tag) not in keep:
+            log(f"removing {path.name}")
+            path.unlink()
+    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}", capture=True)
+    stale = [ref for ref in listed.split() if ref.startswith(LOCAL_PREFIX) and ref not in keep_refs]
+    if stale:
+        log(f"removing {len(stale)} superseded images from buildah's storage")
+        buildah("rmi", *stale, capture=True)
+    buildah("rmi", "--prune", capture=True)
+    if answers(f"http://{REGISTRY}/v2/"):
+        log(f"the registry on {REGISTRY} runs (make cluster-down first): its storage is kept")
+    else:
+        prune_registry(keep, REGISTRY_ROOT)
+
+
+def prune_registry(keep: set[tuple[str, str]], root: Path) -> None:
+    """Untag what `keep` lacks in the storage of a registry that is not running, and
+    delete the manifests and blobs no tag reaches any more."""
+    repositories = root / "docker" / "registry" / "v2" / "repositories" / "rspark"
+    if not repositories.is_dir():
+        return
+    for tag_dir in sorted(repositories.glob("*/_manifests/tags/*")):
+        name = tag_dir.parents[2].name
+        if (name, tag_dir.name) not in keep:
+            shutil.rmtree(tag_dir)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
+        json.dump(registry_config(root), config)
+        config.flush()
+        subprocess.run(
+            [REGISTRY_BINARY, "garbage-collect", "--delete-untagged", config.name],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    log("the registry's storage keeps only the current tags")
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make images-local", description=__doc__)
     parser.add_argument("--registry", default=REGISTRY, help=f"host:port (default {REGISTRY})")
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="only forget the images (archives, buildah storage, registry storage) "
+        "whose tags this checkout no longer builds",
+    )
     parser.add_argument("names", nargs="*", help=f"some of {', '.join(IMAGES)} (default: all)")
     arguments = parser.parse_args(argv)
     unknown = set(arguments.names) - set(IMAGES)
@@ -408,6 +475,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(argv)
+    if arguments.prune:
+        prune()
+        return
     names = arguments.names or list(IMAGES)
     refs = build_and_push(names, arguments.registry)
     REFS_FILE.parent.mkdir(parents=True, exist_ok=True)

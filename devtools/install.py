@@ -22,6 +22,7 @@ from devtools.s3 import S3Credentials
 
 BASE = ROOT / "manifests" / "base"
 OVERLAYS = ROOT / "manifests" / "overlays"
+COMPONENTS = ROOT / "manifests" / "components"
 SYSTEM_NAMESPACE = "rspark-system"
 SERVICE_ACCOUNT = "rspark-operator"
 SUBJECT = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{SERVICE_ACCOUNT}"

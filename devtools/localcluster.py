@@ -8,6 +8,14 @@ bridge (devtools.forward), the real nodes' containerd, kubelet, kube-proxy and
 kube-router (devtools.nodes), each in its node's network namespace, and the cluster
 services: CoreDNS, Traefik and the image registry (devtools.services). The binaries come from
 hack/tools.sh (built once per version, cached under ~/.cache/rspark-operator).
+
+`up --kwok-only` (`make cluster-up KWOK_ONLY=1`): the control plane, the kwok nodes, S3
+and the provisioner, all on 127.0.0.1, and nothing else: no bridge, relay, real node,
+CoreDNS, Traefik or registry. For the scale benchmarks (bench/operator_scale.py), whose
+pods are all simulated: the node services would only share the API server's cores.
+It binds nothing but free ports on 127.0.0.1, makes no bridge, and keeps its kwokctl
+workdir and state in this checkout's .local, so it can run beside another checkout's
+cluster with real nodes.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from devtools.s3 import (
     HOST,
     S3Credentials,
     S3Ports,
+    bound_unix_sockets,
     free_port_pair,
+    remove_files,
     wait_for_s3,
     weed_binary,
     weed_command,
@@ -52,13 +62,17 @@ KWOK_WORKDIR = LOCAL / "kwok"
 CLUSTER_NAME = "rspark"
 CLUSTER_DIR = KWOK_WORKDIR / "clusters" / CLUSTER_NAME
 STATE_DIR = LOCAL / "state"
+# Written by `up --kwok-only`: the cluster has neither real nodes nor their services.
+KWOK_ONLY_MARK = STATE_DIR / "kwok-only"
 NODES_DIR = STATE_DIR / "nodes"
 # The provisioner's volumes: a folder per real node, one shared by the kwok nodes.
 VOLUMES_DIR = STATE_DIR / "volumes"
 PKI_DIR = CLUSTER_DIR / "pki"
 FORWARD_BINARY = BIN / "rspark-bridge-forward"
 NODE_NAMES = ("kwok-node-a", "kwok-node-b")
-NODE_RESOURCES = {"cpu": "64", "memory": "512Gi", "pods": "2000", "ephemeral-storage": "1Ti"}
+# Room for the scale benchmark's 10,000 workspaces (bench/operator_scale.py) on the two:
+# a workspace pod asks 110m CPU and 320Mi (its agent 100m and 256Mi).
+NODE_RESOURCES = {"cpu": "1000", "memory": "4Ti", "pods": "6000", "ephemeral-storage": "1Ti"}
 BUCKET = "rspark"
 STORAGE_CLASS = "standard"
 PROVISIONER_BINARY = BIN / "rspark-local-provisioner"
@@ -146,6 +160,18 @@ def s3_credentials() -> S3Credentials:
     )
 
 
+def is_kwok_only() -> bool:
+    """Whether the cluster of this checkout was made by `up --kwok-only`."""
+    return KWOK_ONLY_MARK.exists()
+
+
+def tears_real_nodes_down(kwok_only: bool, bridge_owner: str | None) -> bool:
+    """Whether `down` removes what real nodes leave (namespaces, veths, cgroups, mounts):
+    not when this cluster had none, nor while another checkout's cluster owns the
+    bridge (those are its nodes', under the same fixed names)."""
+    return not kwok_only and bridge_owner in (None, str(ROOT))
+
+
 def node_setups(api_port: int) -> list[nodes.NodeSetup]:
     return [nodes.NodeSetup(node, NODES_DIR, PKI_DIR, BIN, api_port) for node in REAL_NODES]
 
@@ -170,7 +196,11 @@ def node_components(api_port: int) -> list[dict[str, Any]]:
 
 
 def kwokctl_configuration(
-    s3: S3Credentials, s3_ports: S3Ports, api_port: int, service_ports: services.ServicePorts
+    s3: S3Credentials,
+    s3_ports: S3Ports,
+    api_port: int,
+    service_ports: services.ServicePorts,
+    kwok_only: bool,
 ) -> list[dict[str, Any]]:
     """The KwokctlConfiguration plus the kwok Stages, as YAML documents."""
     identities = STATE_DIR / "s3-identities.json"
@@ -178,6 +208,16 @@ def kwokctl_configuration(
     (STATE_DIR / "s3").mkdir(parents=True, exist_ok=True)
     write_provisioner_wrapper()
     write_module_wrapper(FORWARD_BINARY, "devtools.forward")
+    real_nodes = [] if kwok_only else [
+        {
+            "name": "bridge-forward",
+            "binary": str(FORWARD_BINARY),
+            "args": [str(f) for f in bridge_forwards(api_port, s3_ports)],
+            "workDir": str(CLUSTER_DIR),
+        },
+        *node_components(api_port),
+        *services.components(services_layout(), service_ports),
+    ]  # fmt: skip
     config: dict[str, Any] = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
@@ -241,7 +281,7 @@ def kwokctl_configuration(
             {
                 "name": "s3",
                 "binary": weed_binary(),
-                "args": weed_command(STATE_DIR / "s3", s3_ports, identities)[1:],
+                "args": weed_command(STATE_DIR / "s3", s3_ports, identities, STATE_DIR)[1:],
                 "workDir": str(CLUSTER_DIR),
             },
             {
@@ -255,14 +295,7 @@ def kwokctl_configuration(
                 ],
                 "workDir": str(CLUSTER_DIR),
             },
-            {
-                "name": "bridge-forward",
-                "binary": str(FORWARD_BINARY),
-                "args": [str(f) for f in bridge_forwards(api_port, s3_ports)],
-                "workDir": str(CLUSTER_DIR),
-            },
-            *node_components(api_port),
-            *services.components(services_layout(), service_ports),
+            *real_nodes,
         ],
     }
     stages_dir = kwok_module_dir() / "kustomize" / "stage"
@@ -335,7 +368,8 @@ def create_bucket(s3: S3Credentials, ports: S3Ports) -> None:
     deadline = time.monotonic() + 60
     while True:
         result = subprocess.run(
-            [weed_binary(), "shell", f"-master=127.0.0.1:{ports.master}"],
+            # -logdir: its log files, else in /tmp, go with the cluster's state.
+            [weed_binary(), f"-logdir={STATE_DIR}", "shell", f"-master=127.0.0.1:{ports.master}"],
             input=f"s3.bucket.create -name {s3.bucket}\n",
             text=True,
             capture_output=True,
@@ -358,7 +392,7 @@ def wait_for(what: str, check: Any, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def nodes_ready() -> bool:
+def nodes_ready(names: tuple[str, ...]) -> bool:
     out = json.loads(kubectl("get", "nodes", "-o", "json"))
     ready = [
         n["metadata"]["name"]
@@ -368,12 +402,20 @@ def nodes_ready() -> bool:
             for c in n.get("status", {}).get("conditions", [])
         )
     ]
-    return all(name in ready for name in (*NODE_NAMES, *(n.name for n in REAL_NODES)))
+    return all(name in ready for name in names)
 
 
-def up() -> None:
+def up(kwok_only: bool = False) -> None:
+    """Bring the cluster up (kwok_only: see the module's docstring), or say it is up;
+    a cluster up in the other mode is an error."""
     if cluster_exists() and api_is_up():
-        log(f"already up: kubeconfig {KUBECONFIG.relative_to(ROOT)} (make cluster-down to stop)")
+        running = "kwok-only" if is_kwok_only() else "with real nodes"
+        if is_kwok_only() != kwok_only:
+            raise RuntimeError(
+                f"the cluster is up {running}, not as asked: make cluster-down first"
+            )
+        log(f"already up ({running}): kubeconfig {KUBECONFIG.relative_to(ROOT)} "
+            "(make cluster-down to stop)")  # fmt: skip
         return
     if cluster_exists():
         log("found a stopped or broken cluster: deleting it first")
@@ -385,21 +427,25 @@ def up() -> None:
     if nodes.bridge_owner() == str(ROOT):
         log("found the real nodes' network of a stopped cluster: removing it first")
         nodes.teardown(NODES_DIR, owner=str(ROOT))
-    log(f"network: bridge, {len(REAL_NODES)} node namespaces, busybox image")
-    nodes.save_host_sysctls(NODES_DIR)
-    nodes.network_up(owner=str(ROOT))
-    nodes.write_busybox_image(NODES_DIR / "busybox.oci.tar")
+    if kwok_only:
+        KWOK_ONLY_MARK.touch()
+    else:
+        log(f"network: bridge, {len(REAL_NODES)} node namespaces, busybox image")
+        nodes.save_host_sysctls(NODES_DIR)
+        nodes.network_up(owner=str(ROOT))
+        nodes.write_busybox_image(NODES_DIR / "busybox.oci.tar")
     ports = S3Ports()
     api_port = free_port_pair()
     s3 = S3Credentials(
         access_key="rspark" + secrets.token_hex(4),
         secret_key=secrets.token_hex(20),
-        endpoint=f"http://{HOST_ADDRESS}:{ports.s3}",
+        # Pods reach S3 through the relay on the bridge; a kwok-only cluster has neither.
+        endpoint=f"http://{HOST if kwok_only else HOST_ADDRESS}:{ports.s3}",
         bucket=BUCKET,
     )
     config_path = STATE_DIR / "kwokctl.yaml"
     service_ports = services.ServicePorts()
-    config = kwokctl_configuration(s3, ports, api_port, service_ports)
+    config = kwokctl_configuration(s3, ports, api_port, service_ports, kwok_only)
     config_path.write_text(yaml.safe_dump_all(config))
     log("creating the cluster with kwokctl (runtime binary)")
     result = run(
@@ -409,16 +455,23 @@ def up() -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"kwokctl create cluster failed:\n{result.stdout}\n{result.stderr}")
-    objects = [*map(node, NODE_NAMES), storage_class(), *services.cluster_objects()]
+    objects = [*map(node, NODE_NAMES), storage_class()]
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    services.wait_until_ready(service_ports)
-    INGRESS_ENV.write_text(services.ingress_env(service_ports))
-    wait_for("nodes Ready", nodes_ready, timeout=300)
+    if not kwok_only:
+        kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(services.cluster_objects()))
+        services.wait_until_ready(service_ports)
+        INGRESS_ENV.write_text(services.ingress_env(service_ports))
+    ready = NODE_NAMES if kwok_only else (*NODE_NAMES, *(n.name for n in REAL_NODES))
+    wait_for("nodes Ready", lambda: nodes_ready(ready), timeout=300)
     wait_for_s3(s3.endpoint)
     create_bucket(s3, ports)
     S3_ENV.write_text("".join(f"{k}={v}\n" for k, v in s3.env().items()))
     log(f"up in {time.monotonic() - started:.1f}s: kube-apiserver, etcd, kube-controller-manager,")
     log(f"  kube-scheduler, kwok ({len(NODE_NAMES)} nodes), S3 at {s3.endpoint} bucket {BUCKET},")
+    if kwok_only:
+        log(f"  StorageClass {STORAGE_CLASS}; kwok only: no bridge, real node, DNS or ingress")
+        log(f"  export KUBECONFIG={KUBECONFIG}; S3 settings in {S3_ENV}")
+        return
     log(f"  real nodes {', '.join(n.name for n in REAL_NODES)} (containerd, kubelet, kube-proxy,")
     log(f"  kube-router), CoreDNS at {CLUSTER_DNS}, registry at {REGISTRY},")
     log(f"  Traefik at {service_ports.ingress_address} (in {INGRESS_ENV.relative_to(ROOT)})")
@@ -470,6 +523,8 @@ def stop_stragglers(processes: dict[int, int], grace: float = 15.0) -> list[int]
 
 def down() -> None:
     processes = cluster_processes()
+    sockets = bound_unix_sockets(processes)  # S3's, in /tmp
+    real_nodes = tears_real_nodes_down(is_kwok_only(), nodes.bridge_owner())
     try:
         if not cluster_exists():
             log("no cluster to stop")
@@ -480,24 +535,31 @@ def down() -> None:
         killed = stop_stragglers(processes)
         if killed:
             log(f"killed {len(killed)} process(es) kwokctl left running: {sorted(killed)}")
-        removed = nodes.teardown(NODES_DIR, owner=str(ROOT))
+        removed = nodes.teardown(NODES_DIR, owner=str(ROOT)) if real_nodes else []
         if removed:
             log(f"removed what the real nodes left: {', '.join(removed)}")
-        for path in (KUBECONFIG, S3_ENV, INGRESS_ENV):
-            path.unlink(missing_ok=True)
+        remove_files([KUBECONFIG, S3_ENV, INGRESS_ENV, *sockets])
         shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
 def status() -> None:
     state = "up" if api_is_up() else ("stopped" if cluster_exists() else "absent")
-    log(f"cluster {CLUSTER_NAME}: {state}")
+    log(f"cluster {CLUSTER_NAME}: {state}{' (kwok-only)' if is_kwok_only() else ''}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
-    {"up": up, "down": down, "status": status}[command]()
+    parser.add_argument(
+        "--kwok-only", action="store_true", help="up: no real nodes nor their services"
+    )
+    args = parser.parse_args()
+    if args.command == "up":
+        up(kwok_only=args.kwok_only)
+    else:
+        {"down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

@@ -300,12 +300,14 @@ def kubelet_config(setup: NodeSetup) -> dict[str, Any]:
             {"key": REAL_NODE_LABEL, "value": REAL_NODE_VALUE, "effect": "NoSchedule"}
         ],
         # The machine's disk is shared and often well used: no eviction or image
-        # garbage collection on disk usage (the local busybox image cannot be pulled).
+        # garbage collection on disk usage (the local busybox image cannot be pulled;
+        # a disk pressure eviction deletes unused images whatever the GC thresholds),
+        # as kind does.
         "evictionHard": {
             "memory.available": "100Mi",
-            "nodefs.available": "1%",
-            "imagefs.available": "1%",
-            "nodefs.inodesFree": "1%",
+            "nodefs.available": "0%",
+            "imagefs.available": "0%",
+            "nodefs.inodesFree": "0%",
         },
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +89,12 @@ class S3Ports:
     s3: int = field(default_factory=free_port_pair)
 
 
-def weed_command(data_dir: Path, ports: S3Ports, identities: Path) -> list[str]:
-    """The `weed server` command line: everything bound to 127.0.0.1, no telemetry."""
+def weed_command(data_dir: Path, ports: S3Ports, identities: Path, log_dir: Path) -> list[str]:
+    """The `weed server` command line: everything bound to 127.0.0.1, no telemetry, its
+    log files in `log_dir` (else /tmp)."""
     return [
         weed_binary(),
+        f"-logdir={log_dir}",
         "server",
         f"-dir={data_dir}",
         f"-ip={HOST}",
@@ -143,6 +146,31 @@ def wait_for_s3(endpoint: str, timeout: float = 60.0) -> None:
     raise TimeoutError(f"S3 server at {endpoint} did not answer within {timeout}s: {last}")
 
 
+def bound_unix_sockets(pids: Iterable[int]) -> list[Path]:
+    """The paths of the unix sockets the processes listen on. weed makes one in /tmp per
+    gRPC port (no flag moves them) and leaves them there when it stops."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone, or not ours to read
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = str(fd.readlink())
+                    if target.startswith("socket:["):
+                        inodes.add(target[len("socket:[") : -1])
+    paths = []
+    # Num RefCount Protocol Flags Type St Inode Path
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[6] in inodes and fields[7].startswith("/"):
+            paths.append(Path(fields[7]))
+    return paths
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to a server started in a session of its own, SIGKILL after a bounded wait."""
     with contextlib.suppress(ProcessLookupError):
@@ -175,7 +203,7 @@ class S3Server:
         write_identities(identities, self.credentials.access_key, self.credentials.secret_key)
         log = (self.workdir / "weed.log").open("ab")
         self.process = subprocess.Popen(
-            weed_command(self.workdir / "data", self.ports, identities),
+            weed_command(self.workdir / "data", self.ports, identities, self.workdir),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -185,7 +213,9 @@ class S3Server:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a bounded wait: weed may ignore SIGTERM for long."""
         if self.process is not None:
+            sockets = bound_unix_sockets([self.process.pid])
             stop_process_group(self.process)
+            remove_files(sockets)
         self.process = None
 
     # Raw access through the filer's HTTP API (no S3 signing), for tests that must

@@ -2,7 +2,8 @@
 (or, for the relay, the cluster DNS and the registry pods use, on the cluster's own
 bridge); cluster-down leaves no process, listening port, mount, network namespace,
 veth, bridge, cgroup, iptables or nftables rule, ipset, CNI state or pod log link
-behind."""
+behind. A kwok-only cluster (the scale benchmarks') has no bridge, real node or node
+service, listens on loopback alone and leaves nothing behind either."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from devtools import dns, localcluster
+from devtools import dns, localcluster, nodes
 from devtools.deploy import OperatorProcess
 from devtools.network import BRIDGE, HOST_ADDRESS, REAL_NODES, REGISTRY, RealNode
 from devtools.nodes import (
@@ -30,6 +31,7 @@ from devtools.nodes import (
     sysctls_file,
     veth_name,
 )
+from devtools.s3 import bound_unix_sockets
 from tests.support.kube import wait_until
 from tests.support.nodes import friends_only_policy, run_probes
 
@@ -43,6 +45,8 @@ HOST_LISTENERS = 12
 # What pods reach on the bridge address besides the relay's ports.
 BRIDGE_SERVICES = (f"{HOST_ADDRESS}:{dns.PORT}", REGISTRY)
 RELAY = localcluster.FORWARD_BINARY.name
+# A kwok-only cluster: etcd, apiserver, controller-manager, scheduler, kwok, S3, provisioner.
+KWOK_ONLY_PROCESSES = 7
 
 
 def listening() -> list[tuple[str, set[int]]]:
@@ -149,30 +153,37 @@ def test_cluster_down_leaves_no_process_or_port_then_up_brings_it_back(
     assert mounts_under(node_dirs)
     assert any(f":/{REAL_NODES[0].name}/" in cgroups for _, _, cgroups in processes_now())
     host_sysctls = json.loads(sysctls_file(localcluster.NODES_DIR).read_text())
+    sockets = bound_unix_sockets(processes)
+    assert any(str(path).startswith("/tmp/seaweedfs-") for path in sockets)  # S3's
     for operator in list(OperatorProcess.running):  # they talk to the cluster that goes
         operator.stop()
     try:
-        before = ticks_since_boot()
-        localcluster.down()
-        assert localcluster.still_running(processes) == []
-        # Only a process started before down() can be ours: a port may be taken
-        # again since by a new process (another cluster on this machine).
-        left = [
-            (port, owners)
-            for port, owners in listeners()
-            if port in ports
-            and any((localcluster.process_start(pid) or sys.maxsize) <= before for pid in owners)
-        ]
-        assert left == []
+        down_leaves_no_process_or_port(processes, ports)
         for written in (localcluster.KUBECONFIG, localcluster.S3_ENV, localcluster.INGRESS_ENV):
             assert not written.exists()
         assert real_node_leftovers(node_dirs) == []
+        assert [path for path in sockets if path.exists()] == []
         assert {key: sysctl(key) for key in host_sysctls} == host_sysctls
     finally:
         localcluster.up()
     assert localcluster.api_is_up()
     assert len(localcluster.cluster_processes()) == CLUSTER_PROCESSES
     assert not set(localcluster.cluster_processes()) & set(processes)
+
+
+def down_leaves_no_process_or_port(processes: dict[int, int], ports: set[int]) -> None:
+    before = ticks_since_boot()
+    localcluster.down()
+    assert localcluster.still_running(processes) == []
+    # Only a process started before down() can be ours: a port may be taken
+    # again since by a new process (another cluster on this machine).
+    left = [
+        (port, owners)
+        for port, owners in listeners()
+        if port in ports
+        and any((localcluster.process_start(pid) or sys.maxsize) <= before for pid in owners)
+    ]
+    assert left == []
 
 
 def kube_router_ipsets(node: RealNode | None = None) -> list[str]:
@@ -235,3 +246,36 @@ def real_node_leftovers(node_dirs: list[Path]) -> list[str]:
 
 def sysctl(key: str) -> str:
     return command_output("sysctl", "-n", key).strip()
+
+
+@pytest.mark.restarts_cluster
+def test_a_kwok_only_cluster_runs_on_loopback_alone_and_leaves_nothing() -> None:
+    """`make cluster-up KWOK_ONLY=1`, then down; the session's cluster, if any, comes back."""
+    was_up = localcluster.api_is_up()
+    if was_up:
+        for operator in list(OperatorProcess.running):
+            operator.stop()
+        localcluster.down()
+    try:
+        localcluster.up(kwok_only=True)
+        processes = localcluster.cluster_processes()
+        assert len(processes) == KWOK_ONLY_PROCESSES
+        ours = [address for address, owners in listening() if owners & set(processes)]
+        assert ours
+        assert [address for address in ours if not address.startswith("127.0.0.1:")] == []
+        found = json.loads(localcluster.kubectl("get", "nodes", "-o", "json"))["items"]
+        assert {n["metadata"]["name"] for n in found} == set(localcluster.NODE_NAMES)
+        assert localcluster.nodes_ready(localcluster.NODE_NAMES)
+        assert nodes.bridge_owner() != str(localcluster.ROOT)
+        assert not localcluster.INGRESS_ENV.exists()
+        with pytest.raises(RuntimeError, match="make cluster-down first"):
+            localcluster.up()
+        ports = {port for port, owners in listeners() if owners & set(processes)}
+        down_leaves_no_process_or_port(processes, ports)
+        for written in (localcluster.KUBECONFIG, localcluster.S3_ENV, localcluster.STATE_DIR):
+            assert not written.exists()
+    finally:
+        if localcluster.is_kwok_only():
+            localcluster.down()
+        if was_up:
+            localcluster.up()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,23 @@ from kubernetes import client
 
 from devtools.deploy import GATEWAY_BUCKET_SECRET
 from devtools.gateway import bucket_secret_data
-from devtools.install import BASE, OVERLAYS, SERVICE_ACCOUNT, SYSTEM_NAMESPACE, build, deploy
+from devtools.install import (
+    BASE,
+    COMPONENTS,
+    OVERLAYS,
+    SERVICE_ACCOUNT,
+    SYSTEM_NAMESPACE,
+    build,
+    deploy,
+)
 from devtools.localcluster import ROOT, kubectl
 from devtools.s3 import S3Credentials
+from rspark_operator.builders.signin import (
+    CLIENT_SECRET_KEY,
+    COOKIE_SECRET_KEY,
+    SECRET_DIR,
+    waker_proxy_args,
+)
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.validation import parse_workspace
 from tests.support.kube import wait_until
@@ -80,12 +95,17 @@ def test_every_manifest_of_the_base_passes_a_dry_run_then_applies(local_cluster:
 def test_every_manifest_of_each_overlay_passes_a_server_side_dry_run(
     kube: client.ApiClient, overlay: str
 ) -> None:
+    dry_runs(kube, build(OVERLAYS / overlay))
+
+
+def dry_runs(kube: client.ApiClient, objects: list[dict[str, Any]]) -> None:
+    """Each object passes a server-side dry run on top of the installed base."""
     deploy()  # the CRDs and rspark-system exist, as they do once the base is installed
     core = client.CoreV1Api(kube)
     existing = {ns.metadata.name for ns in core.list_namespace().items}
     created = []
     try:
-        for manifest in build(OVERLAYS / overlay):
+        for manifest in objects:
             name = f"{manifest['kind']}/{manifest['metadata']['name']}"
             assert "(server dry run)" in apply(manifest, dry_run=True), name
             # Later objects live in the overlay's namespaces: those must exist.
@@ -95,6 +115,55 @@ def test_every_manifest_of_each_overlay_passes_a_server_side_dry_run(
     finally:
         for created_namespace in created:
             core.delete_namespace(created_namespace)
+
+
+def test_the_waker_oidc_component_runs_the_operators_proxy_as_its_settings_say(
+    kube: client.ApiClient, tmp_path: Path
+) -> None:
+    """An overlay with oidc sign-in and the waker-oidc component: the proxy container
+    listens where the operator's arguments say, has the Secret where they read it, the
+    NetworkPolicy opens that port, and every object passes a dry run."""
+    overlay = tmp_path / "waker-oidc"
+    overlay.mkdir()
+    oidc = {"RSPARK_SIGNIN": "oidc", "RSPARK_OIDC_ISSUER_URL": "https://sso.example.com/realms/r",
+            "RSPARK_OIDC_CLIENT_ID": "rspark-workspaces"}  # fmt: skip
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(BASE, overlay)],
+        "components": [os.path.relpath(COMPONENTS / "waker-oidc", overlay)],
+        "configMapGenerator": [{
+            "name": "rspark-operator-settings", "namespace": SYSTEM_NAMESPACE,
+            "behavior": "merge", "literals": [f"{k}={v}" for k, v in oidc.items()],
+        }],
+    }  # fmt: skip
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    objects = build(overlay)
+    data = config_map(objects, "rspark-operator-settings")
+    settings = OperatorSettings(
+        **{key.removeprefix("RSPARK_").lower(): value for key, value in data.items()},
+        waker_ip="10.244.1.9",  # the pod's IP, from the downward API
+    )
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"
+                     and o["metadata"]["name"] == "rspark-operator"]  # fmt: skip
+    pod = deployment["spec"]["template"]["spec"]
+    operator, proxy = pod["containers"]
+    assert proxy["image"] == operator["image"] and proxy["args"] == ["--waker-proxy"]
+    (port,) = proxy["ports"]
+    assert f"--http-address=0.0.0.0:{port['containerPort']}" in waker_proxy_args(settings)
+    (mount,) = proxy["volumeMounts"]
+    assert mount["mountPath"] == SECRET_DIR
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == settings.oidc_secret
+    assert {item["key"] for item in volume["secret"]["items"]} == {
+        CLIENT_SECRET_KEY,
+        COOKIE_SECRET_KEY,
+    }
+    (policy,) = [o for o in objects if o["metadata"]["name"] == "rspark-waker-proxy"]
+    assert policy["spec"]["ingress"][0]["ports"] == [
+        {"port": settings.waker_proxy_port, "protocol": "TCP"}
+    ]
+    dry_runs(kube, objects)
 
 
 def test_the_dev_overlays_single_replica_does_not_block_a_node_drain(

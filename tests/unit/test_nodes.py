@@ -9,7 +9,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from devtools import nodes, services
+from devtools import localcluster, nodes, services
 from devtools.forward import Forward
 from devtools.network import (
     BRIDGE,
@@ -177,3 +177,14 @@ def test_forward_spec_round_trips() -> None:
 def test_node_setup_round_trips_through_the_component_command_line() -> None:
     for setup in SETUPS:
         assert nodes.NodeSetup.from_args(*setup.args()) == setup
+
+
+def test_cluster_down_leaves_real_nodes_it_did_not_make_alone() -> None:
+    ours, theirs = str(localcluster.ROOT), "/work/another-checkout"
+    # A cluster with real nodes: its own bridge, or what is left once the bridge is gone.
+    assert localcluster.tears_real_nodes_down(kwok_only=False, bridge_owner=ours)
+    assert localcluster.tears_real_nodes_down(kwok_only=False, bridge_owner=None)
+    # A kwok-only cluster made none; the same fixed names on the host are another's.
+    assert not localcluster.tears_real_nodes_down(kwok_only=True, bridge_owner=None)
+    assert not localcluster.tears_real_nodes_down(kwok_only=True, bridge_owner=theirs)
+    assert not localcluster.tears_real_nodes_down(kwok_only=False, bridge_owner=theirs)

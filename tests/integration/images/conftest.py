@@ -12,6 +12,9 @@ from typing import ClassVar
 
 import pytest
 
+from devtools import keycloak
+from rspark_operator.ide import LOOPBACK
+
 IMAGES = Path(__file__).resolve().parents[3] / "images"
 
 
@@ -68,3 +71,14 @@ def http_server() -> Iterator[tuple[str, dict[str, int]]]:
     yield f"http://127.0.0.1:{server.server_address[1]}", statuses
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Keycloak with the local realm on 127.0.0.1 (the cluster's is on the bridge)."""
+    process = keycloak.KeycloakProcess(
+        tmp_path_factory.mktemp("keycloak") / "keycloak.log", address=LOOPBACK
+    )
+    process.start()
+    yield process.issuer
+    process.stop()

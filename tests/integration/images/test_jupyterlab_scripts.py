@@ -28,7 +28,6 @@ from devtools import keycloak
 from devtools.spark import hashed_venv
 from rspark_operator import contract, idle
 from rspark_operator.agent.activity import read_cpu
-from rspark_operator.ide import LOOPBACK
 from tests.integration.images.conftest import IMAGES, run
 from tests.support.browser import ARTIFACTS, KERNEL_IDLE, chromium
 from tests.support.kube import wait_until
@@ -289,17 +288,6 @@ def test_the_login_is_off_only_on_loopback(
     result = run(["bash", START], env)
     assert result.returncode == 1
     assert message in result.stderr
-
-
-@pytest.fixture(scope="module")
-def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Keycloak with the local realm on 127.0.0.1 (the cluster's is on the bridge)."""
-    process = keycloak.KeycloakProcess(
-        tmp_path_factory.mktemp("keycloak") / "keycloak.log", address=LOOPBACK
-    )
-    process.start()
-    yield process.issuer
-    process.stop()
 
 
 @contextmanager

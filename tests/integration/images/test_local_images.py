@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,17 +23,26 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools import images
+from devtools import images, keycloak
+from devtools.services import free_port
+from rspark_operator.builders.signin import (
+    CLIENT_SECRET_KEY,
+    COOKIE_SECRET_KEY,
+    PING_PATH,
+    SECRET_DIR,
+)
+from rspark_operator.ide import LOOPBACK
+from tests.support.kube import wait_until
 
 REGISTRY_START_SECONDS = 30
 EXECUTOR_SECONDS = 180
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[str]:
+    """Debian's docker-registry on a free port of 127.0.0.1, its storage under `root`."""
     binary = shutil.which("docker-registry")
     assert binary, "docker-registry is installed by hack/system-packages.sh (make tools)"
-    root = tmp_path_factory.mktemp("registry")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{sock.getsockname()[1]}"
@@ -49,9 +59,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except requests.ConnectionError:
             assert process.poll() is None and time.monotonic() < deadline, "registry down"
             time.sleep(0.2)
-    yield address
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +102,41 @@ def test_a_second_run_builds_nothing_and_pushes_nothing(
     log = capfd.readouterr().err
     assert "building" not in log and "pushed" not in log
     assert log.count("already in the registry") == len(refs)
+
+
+def manifest_status(registry: str, name: str, image_tag: str) -> int:
+    return requests.head(
+        f"http://{registry}/v2/rspark/{name}/manifests/{image_tag}",
+        headers={"Accept": ", ".join(images.MANIFEST_TYPES)},
+        timeout=10,
+    ).status_code
+
+
+def test_pruning_keeps_the_current_tags_and_frees_the_others_blobs(tmp_path: Path) -> None:
+    pause, rclone = images.IMAGES["pause"], images.IMAGES["rclone"]
+    with serving(tmp_path) as address:
+        images.push(pause, address)
+        images.push(rclone, address)
+    blobs = tmp_path / "data" / "docker" / "registry" / "v2" / "blobs"
+    before = sum(1 for path in blobs.rglob("data"))
+    images.prune_registry({(pause.name, images.tag(pause))}, tmp_path / "data")
+    assert sum(1 for path in blobs.rglob("data")) < before
+    with serving(tmp_path) as address:
+        assert manifest_status(address, pause.name, images.tag(pause)) == 200
+        assert manifest_status(address, rclone.name, images.tag(rclone)) == 404
+        manifest = requests.get(
+            f"http://{address}/v2/rspark/{pause.name}/manifests/{images.tag(pause)}",
+            headers={"Accept": ", ".join(images.MANIFEST_TYPES)},
+            timeout=10,
+        ).json()
+        for blob in (manifest["config"], *manifest["layers"]):
+            url = f"http://{address}/v2/rspark/{pause.name}/blobs/{blob['digest']}"
+            assert requests.head(url, timeout=10).status_code == 200, blob
+
+
+def test_every_image_of_the_checkout_and_its_bases_is_current() -> None:
+    assert {name for name, _ in images.current()} == {*images.IMAGES, "debian", "python", "restic"}
+    assert (images.AGENT.name, images.tag(images.AGENT)) in images.current()
 
 
 def run_in(name: str, *command: str) -> str:
@@ -135,6 +188,63 @@ def test_operator_runs_the_real_operator() -> None:
 
 
 @pytest.mark.usefixtures("refs")
+def test_operator_runs_the_wakers_sign_in_proxy(identity_provider: str, tmp_path: Path) -> None:
+    """`rspark-operator --waker-proxy` in the operator's image, as the waker-oidc
+    component runs it: oauth2-proxy with the operator's arguments, the platform's
+    Secret mounted where they say, sends an anonymous visitor to the provider."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / CLIENT_SECRET_KEY).write_text(keycloak.CLIENT_SECRET)
+    (secret / COOKIE_SECRET_KEY).write_text(secrets.token_hex(16))
+    port = free_port()
+    settings = {
+        "RSPARK_SIGNIN": "oidc",
+        "RSPARK_OIDC_ISSUER_URL": identity_provider,
+        "RSPARK_OIDC_CLIENT_ID": keycloak.CLIENT_ID,
+        "RSPARK_WAKER_ADDRESS": f"{LOOPBACK}:{free_port()}",
+        "RSPARK_WAKER_IP": "10.244.1.9",
+        "RSPARK_WAKER_PROXY_PORT": str(port),
+        "RSPARK_SNAPSHOT_MODE": "direct",
+        "RSPARK_SNAPSHOT_REPOSITORY_BASE": "s3:http://s3.example/bucket",
+    }
+    ref = images.ensure_local(images.IMAGES["operator"])
+    container = images.buildah("from", "--quiet", "--pull=never", ref, capture=True)
+    log = (tmp_path / "proxy.log").open("w")
+    proxy = subprocess.Popen(
+        [
+            "buildah", *images.BUILDAH_STORAGE, "run", "--isolation=chroot",
+            *(f"--env={name}={value}" for name, value in settings.items()),
+            f"--volume={secret}:{SECRET_DIR}:ro",
+            container, "--", "rspark-operator", "--waker-proxy",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        def answers() -> bool:
+            assert proxy.poll() is None, (tmp_path / "proxy.log").read_text()
+            try:
+                return requests.get(f"http://{LOOPBACK}:{port}{PING_PATH}", timeout=5).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_until("the waker's sign-in proxy answers", answers, 60, 0.5)
+        visit = requests.get(
+            f"http://{LOOPBACK}:{port}/team-a/alice/", allow_redirects=False, timeout=10
+        )
+        assert visit.status_code == 302, visit.text
+        assert visit.headers["Location"].startswith(
+            f"{identity_provider}/protocol/openid-connect/auth"
+        )
+        assert f"client_id={keycloak.CLIENT_ID}" in visit.headers["Location"]
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        log.close()
+        images.buildah("rm", container, capture=True)
+
+
 def test_spark_executor_has_java_17_spark_3_5_3_and_r() -> None:
     assert 'version "17.' in run_in("spark", "java", "-version")
     # A build container's host name does not resolve (a pod's does): Spark is told its address.
