@@ -53,9 +53,15 @@ def secret_data(core: client.CoreV1Api, namespace: str, name: str, key: str) -> 
     return base64.b64decode(data[key]).decode() if key in data else None
 
 
-def agent_env(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
-    """The agent's repository and credentials, from its pod's spec and the Secrets it names."""
-    pod = core.read_namespaced_pod(names.pod_name(name), namespace)
+def agent_env(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, str] | None:
+    """The agent's repository and credentials, from its pod's spec and the Secrets it names;
+    None while there is no pod (the operator registers a workspace before its pod)."""
+    try:
+        pod = core.read_namespaced_pod(names.pod_name(name), namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
     agent = next(c for c in pod.spec.init_containers if c.name == "snapshot-agent")
     env: dict[str, str] = {}
     for item in agent.env:

@@ -101,13 +101,29 @@ def restic_child(parent: int, command: str) -> int | None:
     return None
 
 
-def pending_signals(pid: int) -> set[int]:
-    """Signals sent to a process and not yet delivered (a stopped one keeps them)."""
-    fields = dict(
+def _signal_sets(pid: int, *fields: str) -> set[int]:
+    """The signals in the union of the masks `fields` of /proc/<pid>/status."""
+    status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
-    mask = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    mask = 0
+    for field in fields:
+        mask |= int(status[field], 16)
     return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+
+
+def pending_signals(pid: int) -> set[int]:
+    """Signals sent to a process and not yet delivered (a stopped one keeps them)."""
+    return _signal_sets(pid, "ShdPnd", "SigPnd")
+
+
+def handles_sigint(pid: int) -> bool:
+    """The process has its own SIGINT handler. Until then (just after exec, before Go's
+    runtime sets its handlers) a SIGINT kills it at once, even stopped: the kernel ends a
+    process group on a fatal signal whether it runs or not."""
+    with contextlib.suppress(OSError):
+        return signal.SIGINT in _signal_sets(pid, "SigCgt")
+    return False
 
 
 def log_times(log: str, text: str) -> list[datetime]:
@@ -343,7 +359,9 @@ class AgentProcess:
 
         def caught() -> bool:
             pid = self.restic(command)
-            if pid is None or not ready():
+            # Frozen before its SIGINT handler, restic would die of the agent's SIGINT
+            # instead of removing its lock.
+            if pid is None or not handles_sigint(pid) or not ready():
                 return False
             os.kill(pid, signal.SIGSTOP)
             found.append(pid)
