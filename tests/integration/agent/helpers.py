@@ -107,8 +107,8 @@ def _signal_sets(pid: int, *fields: str) -> set[int]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     mask = 0
-    for field in fields:
-        mask |= int(status[field], 16)
+    for name in fields:
+        mask |= int(status[name], 16)
     return {number for number in range(1, 65) if mask & (1 << (number - 1))}
 
 
