@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Collection
 
 # restic's rest backend reads the credential from these (restic 0.17+), so the
 # repository URL itself carries no secret.
@@ -36,6 +37,11 @@ def gateway_user(namespace: str, name: str) -> str:
     return f"{namespace}.{name}"
 
 
+def user_namespace(user: str) -> str:
+    """The namespace of the workspace a gateway user is (see `gateway_user`)."""
+    return user.split(".", 1)[0]
+
+
 def repository(gateway_url: str, user: str) -> str:
     """The restic repository of `user` through the gateway (`rest:` backend)."""
     return f"rest:{gateway_url.rstrip('/')}/{user}/"
@@ -56,14 +62,32 @@ def htpasswd_line(user: str, password: str) -> str:
     return f"{user}:{{SHA}}{digest}"
 
 
+def _lines(htpasswd_text: str) -> dict[str, str]:
+    """The htpasswd file's lines by user."""
+    return {line.split(":", 1)[0]: line for line in htpasswd_text.splitlines() if ":" in line}
+
+
+def _joined(lines: dict[str, str]) -> str:
+    return "".join(lines[name] + "\n" for name in sorted(lines))
+
+
 def with_entry(htpasswd_text: str, user: str, password: str) -> str:
     """The htpasswd file with `user`'s line set (added or replaced), sorted by user."""
-    lines = {line.split(":", 1)[0]: line for line in htpasswd_text.splitlines() if ":" in line}
-    lines[user] = htpasswd_line(user, password)
-    return "".join(lines[name] + "\n" for name in sorted(lines))
+    return _joined(_lines(htpasswd_text) | {user: htpasswd_line(user, password)})
+
+
+def htpasswd_users(htpasswd_text: str) -> list[str]:
+    """The users the htpasswd file lets in, sorted."""
+    return sorted(_lines(htpasswd_text))
+
+
+def only_users(htpasswd_text: str, keep: Collection[str]) -> str:
+    """The htpasswd file without the lines of users not in `keep` (workspaces gone: their
+    credential would otherwise open their repository for as long as the file lives)."""
+    return _joined({user: line for user, line in _lines(htpasswd_text).items() if user in keep})
 
 
 def htpasswd(entries: dict[str, str]) -> str:
     """The gateway's whole htpasswd file from user -> password, sorted (stable bytes:
     the gateway reloads the file when its size or modification time changes)."""
-    return "".join(htpasswd_line(user, entries[user]) + "\n" for user in sorted(entries))
+    return _joined({user: htpasswd_line(user, password) for user, password in entries.items()})

@@ -28,6 +28,7 @@ from rspark_operator import memory, peering, wakeserver
 from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.builders.signin import WAKER_PROXY_COMMAND, waker_proxy_args
 from rspark_operator.cluster import Failure, KubeError
+from rspark_operator.gateway import gateway_user
 from rspark_operator.kube import Kube, load_api_client
 from rspark_operator.lifecycle import IDLE_EVENTS
 from rspark_operator.metrics import OperatorMetrics
@@ -41,7 +42,7 @@ from rspark_operator.names import (
     workspace_of,
 )
 from rspark_operator.profiles import profile_name
-from rspark_operator.reconcile import reconcile
+from rspark_operator.reconcile import reconcile, sweep_gateway_users
 from rspark_operator.resync import Job, Result, ResyncQueue
 from rspark_operator.resync import run as run_resync
 from rspark_operator.rollout import Rollout
@@ -68,6 +69,13 @@ CORDONED_SELECTOR = "spec.unschedulable=true"
 AHEAD_SECONDS = -60.0
 # How often the resync loop reads the peering object to know whether this replica acts.
 PEERING_CHECK_SECONDS = 5.0
+# The job that drops the gateway's lines of workspaces gone (`sweep_gateway_users`), in
+# the resync queue beside the workspaces: no namespace is empty. No finalizer: a
+# deleted workspace needs nothing else, and a sweep finds what went while no operator
+# ran. It comes a few seconds after a deletion (a namespace's workspaces deleted
+# together share one write), and every resync period from the first workspace event on.
+GATEWAY_USERS_JOB = ("", "gateway-users")
+GATEWAY_SWEEP_DELAY_SECONDS = 5.0
 # The finalizer that kopf put on workspaces while the operator used kopf timers.
 LEGACY_FINALIZER = f"{GROUP}/finalizer"
 
@@ -210,6 +218,12 @@ async def workspace_event(
         neighbours: NamespaceIndex = kwargs[BY_NAMESPACE]
         for other in sharing_changed(neighbours.get(namespace, ()), name, _user(body)):
             queue.schedule((namespace, other), children=False)
+    if memo.settings.snapshot_mode == "gateway":
+        # Handlers run once kopf has filled its indexes: the sweep sees every workspace.
+        if event["type"] == "DELETED":
+            queue.schedule(GATEWAY_USERS_JOB, GATEWAY_SWEEP_DELAY_SECONDS)
+        elif queue.due_at(GATEWAY_USERS_JOB) is None:
+            queue.schedule(GATEWAY_USERS_JOB, queue.resync_seconds)
     metadata, status = body.get("metadata", {}), body.get("status") or {}
     if event["type"] == "DELETED":
         queue.forget(key)
@@ -359,6 +373,8 @@ def _reconcile(memo: kopf.Memo, job: Job) -> Result:
 def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
     """Reconcile the workspace as it is now (the watch's copy may be stale)."""
     kube: Kube = memo.kube
+    if job.key == GATEWAY_USERS_JOB:
+        return _sweep_gateway_users(memo)
     warnings: WarningIndex = memo.warnings
     namespace, name = job.key
     try:
@@ -405,6 +421,34 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
             outcome.status["phase"],
         )
     return Result.DONE
+
+
+def _sweep_gateway_users(memo: kopf.Memo) -> Result:
+    """Drop the gateway's lines of workspaces gone (see GATEWAY_USERS_JOB)."""
+    index: NamespaceIndex = memo.neighbours
+    try:
+        removed = sweep_gateway_users(memo.kube, memo.settings, lambda: _workspace_users(index))
+    except KubeError as error:
+        log.warning("gateway users: API call failed (%s): %s", error.failure.value, error)
+        memo.metrics.reconcile_errors.labels(error.failure.value).inc()
+        return Result.FAILED
+    if removed:
+        log.info("gateway users: removed %d of workspaces gone: %s", len(removed), removed)
+    return Result.DONE
+
+
+def _workspace_users(index: NamespaceIndex) -> set[str]:
+    """The gateway users of every workspace in kopf's index. It is read in the resync's
+    thread while kopf's loop updates it: a read that met a change is done again."""
+    while True:
+        try:
+            return {
+                gateway_user(namespace, name)
+                for namespace, store in list(index.items())
+                for name, _owner in list(store)
+            }
+        except RuntimeError:  # "changed size during iteration"
+            continue
 
 
 class Acting:

@@ -16,7 +16,7 @@ events) comes here, one at a time per workspace.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +41,9 @@ from rspark_operator.gateway import (
     HTPASSWD_KEY,
     USERS_VERSION_LABEL,
     gateway_user,
+    htpasswd_users,
+    only_users,
+    user_namespace,
     with_entry,
 )
 from rspark_operator.lifecycle import (
@@ -584,11 +587,44 @@ def _register_with_gateway(api: Api, settings: OperatorSettings, ws: Workspace) 
             Failure.REJECTED, 0, f"Secret {ws.namespace}/{name} has no key {CREDENTIAL_KEY}"
         )
     user = gateway_user(ws.namespace, ws.name)
+    _write_gateway_users(api, settings, lambda current: with_entry(current, user, password))
+
+
+def sweep_gateway_users(
+    api: Api, settings: OperatorSettings, existing: Callable[[], Collection[str]]
+) -> list[str]:
+    """Drop the gateway's lines of workspaces that no longer exist; the users removed.
+    `existing` (the users of the workspaces there are) is read after the file, so a
+    workspace registered meanwhile is among them: the operator registers a workspace
+    only after its watch has seen it. Lines of namespaces the operator does not watch
+    (`RSPARK_WATCH_NAMESPACES`) are another operator's, and stay."""
+    removed: list[str] = []
+    watched = set(settings.watch_namespaces)
+
+    def without_gone(current: str) -> str:
+        keep, users = existing(), htpasswd_users(current)
+        removed[:] = [
+            user
+            for user in users
+            if user not in keep and (not watched or user_namespace(user) in watched)
+        ]
+        return only_users(current, set(users) - set(removed))
+
+    _write_gateway_users(api, settings, without_gone)
+    return removed
+
+
+def _write_gateway_users(
+    api: Api, settings: OperatorSettings, change: Callable[[str], str]
+) -> None:
+    """Write the gateway's htpasswd as `change` makes it from the current one, only when
+    it differs; a write that races another is refused (409) and done again on a fresh
+    read. The gateway's pods are told at once (`_touch_gateway_pods`)."""
     where = (settings.snapshot_gateway_namespace, settings.snapshot_gateway_users_secret)
     for _attempt in range(GATEWAY_WRITE_ATTEMPTS):
         users = api.get("v1", "Secret", *where)
         current = secret_text(users or {}, HTPASSWD_KEY) or ""
-        wanted = with_entry(current, user, password)
+        wanted = change(current)
         if wanted == current:
             return
         try:

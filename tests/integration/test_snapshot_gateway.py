@@ -3,7 +3,8 @@ identity) gives each workspace its own credential and registers it in the gatewa
 users Secret, copied to the gateway's file as devtools/gateway.py does on the local
 cluster; the real gateway (rclone serve restic) lets a workspace's credential reach
 its own repository only; `rspark-agent retention`, with the bucket's key and the cluster's
-workspaces, prunes; workspaces of two users in one namespace say so (NamespaceShared)."""
+workspaces, prunes; workspaces of two users in one namespace say so (NamespaceShared); a
+deleted workspace's line leaves the gateway's users."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from devtools.s3 import S3Credentials
 from rspark_operator import contract, names
 from rspark_operator.agent.retention import STORAGE_BASE
 from rspark_operator.conditions import NAMESPACE_SHARED, find
-from rspark_operator.gateway import REST_PASSWORD, REST_USERNAME
+from rspark_operator.gateway import HTPASSWD_KEY, REST_PASSWORD, REST_USERNAME
 from rspark_operator.settings import OperatorSettings
 from rspark_operator.tenancy import OTHER_USERS
 from tests.support.kube import wait_until
@@ -141,6 +142,18 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
         assert retention.returncode == 0, retention.stderr
         listing = restic(alice_env, "snapshots", "--json", "--no-lock")
         assert len(json.loads(listing.stdout)) == 1, listing.stderr
+
+        # bob's workspace deleted: his line leaves the gateway's users, alice's stays.
+        workspaces.delete("bob")
+        settings = OperatorSettings()
+        users_where = (settings.snapshot_gateway_namespace, settings.snapshot_gateway_users_secret)
+
+        def bob_gone() -> str | None:
+            text = secret_data(core, users_where[0], users_where[1], HTPASSWD_KEY) or ""
+            return text if f"{namespace}.bob:" not in text else None
+
+        left = wait_until("bob's line gone from the gateway's users", bob_gone, timeout=60)
+        assert f"{namespace}.alice:" in left
     finally:
         stop.set()
         gateway.stop()

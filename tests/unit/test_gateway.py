@@ -11,6 +11,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -28,13 +29,19 @@ from rspark_operator.gateway import (
     REST_USERNAME,
     USERS_VERSION_LABEL,
     gateway_user,
+    htpasswd,
     htpasswd_line,
+    htpasswd_users,
+    only_users,
     with_entry,
 )
-from rspark_operator.reconcile import reconcile
+from rspark_operator.main import GATEWAY_SWEEP_DELAY_SECONDS, GATEWAY_USERS_JOB, _reconcile_now
+from rspark_operator.reconcile import reconcile, sweep_gateway_users
+from rspark_operator.resync import Job, Result, ResyncQueue
 from rspark_operator.settings import OperatorSettings
 from tests.unit.fakeapi import FakeApi
 from tests.unit.test_reconcile import NAME, NAMESPACE, NOW, ROLLOUT, no_warnings
+from tests.unit.test_tenancy import workspace_added
 from tests.unit.workspaces import settings, workspace
 
 pytestmark = pytest.mark.unit
@@ -279,3 +286,109 @@ def test_a_workspace_line_has_the_size_the_installation_guide_counts_on() -> Non
     for namespace, name in (("team-a", "alice"), ("n" * 63, "w" * 47)):
         text = with_entry("", gateway_user(namespace, name), secrets.token_urlsafe(32))
         assert len(text.encode()) == len(namespace) + len(name) + 36
+
+
+def test_only_the_lines_of_workspaces_there_are_kept() -> None:
+    text = htpasswd({"team.a": "x", "team.b": "y", "other.c": "z"})
+    assert only_users(text, {"team.b", "other.c", "team.new"}) == htpasswd(
+        {"team.b": "y", "other.c": "z"}
+    )
+    assert htpasswd_users(text) == ["other.c", "team.a", "team.b"]
+    assert only_users("", {"team.a"}) == ""
+
+
+def sweep(fake: FakeApi, *existing: str) -> list[str]:
+    return sweep_gateway_users(
+        fake, GATEWAY, lambda: {gateway_user(NAMESPACE, name) for name in existing}
+    )
+
+
+def test_the_sweep_drops_the_lines_of_workspaces_gone_and_writes_nothing_at_rest() -> None:
+    fake = FakeApi()
+    for name in (NAME, "gone"):
+        put(fake, name)
+        run(fake, name)
+    kept = users(fake)[gateway_user(NAMESPACE, NAME)]
+
+    assert sweep(fake, NAME) == [gateway_user(NAMESPACE, "gone")]
+    assert users(fake) == {gateway_user(NAMESPACE, NAME): kept}
+    fake.requests.clear()
+    assert sweep(fake, NAME) == []
+    assert (fake.requests["GET Secret"], fake.requests["PATCH Secret"]) == (1, 0)
+
+
+def test_the_sweep_keeps_a_workspace_registered_between_its_read_and_write() -> None:
+    """The workspaces there are, read after the file: one registered while the sweep
+    runs (its write refused, read again) is among them, and keeps its line."""
+    fake = FakeApi()
+    put(fake, NAME)
+    run(fake)
+    existing = {gateway_user(NAMESPACE, NAME)}
+    original_apply = fake.apply
+    raced: list[bool] = []
+
+    def racing_apply(manifest: dict[str, Any], subresource: str = "", **kw: Any) -> Any:
+        if manifest["metadata"]["name"] == USERS[2] and not raced:
+            raced.append(True)  # a new workspace, seen by the watch, registers first
+            existing.add(gateway_user(NAMESPACE, "late"))
+            current = secret_text(fake.objects[USERS], HTPASSWD_KEY) or ""
+            fake.objects[USERS]["data"][HTPASSWD_KEY] = base64.b64encode(
+                with_entry(current, gateway_user(NAMESPACE, "late"), "x").encode()
+            ).decode()
+            fake.objects[USERS]["metadata"]["resourceVersion"] = "racer"
+        return original_apply(manifest, subresource, **kw)
+
+    # A line of a workspace gone, so that the sweep writes.
+    current = secret_text(fake.objects[USERS], HTPASSWD_KEY) or ""
+    fake.objects[USERS]["data"][HTPASSWD_KEY] = base64.b64encode(
+        with_entry(current, gateway_user(NAMESPACE, "gone"), "y").encode()
+    ).decode()
+    fake.apply = racing_apply  # type: ignore[method-assign]
+
+    removed = sweep_gateway_users(fake, GATEWAY, lambda: set(existing))
+
+    assert raced and removed == [gateway_user(NAMESPACE, "gone")]
+    assert set(users(fake)) == {gateway_user(NAMESPACE, NAME), gateway_user(NAMESPACE, "late")}
+
+
+def test_the_sweep_follows_deletions_and_the_resync_in_gateway_mode_only() -> None:
+    now = [0.0]
+    queue = ResyncQueue(600, clock=lambda: now[0])
+    workspace_added(queue, "a3", "alice@example.com", settings=settings(snapshot_mode="direct"))
+    assert queue.due_at(GATEWAY_USERS_JOB) is None
+    workspace_added(queue, "a3", "alice@example.com", settings=GATEWAY)
+    assert queue.due_at(GATEWAY_USERS_JOB) == 600  # from the first event on
+    workspace_added(queue, "a4", "alice@example.com", settings=GATEWAY)
+    assert queue.due_at(GATEWAY_USERS_JOB) == 600
+    workspace_added(queue, "a3", "alice@example.com", "DELETED", GATEWAY)
+    assert queue.due_at(GATEWAY_USERS_JOB) == GATEWAY_SWEEP_DELAY_SECONDS
+
+
+def test_the_sweep_job_reads_the_workspaces_from_the_operators_index() -> None:
+    fake = FakeApi()
+    for name in (NAME, "gone"):
+        put(fake, name)
+        run(fake, name)
+    index = {NAMESPACE: [(NAME, "demo@example.com")], "elsewhere": [("x", "x@example.com")]}
+    memo = kopf.Memo(kube=fake, settings=GATEWAY, neighbours=index)
+    assert _reconcile_now(memo, Job(GATEWAY_USERS_JOB, children=True)) is Result.DONE
+    assert set(users(fake)) == {gateway_user(NAMESPACE, NAME)}
+
+
+def test_the_sweep_leaves_the_lines_of_namespaces_it_does_not_watch() -> None:
+    """With RSPARK_WATCH_NAMESPACES, the lines of other namespaces are another
+    operator's: they stay, gone or not."""
+    fake = FakeApi()
+    for name in (NAME, "gone"):
+        put(fake, name)
+        run(fake, name)
+    current = secret_text(fake.objects[USERS], HTPASSWD_KEY) or ""
+    fake.objects[USERS]["data"][HTPASSWD_KEY] = base64.b64encode(
+        with_entry(current, gateway_user("elsewhere", "theirs"), "x").encode()
+    ).decode()
+    watching = settings(
+        snapshot_mode="gateway", snapshot_gateway_url=URL, watch_namespaces=NAMESPACE
+    )
+    removed = sweep_gateway_users(fake, watching, lambda: {gateway_user(NAMESPACE, NAME)})
+    assert removed == [gateway_user(NAMESPACE, "gone")]
+    assert set(users(fake)) == {gateway_user(NAMESPACE, NAME), "elsewhere.theirs"}

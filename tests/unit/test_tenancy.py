@@ -16,6 +16,7 @@ from rspark_operator.conditions import NAMESPACE_SHARED, find
 from rspark_operator.main import BY_NAMESPACE, sharing_changed, workspace_event
 from rspark_operator.reconcile import reconcile
 from rspark_operator.resync import ResyncQueue
+from rspark_operator.settings import OperatorSettings
 from rspark_operator.tenancy import (
     OTHER_USERS,
     SINGLE_USER,
@@ -117,15 +118,21 @@ def test_the_reconcile_writes_what_it_sees_of_the_namespace() -> None:
     assert shared(fake, own)["reason"] == SINGLE_USER
 
 
-def workspace_added(queue: ResyncQueue, name: str, user: str) -> None:
-    """The watch's event of a new workspace in a namespace where Alice has two (a1, a2)
-    and Bob one (b1); the index holds the new one already."""
+def workspace_added(
+    queue: ResyncQueue,
+    name: str,
+    user: str,
+    kind: str = "ADDED",
+    settings: OperatorSettings = SETTINGS,
+) -> None:
+    """The watch's event (`kind`) of a workspace in a namespace where Alice has two (a1,
+    a2) and Bob one (b1); the index holds the new one already."""
     index = {NAMESPACE: [("a1", ALICE), ("a2", ALICE), ("b1", BOB), (name, user)]}
     body: Any = {"metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"user": user}}
-    event: Any = {"type": "ADDED", "object": body}
+    event: Any = {"type": kind, "object": body}
     kwargs: dict[str, Any] = {BY_NAMESPACE: index}
     handler: Any = workspace_event  # kopf's typing of a decorated handler
-    memo = kopf.Memo(queue=queue)
+    memo = kopf.Memo(queue=queue, settings=settings)
     asyncio.run(
         handler(event=event, body=body, namespace=NAMESPACE, name=name, memo=memo, **kwargs)
     )
