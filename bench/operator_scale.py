@@ -38,6 +38,7 @@ import re
 import secrets
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -103,6 +104,45 @@ class Run:
     # CPU seconds each process used over the run (the cluster's, and the operator's),
     # printed only.
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    # Times a kwok node was seen not Ready during the run (`NodesNotReady`), printed only.
+    nodes_not_ready: int = 0
+
+
+class NodesNotReady:
+    """Counts the kwok nodes seen going not Ready during a run, polled every few
+    seconds. A simulated kubelet whose lease renewal waits on a saturated API server
+    past the grace period gets its node marked NotReady, and the node controller then
+    rewrites every pod on it: a run where this happened measured that too."""
+
+    POLL_SECONDS = 10.0
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.kube = Kube(api_client)
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="nodes-not-ready", daemon=True)
+
+    def __enter__(self) -> NodesNotReady:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        ready: dict[str, bool] = {}
+        selector = [("labelSelector", localcluster.KUBELET_LABEL)]
+        while not self._stop.wait(self.POLL_SECONDS):
+            with contextlib.suppress(Exception):  # a slow API server: the next poll
+                nodes = self.kube.request("GET", url("v1", "Node", ""), query=selector)
+                for node in nodes["items"]:
+                    conditions = (node.get("status") or {}).get("conditions") or []
+                    now = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+                    name = node["metadata"]["name"]
+                    if ready.get(name, True) and not now:
+                        self.count += 1
+                    ready[name] = now
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -283,12 +323,14 @@ def operator_run(n: int, per_namespace: int, steady: float | None) -> tuple[Run,
         cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         before = apiserver_requests(api_client)
         started = time.monotonic()
-        create_workspaces(api_client, spread)
-        until_running(api_client, n, f"{n} workspaces Running")
+        with NodesNotReady(api_client) as not_ready:
+            create_workspaces(api_client, spread)
+            until_running(api_client, n, f"{n} workspaces Running")
         seconds = time.monotonic() - started
         requests, top = counted(before, apiserver_requests(api_client))
         run = Run(seconds, requests, top, grown(memory), process.peak_rss_mb(), start_rss)
         run.cpu_seconds = cpu_used(pids, cpu)
+        run.nodes_not_ready = not_ready.count
         print(f"N={n} operator {run}", flush=True)
         if steady is not None:
             at_rest = steady_run(api_client, spread.namespace_of(0), n, process, log, steady)
@@ -412,7 +454,6 @@ def baseline_run(n: int, per_namespace: int) -> Run:
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     before = apiserver_requests(api_client)
     started = time.monotonic()
-    workspaces = create_workspaces(api_client, spread)
 
     def apply_all(body: dict[str, Any]) -> None:
         ws = parse_workspace(body, settings)
@@ -422,12 +463,15 @@ def baseline_run(n: int, per_namespace: int) -> Run:
         for manifest in [*build_children(ws, settings), build_pod(ws, settings)]:
             kube.apply(manifest)
 
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        list(pool.map(apply_all, workspaces))
-    until_running(api_client, n, f"{n} baseline pods Running")
+    with NodesNotReady(api_client) as not_ready:
+        workspaces = create_workspaces(api_client, spread)
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            list(pool.map(apply_all, workspaces))
+        until_running(api_client, n, f"{n} baseline pods Running")
     seconds = time.monotonic() - started
     run = Run(seconds, *counted(before, apiserver_requests(api_client)), grown(memory))
     run.cpu_seconds = cpu_used(pids, cpu)
+    run.nodes_not_ready = not_ready.count
     print(f"N={n} baseline {run}", flush=True)
     return run
 

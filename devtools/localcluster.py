@@ -88,8 +88,9 @@ KWOK_STAGES = (
 # The test cluster notices a node whose simulated kubelet stops within 20 s, not 40 s
 # or more (kwokctl multiplies every heartbeat setting by `heartbeatFactor`, default 5).
 # The kwok-only cluster of the scale benchmarks keeps kwokctl's defaults, made for
-# scale: at 20 s a lease renewal delayed by a saturated API server marks a node
-# NotReady, and the node controller then rewrites every pod on it.
+# scale: at 20 s, a lease renewal delayed by a saturated API server can get a node
+# marked NotReady, and the node controller then rewrites every pod on it
+# (bench/operator_scale.py counts such nodes in each run).
 FAST_NODE_FAILURE = {
     "heartbeatFactor": 1,
     "nodeLeaseDurationSeconds": 20,
