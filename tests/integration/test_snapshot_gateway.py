@@ -142,18 +142,6 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
         assert retention.returncode == 0, retention.stderr
         listing = restic(alice_env, "snapshots", "--json", "--no-lock")
         assert len(json.loads(listing.stdout)) == 1, listing.stderr
-
-        # bob's workspace deleted: his line leaves the gateway's users, alice's stays.
-        workspaces.delete("bob")
-        settings = OperatorSettings()
-        users_where = (settings.snapshot_gateway_namespace, settings.snapshot_gateway_users_secret)
-
-        def bob_gone() -> str | None:
-            text = secret_data(core, users_where[0], users_where[1], HTPASSWD_KEY) or ""
-            return text if f"{namespace}.bob:" not in text else None
-
-        left = wait_until("bob's line gone from the gateway's users", bob_gone, timeout=60)
-        assert f"{namespace}.alice:" in left
     finally:
         stop.set()
         gateway.stop()
@@ -165,6 +153,18 @@ def test_workspaces_reach_only_their_own_repository_and_the_platform_prunes(
 
     condition = wait_until("alice's NamespaceShared condition", shared)
     assert condition["reason"] == OTHER_USERS and "bob@example.com" in condition["message"]
+
+    # bob's workspace deleted: his line leaves the gateway's users, alice's stays.
+    workspaces.delete("bob")
+    settings = OperatorSettings()
+    users_where = (settings.snapshot_gateway_namespace, settings.snapshot_gateway_users_secret)
+
+    def bob_gone() -> str | None:
+        text = secret_data(core, users_where[0], users_where[1], HTPASSWD_KEY) or ""
+        return text if f"{namespace}.bob:" not in text else None
+
+    left = wait_until("bob's line gone from the gateway's users", bob_gone, timeout=60)
+    assert f"{namespace}.alice:" in left
 
 
 def test_the_direct_component_leaves_the_gateway_out(
