@@ -132,7 +132,7 @@ def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
             catch_up(kube.list(f"{GROUP}/{VERSION}", KIND, namespace), memo.queue)
         run_resync(
             memo.queue,
-            lambda job: _reconcile(memo, job),
+            lambda job: _run_job(memo, job),
             workers=WORKERS,
             acting=memo.acting,
             stop=memo.stop,
@@ -354,6 +354,14 @@ async def profile_changed(name: str, type: str | None, memo: kopf.Memo, **kwargs
             memo.queue.schedule((namespace, workspace))
 
 
+def _run_job(memo: kopf.Memo, job: Job) -> Result:
+    """A job of the resync loop: the gateway's sweep, or a workspace's reconcile (only
+    those count in the reconcile metrics)."""
+    if job.key == GATEWAY_USERS_JOB:
+        return _sweep_gateway_users(memo)
+    return _reconcile(memo, job)
+
+
 def _reconcile(memo: kopf.Memo, job: Job) -> Result:
     """Reconcile the workspace as it is now, measured."""
     metrics: OperatorMetrics = memo.metrics
@@ -373,8 +381,6 @@ def _reconcile(memo: kopf.Memo, job: Job) -> Result:
 def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
     """Reconcile the workspace as it is now (the watch's copy may be stale)."""
     kube: Kube = memo.kube
-    if job.key == GATEWAY_USERS_JOB:
-        return _sweep_gateway_users(memo)
     warnings: WarningIndex = memo.warnings
     namespace, name = job.key
     try:
