@@ -8,9 +8,10 @@ random data and many small files), `releaseVolume` false (the home waits on its
 node-local volume) or true (the claim is deleted while idle; the wake restores the
 home from object storage).
 
-Every stop is real: the agent reports Idle after `idle.QUIET_BEFORE_REPORT` (5 min)
-without activity, the shortest `stopAfter` the API allows, and the operator stops the
-pod after a last snapshot. To fit one cluster hold, several workspaces of each
+Every stop is real: the agent reports Idle after the default quiet time
+(`idle.DEFAULT_IDLE_QUIET`, 5 min) without activity, the shortest `stopAfter` the
+operator then allows, and the operator stops the pod after a last snapshot. To fit
+one cluster hold, several workspaces of each
 configuration (`Config.names`: fewer of the 1 GiB ones, for the disk) run at once,
 so that they go idle at nearly the same time; a workspace is woken once it is Idle
 (for `releaseVolume` true, once its claim is gone), and only one wake is in flight at
@@ -70,14 +71,17 @@ from rspark_operator import names, waker
 from rspark_operator.agent import reasons
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.conditions import HOME_RESTORED, READY, find, parse_timestamp, timestamp
+from rspark_operator.idle import DEFAULT_IDLE_QUIET
 from rspark_operator.status import Reason
 from tests.integration.e2e.conftest import E2E_RESOURCES, E2E_SPARK
 from tests.integration.e2e.test_jupyterlab import ide_exec
-from tests.integration.e2e.test_wake import STOP_AFTER, waker_answers
+from tests.integration.e2e.test_wake import waker_answers
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
 
 SECTION = "wake"
+# The operator's default quiet time: the shortest stopAfter it allows.
+STOP_AFTER = DEFAULT_IDLE_QUIET
 NAMESPACE = "bench-wake"
 WAKES = 10
 # From the start of the run (the cluster already up): the last wake begins before this
@@ -266,7 +270,8 @@ def report(figures: dict[Config, Figures], wall: float) -> str:
         f"JupyterLab workspaces (requests {E2E_RESOURCES['requests']}) on the two real nodes, "
         "three per configuration with an empty home and two with 1 GiB, running at once, "
         f"`stopAfter: {STOP_AFTER}` "
-        "(the shortest: the agent's quiet before it reports Idle), every stop real. Wake: "
+        "(the shortest with the default quiet time before the agent reports Idle), every "
+        "stop real. Wake: "
         "from the first GET of the URL while Idle (through Traefik to the waker; the first "
         "time with its password) to JupyterLab's page answering there; one wake in flight at "
         "a time (other workspaces may be stopping meanwhile). Baseline: a restart of the "

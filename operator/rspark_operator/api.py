@@ -27,9 +27,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from rspark_operator.contract import S3_CREDENTIAL_KEYS
+from rspark_operator.contract import IDLE_QUIET, S3_CREDENTIAL_KEYS
 from rspark_operator.ide import DEFAULT_IDE, IDES, OPERATOR_MANAGED_ENV, IdeName
-from rspark_operator.idle import QUIET_BEFORE_REPORT
+from rspark_operator.idle import DEFAULT_IDLE_QUIET, SHORTEST_IDLE_QUIET
 from rspark_operator.quantity import (
     DURATION_PATTERN,
     QUANTITY_PATTERN,
@@ -370,21 +370,22 @@ class SnapshotSpec(ApiModel):
 
 HOME_SIZE_POSITIVE_MESSAGE = "home size must be greater than zero"
 
-_QUIET_MINUTES = int(QUIET_BEFORE_REPORT.total_seconds() // 60)
 STOP_AFTER_MESSAGE = (
-    f"stopAfter must be 0 (never) or a duration of at least {_QUIET_MINUTES}m, "
+    f"stopAfter must be 0 (never) or a duration of at least {SHORTEST_IDLE_QUIET}, "
     "such as 30m, 2h or 1h30m"
 )
 
 
 def check_stop_after(value: str | None) -> str | None:
+    """The API's rule: 0 or at least the shortest quiet time a platform may set (the
+    platform's own quiet time is checked with its settings, `validation.py`)."""
     if value is None or value == "0":
         return value
     try:
         duration = parse_duration(value)
     except ValueError:
         raise ValueError(STOP_AFTER_MESSAGE) from None
-    if duration and duration < QUIET_BEFORE_REPORT:
+    if duration and duration < parse_duration(SHORTEST_IDLE_QUIET):
         raise ValueError(STOP_AFTER_MESSAGE)
     return value
 
@@ -400,6 +401,19 @@ def stop_after_duration(value: str) -> timedelta:
     return timedelta(0) if value == "0" else parse_duration(value)
 
 
+def quiet_time_problem(stop_after: str, quiet_time: str) -> str | None:
+    """Why a valid stopAfter does not fit a platform whose quiet time (RSPARK_IDLE_QUIET)
+    is `quiet_time`: the agent would report the workspace idle only after it."""
+    duration = stop_after_duration(stop_after)
+    if not duration or duration >= parse_duration(quiet_time):
+        return None
+    return (
+        f"stopAfter {stop_after} is shorter than this platform's quiet time ({quiet_time}): "
+        f"a workspace counts as idle only after {quiet_time} without activity; use 0 (never) "
+        f"or at least {quiet_time}"
+    )
+
+
 class IdleSpec(ApiModel):
     """Stopping the workspace when nobody uses it, and what it keeps meanwhile."""
 
@@ -408,14 +422,16 @@ class IdleSpec(ApiModel):
         max_length=32,
         description="Stop the pod after this long without activity (the IDE's own state, "
         "running R or kernels, Spark jobs, CPU use of the IDE), after a last snapshot; "
-        f"0: never; otherwise at least {_QUIET_MINUTES}m. Defaults to the operator's "
-        "setting (RSPARK_IDLE_STOP_AFTER). The phase is then Idle until a wake.",
+        "0: never; otherwise at least the platform's quiet time before a workspace counts "
+        f"as idle ({IDLE_QUIET}, {DEFAULT_IDLE_QUIET} unless set; never under "
+        f"{SHORTEST_IDLE_QUIET}). Defaults to the operator's setting "
+        "(RSPARK_IDLE_STOP_AFTER). The phase is then Idle until a wake.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": f"self == '0' || (self.matches('{DURATION_PATTERN}') && "
                     f"(duration(self) == duration('0s') || "
-                    f"duration(self) >= duration('{_QUIET_MINUTES}m')))",
+                    f"duration(self) >= duration('{SHORTEST_IDLE_QUIET}')))",
                     "message": STOP_AFTER_MESSAGE,
                 }
             ]

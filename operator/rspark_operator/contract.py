@@ -24,6 +24,8 @@ SECRET_PATHS: Final = f"{ENV_PREFIX}SECRET_PATHS"
 RETENTION: Final = f"{ENV_PREFIX}RETENTION"
 METRICS_PORT: Final = f"{ENV_PREFIX}METRICS_PORT"
 RESTORE_FROM: Final = f"{ENV_PREFIX}RESTORE_FROM"
+# The platform's quiet time before a workspace counts as idle (an operator setting too).
+IDLE_QUIET: Final = f"{ENV_PREFIX}IDLE_QUIET"
 # Every agent variable the pod builder may set (RSPARK_SECRETS_NAME is not one: with
 # RSPARK_WORKSPACE the agent derives its home-secrets Secret from the workspace).
 AGENT_VARIABLES: Final = (
@@ -35,6 +37,7 @@ AGENT_VARIABLES: Final = (
     RETENTION,
     METRICS_PORT,
     RESTORE_FROM,
+    IDLE_QUIET,
 )
 
 # The IDE's runtime directory, an emptyDir shared by the IDE and the agent (read-only

@@ -25,9 +25,10 @@ Signals, each an `Activity` (busy now, and the last time it saw its user):
   own background polling (`user_request`: RStudio's `get_events` long poll,
   Jupyter's kernel, session, terminal, status and file-listing polling).
 
-The agent reports `Idle=True` once nothing was active for `QUIET_BEFORE_REPORT`,
-with lastTransitionTime the last activity, and `Idle=False` as soon as something is:
-two writes per pause, never one per check.
+The agent reports `Idle=True` once nothing was active for the platform's quiet time
+(RSPARK_IDLE_QUIET, `DEFAULT_IDLE_QUIET` unless set), with lastTransitionTime the last
+activity, and `Idle=False` as soon as something is: two writes per pause, never one
+per check.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rspark_operator.conditions import Advice
+from rspark_operator.contract import IDLE_QUIET
 
-# The agent says Idle only after this long without activity; spec.idle.stopAfter is 0
-# (never) or at least this.
-QUIET_BEFORE_REPORT = timedelta(minutes=5)
+# The agent says Idle only after this long without activity (the platform's quiet time,
+# RSPARK_IDLE_QUIET); spec.idle.stopAfter is 0 (never) or at least this.
+DEFAULT_IDLE_QUIET = "5m"
+# The shortest quiet time a platform may set: the agent looks every 30 s, and a verdict
+# needs a few looks. The API's floor of spec.idle.stopAfter.
+SHORTEST_IDLE_QUIET = "1m"
 # More CPU than this (cores, averaged between two readings) is a computation running.
 CPU_BUSY_CORES = 0.05
 # RStudio's per-session state, relative to the home.
@@ -57,8 +62,8 @@ ACTIVE = "Active"
 NO_ACTIVITY = "NoActivity"
 ADVICE: dict[str, Advice] = {
     ACTIVE: Advice(
-        "Someone uses the workspace now, or did less than "
-        f"{QUIET_BEFORE_REPORT.total_seconds() / 60:.0f} minutes ago; the message names what "
+        "Someone uses the workspace now, or did within the platform's quiet time "
+        f"({IDLE_QUIET}, {DEFAULT_IDLE_QUIET} unless set); the message names what "
         "was busy (rstudio, jupyter, spark, cpu) or says its user."
     ),
     NO_ACTIVITY: Advice(
@@ -264,9 +269,9 @@ def last_active(now: datetime, previous: datetime, activities: Iterable[Activity
     return min(latest, now)
 
 
-def quiet(now: datetime, last: datetime) -> bool:
-    """Long enough without activity for the agent to report Idle."""
-    return now - last >= QUIET_BEFORE_REPORT
+def quiet(now: datetime, last: datetime, quiet_time: timedelta) -> bool:
+    """Long enough without activity (`quiet_time`) for the agent to report Idle."""
+    return now - last >= quiet_time
 
 
 def idle_since(condition: Mapping[str, Any] | None, *later: datetime | None) -> datetime | None:

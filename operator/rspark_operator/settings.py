@@ -24,7 +24,10 @@ from rspark_operator.api import (
     INGRESS_PATH_PATTERN,
     ApiModel,
     check_stop_after,
+    quiet_time_problem,
 )
+from rspark_operator.idle import DEFAULT_IDLE_QUIET, SHORTEST_IDLE_QUIET
+from rspark_operator.quantity import parse_duration
 
 ENV_PREFIX = "RSPARK_"
 # Sample values that fill the URL templates when they are checked at start.
@@ -348,6 +351,12 @@ class OperatorSettings(BaseSettings):
         description="SparkProfile of workspaces that name none in spec.spark.profile; when "
         "it does not exist, they use their own Spark values, as without profiles.",
     )
+    idle_quiet: str = Field(
+        default=DEFAULT_IDLE_QUIET,
+        description="How long nothing is used before the snapshot agent reports a "
+        "workspace idle (a stop comes spec.idle.stopAfter after the last activity, so "
+        f"every stopAfter must be 0 or at least this); at least {SHORTEST_IDLE_QUIET}.",
+    )
     idle_stop_after: str = Field(
         default="0",
         description="spec.idle.stopAfter of workspaces that do not set it: stop a workspace "
@@ -392,10 +401,26 @@ class OperatorSettings(BaseSettings):
         except json.JSONDecodeError as error:
             raise ValueError(f"not JSON ({error})") from None
 
+    @field_validator("idle_quiet")
+    @classmethod
+    def _quiet_time(cls, value: str) -> str:
+        try:
+            long_enough = parse_duration(value) >= parse_duration(SHORTEST_IDLE_QUIET)
+        except ValueError:
+            long_enough = False
+        if not long_enough:
+            raise ValueError(f"must be a duration of at least {SHORTEST_IDLE_QUIET} (1m, 5m, 15m)")
+        return value
+
     @field_validator("idle_stop_after")
     @classmethod
-    def _stop_after(cls, value: str) -> str:
-        return str(check_stop_after(value))
+    def _stop_after(cls, value: str, info: ValidationInfo) -> str:
+        value = str(check_stop_after(value))
+        quiet_time = info.data.get("idle_quiet")
+        problem = quiet_time and quiet_time_problem(value, quiet_time)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("workspace_node_selector")
     @classmethod

@@ -20,6 +20,7 @@ from rspark_operator.api import (
     IngressSpec,
     Workspace,
     WorkspaceSpec,
+    quiet_time_problem,
 )
 from rspark_operator.builders.pod import snapshot_repository
 from rspark_operator.builders.url import ingress_host, ingress_path
@@ -76,6 +77,10 @@ def settings_problems(ws: Workspace, settings: OperatorSettings) -> list[str]:
             "repository base (RSPARK_SNAPSHOT_REPOSITORY_BASE)"
         )
     problems.extend(_policy_problems(ws, settings))
+    stop_after = ws.spec.idle.stop_after
+    too_short = stop_after and quiet_time_problem(stop_after, settings.idle_quiet)
+    if too_short:
+        problems.append(f"spec.idle.{too_short}")
     s3 = ws.spec.spark.s3
     if s3 is not None and s3.credentials_secret == settings.snapshot_credentials_secret:
         # The IDE would hold the snapshots' bucket key (every workspace's homes).

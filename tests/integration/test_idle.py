@@ -4,6 +4,7 @@ the agent's Idle report and final snapshot itself, with the agent's own identity
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,8 @@ from rspark_operator.agent.kube import FIELD_MANAGER as AGENT_FIELD_MANAGER
 from rspark_operator.agent.report import apply_body
 from rspark_operator.api import GROUP, PLURAL, VERSION
 from rspark_operator.conditions import timestamp
-from rspark_operator.idle import QUIET_BEFORE_REPORT
+from rspark_operator.idle import SHORTEST_IDLE_QUIET
+from rspark_operator.quantity import parse_duration
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, sample
 
@@ -64,15 +66,21 @@ def workspace_events(core: client.CoreV1Api, namespace: str, reason: str) -> lis
     return list(core.list_namespaced_event(namespace, field_selector=selector).items)
 
 
+# The platform's shortest quiet time (RSPARK_IDLE_QUIET), and so the shortest stopAfter.
+QUICK_IDLE = {"idle_quiet": SHORTEST_IDLE_QUIET}
+
+
 def test_an_idle_workspace_stops_releases_its_volume_and_wakes(
-    kube: client.ApiClient, workspace_namespace: str
+    kube: client.ApiClient, workspace_namespace: str, operator_with: Callable[..., Any]
 ) -> None:
     namespace = workspace_namespace
+    operator_with(**QUICK_IDLE)
     core = client.CoreV1Api(kube)
     workspaces = Workspaces(kube, namespace)
-    stop_after = QUIET_BEFORE_REPORT  # the shortest allowed
-    minutes = int(stop_after.total_seconds() // 60)
-    workspaces.create(sample("alice", idle={"stopAfter": f"{minutes}m", "releaseVolume": True}))
+    stop_after = parse_duration(SHORTEST_IDLE_QUIET)
+    workspaces.create(
+        sample("alice", idle={"stopAfter": SHORTEST_IDLE_QUIET, "releaseVolume": True})
+    )
     workspaces.wait_phase("alice", "Running")
     pod = workspaces.running_pod("alice")
     started = pod.metadata.creation_timestamp

@@ -25,10 +25,11 @@ from rspark_operator import names, waker
 from rspark_operator.builders.pod import IDE_PASSWORD_KEY
 from rspark_operator.builders.signin import WAKER_COOKIE
 from rspark_operator.ide import LOOPBACK
-from rspark_operator.idle import QUIET_BEFORE_REPORT
+from rspark_operator.idle import SHORTEST_IDLE_QUIET
+from rspark_operator.quantity import parse_duration
 from rspark_operator.settings import OperatorSettings
 from tests.integration.e2e.test_signin import signin_secret
-from tests.integration.test_idle import agent_client, agent_reports, idle_since
+from tests.integration.test_idle import QUICK_IDLE, agent_client, agent_reports, idle_since
 from tests.support.browser import ARTIFACTS, chromium
 from tests.support.kube import wait_until
 from tests.support.signin import on_login_page, provider_as_secure, sign_in, waker_proxy
@@ -45,12 +46,12 @@ def backend(kube: client.ApiClient, namespace: str) -> str:
 
 
 def idle_alice(kube: client.ApiClient, namespace: str, port: int, **spec: Any) -> str:
-    """The workspace alice (`spec`) Running, then stopped for idleness (the agent's
-    report written here), its URL led to the waker (EndpointSlice: `port` on the host's
+    """The workspace alice (`spec`) Running, then stopped for idleness after the
+    shortest stopAfter (the operator's RSPARK_IDLE_QUIET=1m; the agent's report written
+    here), its URL led to the waker (EndpointSlice: `port` on the host's
     bridge address). Its URL."""
     workspaces = Workspaces(kube, namespace)
-    minutes = int(QUIET_BEFORE_REPORT.total_seconds() // 60)  # the shortest stopAfter
-    workspaces.create(sample("alice", idle={"stopAfter": f"{minutes}m"}, **spec))
+    workspaces.create(sample("alice", idle={"stopAfter": SHORTEST_IDLE_QUIET}, **spec))
     running = workspaces.wait_phase("alice", "Running")
     assert backend(kube, namespace) == names.rstudio_service_name("alice")
     slice_ = client.DiscoveryV1Api(kube).read_namespaced_endpoint_slice("alice-waker", namespace)
@@ -58,7 +59,8 @@ def idle_alice(kube: client.ApiClient, namespace: str, port: int, **spec: Any) -
     started = workspaces.running_pod("alice").metadata.creation_timestamp
     agent = agent_client(kube, namespace, "alice")
     agent_reports(agent, namespace, {"conditions": [idle_since(started - timedelta(hours=1))]})
-    workspaces.wait_phase("alice", "Idle", timeout=QUIET_BEFORE_REPORT.total_seconds() + 120)
+    quiet = parse_duration(SHORTEST_IDLE_QUIET).total_seconds()
+    workspaces.wait_phase("alice", "Idle", timeout=quiet + 120)
     wait_until("the Ingress to the waker", lambda: backend(kube, namespace) == "alice-waker")
     return str(running["status"]["url"])
 
@@ -68,7 +70,7 @@ def test_a_visit_with_the_password_wakes_an_idle_workspace(
 ) -> None:
     namespace = workspace_namespace
     port = free_port(HOST_ADDRESS)
-    operator_with(waker_address=f"{HOST_ADDRESS}:{port}", waker_ip=HOST_ADDRESS)
+    operator_with(waker_address=f"{HOST_ADDRESS}:{port}", waker_ip=HOST_ADDRESS, **QUICK_IDLE)
     workspaces = Workspaces(kube, namespace)
     host = idle_alice(kube, namespace, port).split("/")[2]
     session = requests.Session()
@@ -136,6 +138,7 @@ def test_with_oidc_sign_in_only_someone_allowed_in_wakes_it(
         "waker_address": f"{LOOPBACK}:{waker_port}",
         "waker_ip": HOST_ADDRESS,
         "waker_proxy_port": str(proxy_port),
+        **QUICK_IDLE,
     }
     settings = OperatorSettings.model_validate(
         {"snapshot_repository_base": "s3:http://s3/x", **values}

@@ -397,6 +397,7 @@ def test_agent_environment_contract() -> None:
         ),
         "RSPARK_RESTORE_FROM": "0123abcd",
         "RSPARK_METRICS_PORT": "9090",
+        "RSPARK_IDLE_QUIET": "5m",
     }
 
 

@@ -220,9 +220,10 @@ def test_last_active_is_the_latest_seen_never_in_the_future() -> None:
     assert idle.last_active(NOW, before, ahead) == NOW
 
 
-def test_quiet_after_the_report_delay() -> None:
-    assert not idle.quiet(NOW, NOW - idle.QUIET_BEFORE_REPORT + timedelta(seconds=1))
-    assert idle.quiet(NOW, NOW - idle.QUIET_BEFORE_REPORT)
+def test_quiet_after_the_platforms_quiet_time() -> None:
+    for quiet_time in (timedelta(minutes=1), timedelta(minutes=5)):
+        assert not idle.quiet(NOW, NOW - quiet_time + timedelta(seconds=1), quiet_time)
+        assert idle.quiet(NOW, NOW - quiet_time, quiet_time)
 
 
 def condition(status: str, when: datetime) -> dict[str, str]:

@@ -149,6 +149,33 @@ def test_the_operator_setting_is_the_default_and_the_spec_wins() -> None:
     assert POD in fake.objects  # stopAfter 0: never idle, so it starts again
 
 
+def test_a_stop_after_under_the_platforms_quiet_time_is_refused_and_nothing_goes() -> None:
+    """RSPARK_IDLE_QUIET=1m allows stopAfter 2m; a platform that raises it to 15m
+    refuses the same spec in the status, and the running pod and its home stay."""
+    quick = settings(allowed_image_prefixes=["rstudio:"], idle_quiet="1m")
+
+    def running() -> FakeApi:
+        fake = FakeApi()
+        put_workspace(fake, idle={"stopAfter": "2m"})
+        run_at(fake, NOW, quick, children=True)
+        pod_ready(fake)
+        run_at(fake, NOW, quick)
+        assert ready(fake)["reason"] == Reason.POD_READY
+        return fake
+
+    fake = running()
+    agent_reports(fake, "True", NOW)
+    run_at(fake, NOW + timedelta(minutes=2), quick)
+    assert terminating(fake)  # two minutes after the last activity
+    fake = running()
+    slow = settings(allowed_image_prefixes=["rstudio:"], idle_quiet="15m")
+    run_at(fake, NOW + timedelta(minutes=30), slow, children=True)
+    assert ready(fake)["reason"] == Reason.INVALID_SPEC
+    assert "shorter than this platform's quiet time (15m)" in ready(fake)["message"]
+    assert POD in fake.objects and not terminating(fake)
+    assert CLAIM in fake.objects
+
+
 def test_an_active_agent_keeps_it_running() -> None:
     fake = FakeApi()
     running_with(fake, stopAfter="1h")

@@ -163,3 +163,39 @@ def test_bad_placement_is_named(
     with pytest.raises(SettingsError, match=f"RSPARK_{variable}{re.escape(where)}=") as raised:
         load_settings()
     assert why in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variables", "bad", "why"),
+    [
+        ({"RSPARK_IDLE_QUIET": "30s"}, "RSPARK_IDLE_QUIET='30s'", "at least 1m"),
+        ({"RSPARK_IDLE_QUIET": "soon"}, "RSPARK_IDLE_QUIET='soon'", "at least 1m"),
+        (
+            {"RSPARK_IDLE_STOP_AFTER": "2m"},
+            "RSPARK_IDLE_STOP_AFTER='2m'",
+            "shorter than this platform's quiet time (5m)",
+        ),
+        (
+            {"RSPARK_IDLE_QUIET": "15m", "RSPARK_IDLE_STOP_AFTER": "10m"},
+            "RSPARK_IDLE_STOP_AFTER='10m'",
+            "quiet time (15m)",
+        ),
+    ],
+)
+def test_the_quiet_time_and_the_default_stop_after_agree(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], bad: str, why: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert bad in str(raised.value) and why in str(raised.value), raised.value
+
+
+def test_a_shorter_quiet_time_allows_a_shorter_default_stop_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RSPARK_IDLE_QUIET", "1m")
+    monkeypatch.setenv("RSPARK_IDLE_STOP_AFTER", "2m")
+    loaded = load_settings()
+    assert (loaded.idle_quiet, loaded.idle_stop_after) == ("1m", "2m")

@@ -29,6 +29,7 @@ from typing import IO, Any
 from rspark_operator import contract, idle
 from rspark_operator.agent.report import Status
 from rspark_operator.conditions import IDLE, timestamp
+from rspark_operator.quantity import parse_duration
 
 log = logging.getLogger("rspark.agent")
 
@@ -196,8 +197,10 @@ class ActivityWatch:
         fetch: Fetch = http_json,
         spark_ports: Iterable[int] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        quiet_time: str = idle.DEFAULT_IDLE_QUIET,
     ) -> None:
         self.home = home
+        self.quiet_time = parse_duration(quiet_time)
         self.status = status
         self.runtime = runtime
         self.proxy_log = ProxyLog(signin_log)
@@ -228,7 +231,7 @@ class ActivityWatch:
         now = self.clock()
         seen = self.signals()
         self.last = idle.last_active(now, self.last, seen)
-        quiet = idle.quiet(now, self.last)
+        quiet = idle.quiet(now, self.last, self.quiet_time)
         if quiet != self.reported:
             self.report(quiet, [a.source for a in seen if a.busy])
         return quiet

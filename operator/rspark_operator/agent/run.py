@@ -156,7 +156,9 @@ class Runner:
         A daemon thread: it ends with the loop, or with the process."""
         if not self.agent.settings.workspace:
             return
-        watch = ActivityWatch(self.agent.home, self.agent.status)
+        watch = ActivityWatch(
+            self.agent.home, self.agent.status, quiet_time=self.agent.settings.idle_quiet
+        )
 
         def loop() -> None:
             while not self.stopping.is_set():

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rspark_operator import names
 from rspark_operator.contract import ENV_PREFIX, RETENTION_KEYS
+from rspark_operator.idle import DEFAULT_IDLE_QUIET
 from rspark_operator.quantity import parse_duration
 
 # The Kubernetes Secret holding the secret paths; the agent never creates it.
@@ -80,6 +81,11 @@ class AgentSettings(BaseSettings):
     )
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of /metrics, /readyz and /status."
+    )
+    idle_quiet: str = Field(
+        default=DEFAULT_IDLE_QUIET,
+        description="How long nothing is used before the workspace is reported idle "
+        "(the operator's RSPARK_IDLE_QUIET).",
     )
     # Not part of the pod contract; tunables with sensible defaults.
     snapshot_debounce: str = Field(
@@ -155,6 +161,7 @@ class AgentSettings(BaseSettings):
 
     @field_validator(
         "snapshot_interval",
+        "idle_quiet",
         "snapshot_debounce",
         "snapshot_max_delay",
         "snapshot_min_spacing",

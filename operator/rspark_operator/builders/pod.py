@@ -129,6 +129,7 @@ def agent_env(ws: Workspace, settings: OperatorSettings) -> list[dict[str, Any]]
         {"name": contract.SNAPSHOT_EXCLUDE, "value": json.dumps(snapshot.exclude)},
         {"name": contract.SECRET_PATHS, "value": json.dumps(ws.spec.secret_paths)},
         {"name": contract.METRICS_PORT, "value": str(settings.agent_metrics_port)},
+        {"name": contract.IDLE_QUIET, "value": settings.idle_quiet},
     ]
     if not through_gateway(ws, settings):
         # Through the gateway, which refuses deletes, retention runs at the platform.

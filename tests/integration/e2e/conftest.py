@@ -23,6 +23,10 @@ FIRST_START_SECONDS = 600
 # Small enough that two workspaces and a few executors fit on the two real nodes.
 E2E_RESOURCES = {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}}
 E2E_SPARK = {"maxExecutors": 2, "executorMemory": "512m"}
+# spec.idle.stopAfter of the idle tests, whose operator has the shortest quiet time
+# (QUICK_IDLE): longer than it, so a pause of the test between two signals of activity
+# (the IDE's start, then a computation, a cell, a job) never stops a workspace.
+E2E_STOP_AFTER = "2m"
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,13 @@ from devtools.localcluster import BIN, KUBECONFIG
 from rspark_operator import idle
 from rspark_operator.builders.pod import IDE_CONTAINER
 from rspark_operator.conditions import IDLE, find
-from rspark_operator.idle import QUIET_BEFORE_REPORT
+from rspark_operator.quantity import parse_duration
+from tests.integration.e2e.conftest import E2E_STOP_AFTER
 from tests.integration.e2e.test_jupyterlab import ide_exec
+from tests.integration.test_idle import QUICK_IDLE
 from tests.support.workspaces import Workspaces
+
+OPERATOR_SETTINGS = QUICK_IDLE
 
 
 def test_a_busy_process_keeps_its_workspace_up_while_an_idle_one_stops(
@@ -28,8 +32,7 @@ def test_a_busy_process_keeps_its_workspace_up_while_an_idle_one_stops(
 ) -> None:
     namespace = workspace_namespace
     workspaces = Workspaces(kube, namespace)
-    minutes = int(QUIET_BEFORE_REPORT.total_seconds() // 60)  # the shortest stopAfter
-    stop_after = {"stopAfter": f"{minutes}m"}
+    stop_after = {"stopAfter": E2E_STOP_AFTER}
     real_workspaces("busy", idle=stop_after)
     pod = workspaces.running_pod("busy").metadata.name
     # Published by the IDE image: the file the agent reads.
@@ -43,7 +46,7 @@ def test_a_busy_process_keeps_its_workspace_up_while_an_idle_one_stops(
     )  # fmt: skip
     try:
         real_workspaces("quiet", idle=stop_after)
-        timeout = QUIET_BEFORE_REPORT.total_seconds() + 300
+        timeout = parse_duration(E2E_STOP_AFTER).total_seconds() + 300
         workspaces.wait_phase("quiet", "Idle", timeout=timeout)
         assert loop.poll() is None  # R still running
         busy = workspaces.get("busy") or {}

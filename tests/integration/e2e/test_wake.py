@@ -33,19 +33,29 @@ from rspark_operator import waker
 from rspark_operator.builders.pod import HOME, IDE_CONTAINER
 from rspark_operator.builders.spark import SPARK_UI_PORT
 from rspark_operator.conditions import HOME_RESTORED, IDLE, find, parse_timestamp
-from rspark_operator.idle import NO_ACTIVITY, QUIET_BEFORE_REPORT
+from rspark_operator.idle import NO_ACTIVITY
 from rspark_operator.lifecycle import IDLE_STOPPING, VOLUME_RELEASED
-from tests.integration.e2e.conftest import E2E_RESOURCES, E2E_SPARK, FIRST_START_SECONDS
+from rspark_operator.quantity import parse_duration
+from tests.integration.e2e.conftest import (
+    E2E_RESOURCES,
+    E2E_SPARK,
+    E2E_STOP_AFTER,
+    FIRST_START_SECONDS,
+)
 from tests.integration.e2e.test_jupyterlab import files_of_last_snapshot_before, ide_exec
-from tests.integration.test_idle import workspace_events
+from tests.integration.test_idle import QUICK_IDLE, workspace_events
 from tests.support.browser import KERNEL_BUSY, chromium, listed_file
 from tests.support.kube import wait_until
 from tests.support.workspaces import Workspaces, restic_env, sample
 
-OPERATOR_SETTINGS = waker_settings
+
+def operator_settings() -> dict[str, str]:
+    return {**waker_settings(), **QUICK_IDLE}
+
+
+OPERATOR_SETTINGS = operator_settings
 FILE = "written-before-idle.txt"
-# The shortest stopAfter the API allows: the agent's quiet before it reports idle.
-STOP_AFTER = f"{int(QUIET_BEFORE_REPORT.total_seconds() // 60)}m"
+STOP_AFTER = parse_duration(E2E_STOP_AFTER)
 # The stop (the IDE's shutdown, the last snapshot) and, with releaseVolume, the
 # verified snapshot before the claim goes, after the agent's verdict.
 STOP_SECONDS = 300
@@ -75,7 +85,7 @@ def waker_answers(url: str) -> bool:
 # R, from `kubectl exec` (no kernel, no browser): a local Spark application whose one
 # task sleeps (no CPU) far past stopAfter; the agent reads its driver UI's REST API.
 SPARK_JOB_SECONDS = 1800
-# A look of the agent more than its quiet: when an idle workspace has been reported.
+# A look of the agent more than stopAfter: when an idle workspace has been stopped.
 AGENT_CHECK = timedelta(seconds=60)
 SPARK_JOB = f"""
 library(reticulate)
@@ -132,14 +142,8 @@ def test_idle_workspaces_stop_and_a_visit_wakes_them_with_their_home(
     core = client.CoreV1Api(kube)
     workspaces = Workspaces(kube, namespace)
     releases = {"alice": False, "bob": True}
-    # Created together: they go idle together.
-    for name, release in releases.items():
-        idle = {"stopAfter": STOP_AFTER, "releaseVolume": release}
-        workspaces.create(
-            sample(name, ide="jupyterlab", resources=E2E_RESOURCES, spark=E2E_SPARK, idle=idle)
-        )
     # carol's R cell keeps its kernel busy, sleeping, after her browser is closed.
-    carol = real_workspaces("carol", idle={"stopAfter": STOP_AFTER})
+    carol = real_workspaces("carol", idle={"stopAfter": E2E_STOP_AFTER})
     with chromium(artifacts / "carol") as browser:
         browser.jupyterlab_login(
             browser_url(carol["status"]["url"]), ide_password(namespace, "carol")
@@ -148,7 +152,7 @@ def test_idle_workspaces_stop_and_a_visit_wakes_them_with_their_home(
         browser.visible(KERNEL_BUSY)
         browser.screenshot("cell-running")
     # dave's Spark job, started from a shell, runs past stopAfter.
-    real_workspaces("dave", idle={"stopAfter": STOP_AFTER})
+    real_workspaces("dave", idle={"stopAfter": E2E_STOP_AFTER})
     dave_pod = workspaces.running_pod("dave").metadata.name
     spark_job = subprocess.Popen(
         [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG), "exec", dave_pod, "-n", namespace,
@@ -157,6 +161,12 @@ def test_idle_workspaces_stop_and_a_visit_wakes_them_with_their_home(
     )  # fmt: skip
     wait_until("dave's Spark job runs", lambda: spark_jobs_running(namespace, dave_pod) == 1, 180)
     spark_started = datetime.now(UTC)
+    # Created together, once carol and dave are busy: they go idle together.
+    for name, release in releases.items():
+        idle = {"stopAfter": E2E_STOP_AFTER, "releaseVolume": release}
+        workspaces.create(
+            sample(name, ide="jupyterlab", resources=E2E_RESOURCES, spark=E2E_SPARK, idle=idle)
+        )
     running = {
         name: workspaces.wait_phase(name, "Running", FIRST_START_SECONDS) for name in releases
     }
@@ -169,17 +179,14 @@ def test_idle_workspaces_stop_and_a_visit_wakes_them_with_their_home(
 
     # Real idleness: the agent reports it, the operator stops the pod after a last snapshot.
     for name in releases:
-        stopped = workspaces.wait_phase(
-            name, "Idle", QUIET_BEFORE_REPORT.total_seconds() + STOP_SECONDS
-        )
+        stopped = workspaces.wait_phase(name, "Idle", STOP_AFTER.total_seconds() + STOP_SECONDS)
         verdict = find(stopped["status"]["conditions"], IDLE) or {}
         assert verdict.get("status") == "True" and verdict.get("reason") == NO_ACTIVITY, verdict
         wait_until(f"{name}'s pod gone", partial(no_pod, workspaces, name), STOP_SECONDS)
     stopped_at = datetime.now(UTC)
-    # carol's cell still runs, and dave's Spark job: not stopped. dave started after
-    # alice and bob: his job must first outlast the quiet the agent waits for (and a
-    # check more), by when, without it, he would be reported idle.
-    outlasted = spark_started + QUIET_BEFORE_REPORT + AGENT_CHECK - datetime.now(UTC)
+    # carol's cell still runs, and dave's Spark job: not stopped. His job must first
+    # outlast stopAfter (and a check more), by when, without it, he would be stopped.
+    outlasted = spark_started + STOP_AFTER + AGENT_CHECK - datetime.now(UTC)
     time.sleep(max(outlasted.total_seconds(), 0))
     for name in ("carol", "dave"):
         status = (workspaces.get(name) or {})["status"]

@@ -134,11 +134,15 @@ def idle_condition(status: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == "Idle")
 
 
-def watch_of(home: Path, tmp_path: Path, port: int, clock: Clock) -> tuple[ActivityWatch, Sink]:
+def watch_of(
+    home: Path, tmp_path: Path, port: int, clock: Clock, quiet_time: str = idle.DEFAULT_IDLE_QUIET
+) -> tuple[ActivityWatch, Sink]:
     sink = Sink()
     status = Status([sink], clock=clock)
     runtime = runtime_for(tmp_path, f"http://127.0.0.1:{port}/user/")
-    watch = ActivityWatch(home, status, runtime=runtime, spark_ports=[port], clock=clock)
+    watch = ActivityWatch(
+        home, status, runtime=runtime, spark_ports=[port], clock=clock, quiet_time=quiet_time
+    )
     return watch, sink
 
 
@@ -172,6 +176,23 @@ def test_one_write_per_change_of_verdict(tmp_path: Path, server: tuple[int, Answ
         watch.check()
     assert len(sink.published) == 4
     assert idle_condition(sink.published[-1])["lastTransitionTime"] == "2026-11-29T22:31:00Z"
+
+
+def test_the_platforms_quiet_time(tmp_path: Path, server: tuple[int, Answers]) -> None:
+    """RSPARK_IDLE_QUIET=1m: the verdict after one minute of quiet, not five."""
+    port, _ = server
+    start = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
+    clock = Clock(start)
+    home = tmp_path / "home"
+    home.mkdir()
+    watch, sink = watch_of(home, tmp_path, port, clock, quiet_time="1m")
+    assert not watch.check()
+    clock.now = start + timedelta(seconds=59)
+    assert not watch.check()
+    clock.now = start + timedelta(minutes=1)
+    assert watch.check()
+    reported = idle_condition(sink.published[-1])
+    assert (reported["status"], reported["lastTransitionTime"]) == ("True", "2026-11-29T22:00:00Z")
 
 
 def test_an_executing_r_session_keeps_it_active(
