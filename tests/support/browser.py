@@ -9,7 +9,9 @@ the workspace's own Host header with no resolver rule. Screenshots go to
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,15 +157,18 @@ class Browser:
 @contextmanager
 def chromium(artifacts: Path, *arguments: str) -> Iterator[Browser]:
     """A headless Chromium for one test, with CHROMIUM_ARGUMENTS and `arguments`; its
-    screenshots in `artifacts` (emptied first)."""
+    screenshots in `artifacts` (emptied first). Its profile and temporary folders in a
+    folder of its own, removed after (Chromium leaves some in TMPDIR when it quits)."""
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (*CHROMIUM_ARGUMENTS, *arguments):
         options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
-        yield Browser(driver, artifacts)
-    finally:
-        driver.quit()
+    with tempfile.TemporaryDirectory(prefix="rspark-chromium-") as temporary:
+        service = Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": temporary})
+        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            yield Browser(driver, artifacts)
+        finally:
+            driver.quit()

@@ -201,6 +201,11 @@ class Repo:
 
 
 def repository_env(server: S3Server, path: str, cache: Path) -> dict[str, str]:
+    """The variables of restic and the agent for the repository `path`; their temporary
+    files (the agent's excludes, `restic check`'s cache) next to `cache`, in the test's
+    own directory, where a killed process's are not left in /tmp."""
+    temporary = cache.parent / "tmp"
+    temporary.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RSPARK_", "RESTIC_"))}
     env.update(server.credentials.env())
     env.update(
@@ -209,6 +214,7 @@ def repository_env(server: S3Server, path: str, cache: Path) -> dict[str, str]:
             "RESTIC_REPOSITORY": server.credentials.restic_repository(path),
             "RESTIC_PASSWORD": PASSWORD,
             "XDG_CACHE_HOME": str(cache),
+            "TMPDIR": str(temporary),
             "RSPARK_RESTIC": restic_binary(),
         }
     )
