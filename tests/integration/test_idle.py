@@ -61,6 +61,15 @@ def idle_since(when: datetime) -> dict[str, Any]:
     }
 
 
+def awake_again(kube: client.ApiClient, namespace: str) -> None:
+    """alice Running again, and her new pod's agent says so at its start (Idle=False),
+    as a real one does: else the old verdict stops her stopAfter after the pod's start."""
+    Workspaces(kube, namespace).wait_phase("alice", "Running", timeout=120)
+    active = {"type": "Idle", "status": "False", "reason": "Active", "message": "in use",
+              "lastTransitionTime": timestamp(datetime.now(UTC))}  # fmt: skip
+    agent_reports(agent_client(kube, namespace, "alice"), namespace, {"conditions": [active]})
+
+
 def workspace_events(core: client.CoreV1Api, namespace: str, reason: str) -> list[Any]:
     selector = f"involvedObject.kind=RStudioWorkspace,reason={reason}"
     return list(core.list_namespaced_event(namespace, field_selector=selector).items)
@@ -139,6 +148,6 @@ def test_an_idle_workspace_stops_releases_its_volume_and_wakes(
         "alice",
         {"metadata": {"annotations": {names.RESTART_ANNOTATION: timestamp(datetime.now(UTC))}}},
     )
-    workspaces.wait_phase("alice", "Running", timeout=120)
+    awake_again(kube, namespace)
     assert core.read_namespaced_persistent_volume_claim(claim, namespace)
     assert len(workspaces.pods("alice")) == 1

@@ -29,7 +29,13 @@ from rspark_operator.idle import SHORTEST_IDLE_QUIET
 from rspark_operator.quantity import parse_duration
 from rspark_operator.settings import OperatorSettings
 from tests.integration.e2e.test_signin import signin_secret
-from tests.integration.test_idle import QUICK_IDLE, agent_client, agent_reports, idle_since
+from tests.integration.test_idle import (
+    QUICK_IDLE,
+    agent_client,
+    agent_reports,
+    awake_again,
+    idle_since,
+)
 from tests.support.browser import ARTIFACTS, chromium
 from tests.support.kube import wait_until
 from tests.support.signin import on_login_page, provider_as_secure, sign_in, waker_proxy
@@ -112,7 +118,7 @@ def test_a_visit_with_the_password_wakes_an_idle_workspace(
     again = (workspaces.get("alice") or {})["metadata"]["annotations"]
     assert again[names.RESTART_ANNOTATION] == asked
     # Awake: the Ingress leads to the IDE again; the waker no longer answers there.
-    workspaces.wait_phase("alice", "Running", timeout=120)
+    awake_again(kube, namespace)
     wait_until("the Ingress to the IDE", lambda: backend(kube, namespace) == "alice-rstudio")
     wait_until("the IDE's route", lambda: from_waker() is None)
 
@@ -202,5 +208,5 @@ def visit_idle_workspace(kube: client.ApiClient, namespace: str, url: str) -> No
         assert alice.driver.current_url == url and alice.driver.title.startswith("Waking")
         alice.screenshot("alice-waking")
         assert asked() is not None
-    workspaces.wait_phase("alice", "Running", timeout=120)
+    awake_again(kube, namespace)
     wait_until("the Ingress to the IDE", lambda: backend(kube, namespace) == "alice-rstudio")
