@@ -1,12 +1,13 @@
 """`rspark-operator`: the entry point, kopf's watches and the one resync loop.
 
 kopf watches the workspaces, their pods (a label selector: only workspace pods
-reach the operator), Warning events and cordoned nodes (field selectors), and
-keeps the warnings the status quotes and the workspace pods by node in indexes.
-Every watch event only puts the workspace in the resync queue (`resync.py`); one
-loop takes each workspace when it is due and runs `reconcile.reconcile` on a
-bounded pool of threads. No kopf handler changes anything, so kopf keeps no state
-on workspaces: no finalizer, no annotations.
+reach the operator), Warning events and cordoned nodes (field selectors). The watch
+handlers keep the operator's own indexes (`Indexes`: the warnings the status quotes,
+the workspaces by namespace and by profile, the workspace pods by node) and put the
+workspace in the resync queue (`resync.py`); one loop takes each workspace when it
+is due and runs `reconcile.reconcile` on a bounded pool of threads. No kopf handler
+changes anything, so kopf keeps no state on workspaces: no finalizer, no
+annotations. No kopf index either (`@kopf.index`): see `indexes.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from rspark_operator.api import GROUP, KIND, PLURAL, PROFILE_PLURAL, VERSION
 from rspark_operator.builders.signin import WAKER_PROXY_COMMAND, waker_proxy_args
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.gateway import gateway_user
+from rspark_operator.indexes import Index
 from rspark_operator.kube import Kube, load_api_client
 from rspark_operator.lifecycle import IDLE_EVENTS
 from rspark_operator.metrics import OperatorMetrics
@@ -43,7 +45,7 @@ from rspark_operator.names import (
 )
 from rspark_operator.profiles import profile_name
 from rspark_operator.reconcile import reconcile, sweep_gateway_users
-from rspark_operator.resync import Job, Result, ResyncQueue
+from rspark_operator.resync import Job, Key, Result, ResyncQueue
 from rspark_operator.resync import run as run_resync
 from rspark_operator.rollout import Rollout
 from rspark_operator.settings import OperatorSettings, SettingsError, load_settings
@@ -91,8 +93,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """kopf deep-copies every object its watches deliver, to diff it against the last
     one handled, and uses the diff only for change handlers (on.create, on.update, ...),
     daemons and timers. The operator has none of them (its watches only queue
-    workspaces and fill indexes), so there is nothing to copy (`docs/benchmarks.md`:
-    a quarter of the samples of a profile, 4% of the CPU a workspace measured)."""
+    workspaces and fill the operator's indexes), so there is nothing to copy
+    (`docs/benchmarks.md`: a quarter of the samples of a profile, 4% of the CPU a
+    workspace measured)."""
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
@@ -121,20 +124,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.startup()
-def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
-    """The one resync loop, in a thread of its own; it reads the warnings index."""
-    memo.warnings = kwargs[WARNINGS]
-    memo.neighbours = kwargs[BY_NAMESPACE]
-    kube: Kube = memo.kube
+def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    """The one resync loop, in a thread of its own. It takes nothing before a listing of
+    its own, each time this replica begins to act (`ListedWhenActing`)."""
 
     def resync() -> None:
-        for namespace in memo.settings.watch_namespaces or [""]:  # "": every namespace
-            catch_up(kube.list(f"{GROUP}/{VERSION}", KIND, namespace), memo.queue)
         run_resync(
             memo.queue,
             lambda job: _run_job(memo, job),
             workers=WORKERS,
-            acting=memo.acting,
+            acting=ListedWhenActing(memo.acting, lambda: seed(memo)),
             stop=memo.stop,
         )
 
@@ -142,17 +141,73 @@ def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
     memo.thread.start()
 
 
-def catch_up(listed: Iterable[Mapping[str, Any]], queue: ResyncQueue) -> None:
-    """Queue at once the workspaces changed while no operator ran, from a listing of
-    our own: kopf delivers no event before it has filled every index, which takes
-    seconds per thousand objects (25 s at 1,000 workspaces in `docs/benchmarks.md`)."""
+class ListedWhenActing:
+    """Whether this replica acts (`acting`), once every workspace has been listed
+    (`seed`) since it began to act: no job (reconcile or gateway sweep) runs on a
+    workspace index that kopf's watch is still filling, nor on one left from before a
+    pause, when kopf did not watch. A failed listing is done again at the loop's next
+    look, a second later; the resync loop calls this from its one thread."""
+
+    def __init__(self, acting: Callable[[], bool], seed: Callable[[], bool]) -> None:
+        self._acting = acting
+        self._seed = seed
+        self._listed = False
+
+    def __call__(self) -> bool:
+        if not self._acting():
+            self._listed = False
+            return False
+        if not self._listed:
+            self._listed = self._seed()
+        return self._listed
+
+
+def seed(memo: kopf.Memo) -> bool:
+    """List every workspace (`catch_up`); whether the listing was whole. A workspace the
+    indexes hold and the listing lacks was deleted while kopf did not watch (kopf tells
+    of no deletion it did not see), or created since: its reconcile tells, at once."""
+    kube: Kube = memo.kube
+    indexes: Indexes = memo.indexes
+    listed: set[Key] = set()
     try:
-        for body in listed:
-            if _ahead(body):
-                metadata = body["metadata"]
-                queue.schedule((metadata["namespace"], metadata["name"]), AHEAD_SECONDS)
-    except KubeError as error:  # the watch queues them all the same, later
+        for namespace in memo.settings.watch_namespaces or [""]:  # "": every namespace
+            listed |= catch_up(
+                kube.list(f"{GROUP}/{VERSION}", KIND, namespace),
+                memo.queue,
+                indexes,
+                memo.settings.default_spark_profile,
+            )
+    except KubeError as error:
         log.warning("cannot list the workspaces (%s): %s", error.failure.value, error)
+        return False
+    for key in indexes.workspace_keys() - listed:
+        memo.queue.schedule(key, children=False)
+    return True
+
+
+def catch_up(
+    listed: Iterable[Mapping[str, Any]],
+    queue: ResyncQueue,
+    indexes: Indexes,
+    default_profile: str | None,
+) -> set[Key]:
+    """One pass over a listing of workspaces (a page at a time); the ones listed. Each
+    goes in the workspace indexes, unless a watch event put it there already (kopf's
+    stream of it is the newer, or will be), then in the queue: at once when it changed
+    while no operator ran (kopf's first events may come after the first reconciles),
+    else within a resync period, like kopf's first event of it (the earlier due time
+    wins: `ResyncQueue.schedule`). So a workspace deleted before kopf's own listing, of
+    which no watch event will ever tell, is found gone by its reconcile
+    (`_index_current`). Raises KubeError."""
+    keys: set[Key] = set()
+    for body in listed:
+        metadata = body["metadata"]
+        key = (metadata["namespace"], metadata["name"])
+        indexes.add_workspace(body, default_profile)  # before its reconcile
+        delay = AHEAD_SECONDS if _ahead(body) else random.uniform(0, queue.resync_seconds)
+        queue.schedule(key, delay)
+        keys.add(key)
+    return keys
 
 
 def _ahead(body: Mapping[str, Any]) -> bool:
@@ -171,10 +226,69 @@ def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.thread.join(timeout=memo.settings.api_timeout_seconds * memo.settings.api_attempts)
 
 
-WarningIndex = kopf.Index[str, dict[str, Any]]
-# The index of Warning events the status reads: kopf passes it to handlers as a keyword
-# argument named after its function (`status_warnings` below).
-WARNINGS = "status_warnings"
+# Warnings about pods and claims, by the object's uid (what the status quotes).
+WarningIndex = Index[str, dict[str, Any]]
+# Workspaces (name, user) by namespace: who shares it (tenancy.py, NamespaceShared), and
+# which gateway lines stay (`_sweep_gateway_users`).
+NamespaceIndex = Index[str, tuple[str, str]]
+# Workspaces (namespace, name) by the node of their pod, or by the SparkProfile they use.
+WorkspaceIndex = Index[str, tuple[str | None, str]]
+
+
+class Indexes:
+    """The operator's indexes (kopf has none: see `indexes.py`). The watch handlers keep
+    them, on kopf's loop, each before it queues anything; the reconciles read them from
+    the resync's threads. The workspaces' are first filled by the operator's own listing
+    (`catch_up`), and a reconcile takes out what it finds gone (`_index_current`)."""
+
+    def __init__(self) -> None:
+        self.warnings: WarningIndex = Index()
+        self.by_node: WorkspaceIndex = Index()
+        # The workspaces': each changes with the others (under `_workspaces`), so that
+        # one is in all of them or in none.
+        self.by_namespace: NamespaceIndex = Index()
+        self.by_profile: WorkspaceIndex = Index()
+        # Their uids by namespace and name: those of a name the API server no longer has.
+        self.uids: Index[Key, str] = Index()
+        self._workspaces = threading.Lock()
+
+    def set_workspace(self, body: Mapping[str, Any], default_profile: str | None) -> None:
+        """What a watch event of a workspace tells (not its deletion): it replaces what
+        its uid gave before."""
+        with self._workspaces:
+            self._write_workspace(body, default_profile)
+
+    def add_workspace(self, body: Mapping[str, Any], default_profile: str | None) -> None:
+        """A workspace, unless the indexes know its uid already."""
+        with self._workspaces:
+            if _uid(body) not in self.uids:
+                self._write_workspace(body, default_profile)
+
+    def forget_workspaces(self, uids: Iterable[str]) -> None:
+        with self._workspaces:
+            for uid in uids:
+                for index in (self.by_namespace, self.by_profile, self.uids):
+                    index.remove(uid)
+
+    def workspace_keys(self) -> set[Key]:
+        """The namespace and name of every workspace in the indexes."""
+        return {key for key, _uid in self.uids.items()}
+
+    def _write_workspace(self, body: Mapping[str, Any], default_profile: str | None) -> None:
+        metadata = body.get("metadata", {})
+        uid, namespace, name = _uid(body), metadata.get("namespace"), metadata.get("name", "")
+        chosen = ((body.get("spec") or {}).get("spark") or {}).get("profile")
+        profile = profile_name(chosen, default_profile)
+        self.by_namespace.set(uid, {} if namespace is None else {namespace: (name, _user(body))})
+        self.by_profile.set(uid, {} if profile is None else {profile: (namespace, name)})
+        self.uids.set(uid, {} if namespace is None else {(namespace, name): uid})
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    """What an object is known by in the indexes: its uid (every object the API server
+    serves has one)."""
+    metadata = body.get("metadata", {})
+    return str(metadata.get("uid") or f"{metadata.get('namespace')}/{metadata.get('name')}")
 
 
 def _status_warning(body: kopf.Body, **_: Any) -> bool:
@@ -185,10 +299,24 @@ def _status_warning(body: kopf.Body, **_: Any) -> bool:
     )
 
 
-@kopf.index("v1", "events", when=_status_warning)
-async def status_warnings(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    """Warnings about pods and claims, by the object's uid, kept from the watch: listing
-    a namespace's events in each reconcile makes the API server scan all of them."""
+@kopf.on.event("v1", "events", when=_status_warning)
+async def warning_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Warnings about pods and claims, kept from the watch (`Indexes.warnings`): listing
+    a namespace's events in each reconcile makes the API server scan all of them. One
+    listed (a start) refreshes its workspace: a reconcile may have run before it came."""
+    indexes: Indexes = memo.indexes
+    if type == "DELETED":
+        indexes.warnings.remove(_uid(body))
+    else:
+        indexes.warnings.set(_uid(body), _warning_entry(body))
+    involved = body.get("involvedObject") or {}
+    workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
+    if type is None and workspace and involved.get("namespace"):
+        memo.queue.schedule((involved["namespace"], workspace), children=False)
+
+
+def _warning_entry(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The event as the status reads it, by the uid of the pod or claim it is about."""
     involved = body.get("involvedObject") or {}
     kept = ("type", "reason", "message", "lastTimestamp", "eventTime")
     event = {key: body.get(key) for key in kept}
@@ -204,22 +332,31 @@ async def workspace_event(
     namespace: str | None,
     name: str,
     memo: kopf.Memo,
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
-    """Queue the workspace: a change of its spec at once, the agent's restore and idle
-    reports as a status refresh, a workspace first seen (start, resumed peering) within a resync
-    period; our own status writes need nothing. A workspace created or deleted refreshes
-    the others of its namespace when their NamespaceShared condition changes."""
+    """Index the workspace, then queue it: a change of its spec at once, the agent's
+    restore and idle reports as a status refresh, a workspace first seen (start, resumed
+    peering) within a resync period; our own status writes need nothing. A workspace
+    created or deleted refreshes the others of its namespace when their NamespaceShared
+    condition changes."""
     queue: ResyncQueue = memo.queue
+    indexes: Indexes = memo.indexes
     if namespace is None:  # kopf's typing: workspaces are always namespaced
         return
     key = (namespace, name)
+    # The index first: the reconcile queued below registers the workspace at the
+    # gateway, whose sweep keeps the lines of the workspaces in the index only.
+    if event["type"] == "DELETED":
+        indexes.forget_workspaces([_uid(body)])
+    else:
+        indexes.set_workspace(body, memo.settings.default_spark_profile)
     if event["type"] in ("ADDED", "DELETED"):
-        neighbours: NamespaceIndex = kwargs[BY_NAMESPACE]
-        for other in sharing_changed(neighbours.get(namespace, ()), name, _user(body)):
+        others = indexes.by_namespace.get(namespace)
+        for other in sharing_changed(others, name, _user(body)):
             queue.schedule((namespace, other), children=False)
     if memo.settings.snapshot_mode == "gateway":
-        # Handlers run once kopf has filled its indexes: the sweep sees every workspace.
+        # No job runs before the operator's own listing has filled the workspace index
+        # (`ListedWhenActing`): the sweep sees every workspace.
         if event["type"] == "DELETED":
             queue.schedule(GATEWAY_USERS_JOB, GATEWAY_SWEEP_DELAY_SECONDS)
         elif queue.due_at(GATEWAY_USERS_JOB) is None:
@@ -246,12 +383,26 @@ async def workspace_event(
 
 
 @kopf.on.event("v1", "pods")
-async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A workspace pod changed or went away: refresh the status (replace it if needed)."""
+async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A workspace pod changed or went away: index it by its node (`Indexes.by_node`),
+    then refresh the status (replace the pod if needed)."""
+    indexes: Indexes = memo.indexes
+    if type == "DELETED":
+        indexes.by_node.remove(_uid(body))
+    else:
+        indexes.by_node.set(_uid(body), _node_entry(body))
     metadata = body.get("metadata", {})
     workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
     if workspace and metadata.get("namespace"):
         memo.queue.schedule((metadata["namespace"], workspace), children=False)
+
+
+def _node_entry(body: Mapping[str, Any]) -> dict[str, tuple[str | None, str]]:
+    """A workspace pod by its node, so that a cordoned node moves exactly those."""
+    metadata = body.get("metadata", {})
+    node = (body.get("spec") or {}).get("nodeName")
+    workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
+    return {node: (metadata.get("namespace"), workspace)} if node and workspace else {}
 
 
 def _volume_warning(body: kopf.Body, **_: Any) -> bool:
@@ -266,18 +417,6 @@ async def volume_warning(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     workspace = workspace_of(str(involved.get("kind")), str(involved.get("name")))
     if workspace and involved.get("namespace"):
         memo.queue.schedule((involved["namespace"], workspace), children=False)
-
-
-# Workspaces (name, user) by namespace: who shares it (tenancy.py, NamespaceShared).
-BY_NAMESPACE = "workspaces_by_namespace"
-NamespaceIndex = kopf.Index[str, tuple[str, str]]
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def workspaces_by_namespace(
-    body: kopf.Body, namespace: str | None, name: str, **_: Any
-) -> dict[str, tuple[str, str]]:
-    return {} if namespace is None else {namespace: (name, _user(body))}
 
 
 def _user(body: Mapping[str, Any]) -> str:
@@ -295,21 +434,9 @@ def sharing_changed(workspaces: Iterable[tuple[str, str]], name: str, user: str)
     return [other for other, _ in others]
 
 
-# Workspaces by the node of their pod, so that a cordoned node moves exactly those.
-BY_NODE = "workspaces_by_node"
-
-
-@kopf.index("v1", "pods")
-async def workspaces_by_node(body: kopf.Body, **_: Any) -> dict[str, tuple[str | None, str]]:
-    metadata = body.get("metadata", {})
-    node = (body.get("spec") or {}).get("nodeName")
-    workspace = (metadata.get("labels") or {}).get(WORKSPACE_LABEL)
-    return {node: (metadata.get("namespace"), workspace)} if node and workspace else {}
-
-
 @kopf.on.event("v1", "nodes")
 async def node_cordoned(
-    event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any
+    event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """A node was cordoned (a drain begins) or uncordoned: its workspaces' pods leave
     their disruption budgets, or come back under them (see `builders/disruption.py`)."""
@@ -322,34 +449,20 @@ async def node_cordoned(
         return
     else:
         cordoned.add(name)
-    index: kopf.Index[str, tuple[str | None, str]] = kwargs[BY_NODE]
-    for namespace, workspace in index.get(name, ()):
+    indexes: Indexes = memo.indexes
+    for namespace, workspace in indexes.by_node.get(name):
         if namespace:
             memo.queue.schedule((namespace, workspace), children=False)
 
 
-# Workspaces by the SparkProfile they use (their own choice or the default setting), so
-# that a changed profile re-renders exactly those.
-BY_PROFILE = "workspaces_by_profile"
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def workspaces_by_profile(
-    body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> dict[str, tuple[str | None, str]]:
-    chosen = ((body.get("spec") or {}).get("spark") or {}).get("profile")
-    profile = profile_name(chosen, memo.settings.default_spark_profile)
-    return {} if profile is None else {profile: (body.metadata.namespace, body.metadata.name)}
-
-
 @kopf.on.event(GROUP, VERSION, PROFILE_PLURAL)
-async def profile_changed(name: str, type: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def profile_changed(name: str, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A SparkProfile was created, changed or deleted: re-render its workspaces' Spark
     configuration (their pods stay). The initial listing (type None) changes nothing."""
     if type is None:
         return
-    index: kopf.Index[str, tuple[str | None, str]] = kwargs[BY_PROFILE]
-    for namespace, workspace in index.get(name, ()):
+    indexes: Indexes = memo.indexes
+    for namespace, workspace in indexes.by_profile.get(name):
         if namespace:
             memo.queue.schedule((namespace, workspace))
 
@@ -381,10 +494,13 @@ def _reconcile(memo: kopf.Memo, job: Job) -> Result:
 def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
     """Reconcile the workspace as it is now (the watch's copy may be stale)."""
     kube: Kube = memo.kube
-    warnings: WarningIndex = memo.warnings
+    indexes: Indexes = memo.indexes
     namespace, name = job.key
+    # Read before the workspace: one created after this read is not among them.
+    known = indexes.uids.get(job.key)
     try:
         current = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+        _index_current(indexes, job.key, known, current, memo.settings.default_spark_profile)
         if current is None:
             memo.rollout.finish(job.key)
             return Result.GONE
@@ -397,10 +513,10 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
             kube,
             memo.settings,
             current,
-            lambda uid: warnings.get(uid, ()),
+            indexes.warnings.get,
             memo.rollout,
             cordoned=memo.cordoned.__contains__,
-            neighbours=lambda ns: memo.neighbours.get(ns, ()),
+            neighbours=indexes.by_namespace.get,
             children=job.children,
         )
         for event in outcome.events:
@@ -429,11 +545,39 @@ def _reconcile_now(memo: kopf.Memo, job: Job) -> Result:
     return Result.DONE
 
 
+def _index_current(
+    indexes: Indexes,
+    key: Key,
+    known: Collection[str],
+    current: Mapping[str, Any] | None,
+    default_profile: str | None,
+) -> None:
+    """The workspace indexes as the API server has this name now. The uids they know
+    under it that are not the current workspace's are gone: a workspace deleted while
+    kopf did not watch, which no watch event will take out (listed by `catch_up` before
+    kopf's own listing, or deleted during a pause). The current workspace, if they lack
+    it (created again under the same name, its watch event not handled yet), goes in
+    before its reconcile registers it at the gateway."""
+    uid = None if current is None else _uid(current)
+    gone = [other for other in known if other != uid]
+    if gone:
+        log.info("%s/%s: gone, out of the indexes (uid %s)", *key, ", ".join(gone))
+        indexes.forget_workspaces(gone)
+    if (
+        current is not None
+        and uid not in known
+        and not current["metadata"].get("deletionTimestamp")
+    ):
+        indexes.add_workspace(current, default_profile)
+
+
 def _sweep_gateway_users(memo: kopf.Memo) -> Result:
     """Drop the gateway's lines of workspaces gone (see GATEWAY_USERS_JOB)."""
-    index: NamespaceIndex = memo.neighbours
+    indexes: Indexes = memo.indexes
     try:
-        removed = sweep_gateway_users(memo.kube, memo.settings, lambda: _workspace_users(index))
+        removed = sweep_gateway_users(
+            memo.kube, memo.settings, lambda: _workspace_users(indexes.by_namespace)
+        )
     except KubeError as error:
         log.warning("gateway users: API call failed (%s): %s", error.failure.value, error)
         memo.metrics.reconcile_errors.labels(error.failure.value).inc()
@@ -444,17 +588,9 @@ def _sweep_gateway_users(memo: kopf.Memo) -> Result:
 
 
 def _workspace_users(index: NamespaceIndex) -> set[str]:
-    """The gateway users of every workspace in kopf's index. It is read in the resync's
-    thread while kopf's loop updates it: a read that met a change is done again."""
-    while True:
-        try:
-            return {
-                gateway_user(namespace, name)
-                for namespace, store in list(index.items())
-                for name, _owner in list(store)
-            }
-        except RuntimeError:  # "changed size during iteration"
-            continue
+    """The gateway users of every workspace in the index (a copy: the watch handlers
+    change it meanwhile, on kopf's loop)."""
+    return {gateway_user(namespace, name) for namespace, (name, _user) in index.items()}
 
 
 class Acting:
@@ -613,5 +749,6 @@ def main(argv: list[str] | None = None) -> None:
             stop=stop,
             # Names of the cordoned nodes, from the watch (`node_cordoned`).
             cordoned=set(),
+            indexes=Indexes(),
         ),
     )

@@ -596,8 +596,8 @@ def sweep_gateway_users(
     """Drop the gateway's lines of workspaces that no longer exist; the users removed.
     `existing` (the users of the workspaces there are) is read after the file, so a
     workspace registered meanwhile is among them: the operator registers a workspace
-    only after its watch has seen it. Lines of namespaces the operator does not watch
-    (`RSPARK_WATCH_NAMESPACES`) are another operator's, and stay."""
+    only once its index holds it (`main.Indexes`). Lines of namespaces the operator
+    does not watch (`RSPARK_WATCH_NAMESPACES`) are another operator's, and stay."""
     removed: list[str] = []
     watched = set(settings.watch_namespaces)
 

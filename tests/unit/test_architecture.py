@@ -28,6 +28,7 @@ PURE = [
     "contract",
     "peering",
     "resync",
+    "indexes",
     "rollout",
     "metrics",
     "idle",

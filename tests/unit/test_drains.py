@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 import pytest
 
-from rspark_operator.main import BY_NODE, node_cordoned
+from rspark_operator.main import Indexes, node_cordoned
 from rspark_operator.resync import ResyncQueue
 
 pytestmark = pytest.mark.unit
@@ -18,17 +18,17 @@ NOW = 100.0
 
 def node_event(memo: kopf.Memo, kind: str | None, name: str, unschedulable: bool) -> None:
     body = {"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}}
-    index: dict[str, list[tuple[str | None, str]]] = {
-        "node-a": [("team", "alice"), ("team", "bob")],
-        "node-b": [("team", "carol")],
-    }
-    kwargs: dict[str, Any] = {BY_NODE: index}
     event: Any = {"type": kind, "object": body}
-    asyncio.run(node_cordoned(event=event, body=body, name=name, memo=memo, **kwargs))  # type: ignore[arg-type]
+    handler: Any = node_cordoned  # kopf's typing of a decorated handler
+    asyncio.run(handler(event=event, type=kind, body=body, name=name, memo=memo))
 
 
 def memo() -> kopf.Memo:
-    return kopf.Memo(queue=ResyncQueue(600, clock=lambda: NOW), cordoned=set())
+    """Alice's and Bob's pods on node-a, Carol's on node-b (`pod_event` keeps these)."""
+    indexes = Indexes()
+    for workspace, node in (("alice", "node-a"), ("bob", "node-a"), ("carol", "node-b")):
+        indexes.by_node.set(f"{workspace}-pod-uid", {node: ("team", workspace)})
+    return kopf.Memo(queue=ResyncQueue(600, clock=lambda: NOW), cordoned=set(), indexes=indexes)
 
 
 def test_a_cordoned_node_queues_the_workspaces_of_its_pods_and_is_remembered() -> None:

@@ -35,7 +35,12 @@ from rspark_operator.gateway import (
     only_users,
     with_entry,
 )
-from rspark_operator.main import GATEWAY_SWEEP_DELAY_SECONDS, GATEWAY_USERS_JOB, _run_job
+from rspark_operator.main import (
+    GATEWAY_SWEEP_DELAY_SECONDS,
+    GATEWAY_USERS_JOB,
+    Indexes,
+    _run_job,
+)
 from rspark_operator.reconcile import reconcile, sweep_gateway_users
 from rspark_operator.resync import Job, Result, ResyncQueue
 from rspark_operator.settings import OperatorSettings
@@ -369,8 +374,11 @@ def test_the_sweep_job_reads_the_workspaces_from_the_operators_index() -> None:
     for name in (NAME, "gone"):
         put(fake, name)
         run(fake, name)
-    index = {NAMESPACE: [(NAME, "demo@example.com")], "elsewhere": [("x", "x@example.com")]}
-    memo = kopf.Memo(kube=fake, settings=GATEWAY, neighbours=index)
+    indexes = Indexes()
+    for namespace, name in ((NAMESPACE, NAME), ("elsewhere", "x")):
+        body = {"metadata": {"namespace": namespace, "name": name, "uid": f"{name}-uid"}}
+        indexes.set_workspace(body, None)
+    memo = kopf.Memo(kube=fake, settings=GATEWAY, indexes=indexes)
     assert _run_job(memo, Job(GATEWAY_USERS_JOB, children=True)) is Result.DONE
     assert set(users(fake)) == {gateway_user(NAMESPACE, NAME)}
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rspark_operator.cluster import Failure, KubeError
-from rspark_operator.main import AHEAD_SECONDS, LEGACY_FINALIZER, catch_up
+from rspark_operator.main import AHEAD_SECONDS, LEGACY_FINALIZER, Indexes, catch_up
 from rspark_operator.resync import Job, Result, ResyncQueue
 
 pytestmark = pytest.mark.unit
@@ -126,16 +126,24 @@ def test_a_gone_workspace_is_forgotten() -> None:
 
 def workspace(name: str, generation: int, observed: int, **metadata: Any) -> dict[str, Any]:
     return {
-        "metadata": {"namespace": "team", "name": name, "generation": generation, **metadata},
+        "metadata": {
+            "namespace": "team",
+            "name": name,
+            "uid": f"{name}-uid",
+            "generation": generation,
+            **metadata,
+        },
         "status": {"observedGeneration": observed},
     }
 
 
 def test_a_restart_queues_what_changed_meanwhile_from_its_own_listing() -> None:
-    """Ahead of kopf's first events (which wait for every index): the changed spec and
-    the legacy finalizer to take off; nothing else is queued, and a listing that fails
-    midway keeps what it queued."""
+    """Ahead of kopf's first events: the changed spec and the legacy finalizer to take
+    off; every other workspace within a resync period, as kopf's first event of it does
+    (a workspace listed and deleted before kopf's own listing has no other reconcile to
+    find it gone). A listing that fails midway keeps what it queued."""
     q, clock = queue()
+    indexes = Indexes()
 
     def listed() -> Iterator[dict[str, Any]]:
         yield workspace("a", 2, 1)
@@ -144,7 +152,9 @@ def test_a_restart_queues_what_changed_meanwhile_from_its_own_listing() -> None:
         yield workspace("d", 2, 1, deletionTimestamp="x")
         raise KubeError(Failure.UNAVAILABLE, 0, "no answer")
 
-    catch_up(listed(), q)
-    assert [q.due_at(("team", name)) for name in "abcd"] == [
-        clock.now + AHEAD_SECONDS, None, clock.now + AHEAD_SECONDS, None
-    ]  # fmt: skip
+    with pytest.raises(KubeError):
+        catch_up(listed(), q, indexes, None)
+    due = {name: q.due_at(("team", name)) for name in "abcd"}
+    assert due["a"] == due["c"] == clock.now + AHEAD_SECONDS
+    assert all(clock.now <= (due[name] or -1) <= clock.now + RESYNC for name in "bd")
+    assert indexes.workspace_keys() == {("team", name) for name in "abcd"}

@@ -13,7 +13,7 @@ import pytest
 
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.conditions import NAMESPACE_SHARED, find
-from rspark_operator.main import BY_NAMESPACE, sharing_changed, workspace_event
+from rspark_operator.main import Indexes, sharing_changed, workspace_event
 from rspark_operator.reconcile import reconcile
 from rspark_operator.resync import ResyncQueue
 from rspark_operator.settings import OperatorSettings
@@ -126,16 +126,23 @@ def workspace_added(
     settings: OperatorSettings = SETTINGS,
 ) -> None:
     """The watch's event (`kind`) of a workspace in a namespace where Alice has two (a1,
-    a2) and Bob one (b1); the index holds the new one already."""
-    index = {NAMESPACE: [("a1", ALICE), ("a2", ALICE), ("b1", BOB), (name, user)]}
-    body: Any = {"metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"user": user}}
+    a2) and Bob one (b1)."""
+    memo = kopf.Memo(queue=queue, settings=settings, indexes=Indexes())
+    for other, who in (("a1", ALICE), ("a2", ALICE), ("b1", BOB)):
+        memo.indexes.set_workspace(workspace_body(other, who), None)
+    body: Any = workspace_body(name, user)
     event: Any = {"type": kind, "object": body}
-    kwargs: dict[str, Any] = {BY_NAMESPACE: index}
     handler: Any = workspace_event  # kopf's typing of a decorated handler
-    memo = kopf.Memo(queue=queue, settings=settings)
     asyncio.run(
-        handler(event=event, body=body, namespace=NAMESPACE, name=name, memo=memo, **kwargs)
+        handler(event=event, type=kind, body=body, namespace=NAMESPACE, name=name, memo=memo)
     )
+
+
+def workspace_body(name: str, user: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"{name}-uid"},
+        "spec": {"user": user},
+    }
 
 
 def test_a_workspace_of_a_user_already_there_refreshes_no_other() -> None:
