@@ -22,6 +22,7 @@ from rspark_operator.agent.kube import (
     KubeStatusSink,
     api_client,
     list_workspaces,
+    namespace_terminating,
 )
 from rspark_operator.agent.reasons import EXIT_NO_REPOSITORY, EXIT_PARTIAL
 from rspark_operator.agent.report import Status
@@ -167,6 +168,8 @@ def platform_retention(args: argparse.Namespace) -> int:
         try:
             value = store.load()
         except Exception as exc:
+            if namespace_terminating(api, namespace):
+                raise retention.GoingAway(namespace) from exc
             log.error("%s/%s: cannot read its passwords Secret: %s", namespace, name, exc)
             return None
         return value.decode() if value else None

@@ -109,3 +109,16 @@ def list_workspaces(api: Any, timeout: tuple[float, float] = REQUEST_TIMEOUT) ->
         GROUP, VERSION, PLURAL, _request_timeout=timeout
     )
     return list(found.get("items") or [])
+
+
+def namespace_terminating(
+    api: Any, namespace: str, timeout: tuple[float, float] = REQUEST_TIMEOUT
+) -> bool:
+    """Whether `namespace` is being deleted (False when that cannot be read)."""
+    from kubernetes import client
+
+    try:
+        found = client.CoreV1Api(api).read_namespace(namespace, _request_timeout=timeout)
+    except Exception:
+        return False
+    return bool(found.status and found.status.phase == "Terminating")

@@ -71,9 +71,15 @@ class NoRepository(Exception):
     """The workspace never took a snapshot: nothing to prune."""
 
 
+class GoingAway(Exception):
+    """The workspace's namespace is being deleted (its Secrets may go first): nothing
+    to keep."""
+
+
 # Runs one job with the repository's password; raises on failure (NoRepository: none yet).
 Forget = Callable[[Job, str], None]
-# The repository password of a workspace (its passwords Secret), None when missing.
+# The repository password of a workspace (its passwords Secret), None when missing;
+# raises GoingAway when its namespace is being deleted.
 Password = Callable[[str, str], str | None]
 
 
@@ -81,7 +87,11 @@ def run(all_jobs: Iterable[Job], password_of: Password, forget: Forget) -> int:
     """Every job, each on its own: one failing leaves the others. The number that failed."""
     failed = 0
     for job in all_jobs:
-        password = password_of(job.namespace, job.name)
+        try:
+            password = password_of(job.namespace, job.name)
+        except GoingAway:
+            log.info("%s/%s: its namespace is being deleted, skipped", job.namespace, job.name)
+            continue
         if password is None:
             log.error("%s/%s: no repository password, skipped", job.namespace, job.name)
             failed += 1

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rspark_operator.agent.retention import Job, NoRepository, jobs, run
+from rspark_operator.agent.retention import GoingAway, Job, NoRepository, jobs, run
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +60,19 @@ def test_one_failure_leaves_the_others_and_is_counted() -> None:
 
     assert failed == 2  # a workspace without snapshots yet is not a failure
     assert done == [("good", "pw-good")]
+
+
+def test_a_workspace_whose_namespace_is_being_deleted_is_not_a_failure() -> None:
+    done: list[str] = []
+
+    def password_of(namespace: str, name: str) -> str:
+        if name == "leaving":
+            raise GoingAway(namespace)  # its passwords Secret went first
+        return f"pw-{name}"
+
+    all_jobs = [Job("ns", name, f"{BASE}/ns.{name}", f"ns-{name}", {"keepLast": 1})
+                for name in ("leaving", "good")]  # fmt: skip
+    failed = run(all_jobs, password_of, lambda job, password: done.append(job.name))
+
+    assert failed == 0
+    assert done == ["good"]
