@@ -37,15 +37,6 @@ class Index(Generic[K, V]):
         with self._lock:
             self._set(uid, mapping)
 
-    def add(self, uid: str, mapping: Mapping[K, V]) -> bool:
-        """What object `uid` gives, unless it has given something already (which is
-        kept: it may be newer); whether it was added."""
-        with self._lock:
-            if uid in self._given:
-                return False
-            self._set(uid, mapping)
-            return True
-
     def remove(self, uid: str) -> None:
         """Forget object `uid` (nothing if unknown)."""
         with self._lock:
@@ -68,11 +59,6 @@ class Index(Generic[K, V]):
         """Whether object `uid` has given something (if only an empty mapping)."""
         with self._lock:
             return uid in self._given
-
-    def __len__(self) -> int:
-        """The objects known."""
-        with self._lock:
-            return len(self._given)
 
     def _set(self, uid: str, mapping: Mapping[K, V]) -> None:
         new = dict(mapping)

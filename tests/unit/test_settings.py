@@ -68,6 +68,18 @@ def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
             "TERMINATION_GRACE_SECONDS",
             "greater than or equal to 10",
         ),
+        ({"RSPARK_IDLE_QUIET": "30s"}, "IDLE_QUIET", "at least 1m"),
+        ({"RSPARK_IDLE_QUIET": "soon"}, "IDLE_QUIET", "at least 1m"),
+        (
+            {"RSPARK_IDLE_STOP_AFTER": "2m"},
+            "IDLE_STOP_AFTER",
+            "shorter than this platform's quiet time (5m)",
+        ),
+        (
+            {"RSPARK_IDLE_QUIET": "15m", "RSPARK_IDLE_STOP_AFTER": "10m"},
+            "IDLE_STOP_AFTER",
+            "quiet time (15m)",
+        ),
     ],
 )
 def test_bad_urls_and_names(
@@ -163,33 +175,6 @@ def test_bad_placement_is_named(
     with pytest.raises(SettingsError, match=f"RSPARK_{variable}{re.escape(where)}=") as raised:
         load_settings()
     assert why in str(raised.value)
-
-
-@pytest.mark.parametrize(
-    ("variables", "bad", "why"),
-    [
-        ({"RSPARK_IDLE_QUIET": "30s"}, "RSPARK_IDLE_QUIET='30s'", "at least 1m"),
-        ({"RSPARK_IDLE_QUIET": "soon"}, "RSPARK_IDLE_QUIET='soon'", "at least 1m"),
-        (
-            {"RSPARK_IDLE_STOP_AFTER": "2m"},
-            "RSPARK_IDLE_STOP_AFTER='2m'",
-            "shorter than this platform's quiet time (5m)",
-        ),
-        (
-            {"RSPARK_IDLE_QUIET": "15m", "RSPARK_IDLE_STOP_AFTER": "10m"},
-            "RSPARK_IDLE_STOP_AFTER='10m'",
-            "quiet time (15m)",
-        ),
-    ],
-)
-def test_the_quiet_time_and_the_default_stop_after_agree(
-    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], bad: str, why: str
-) -> None:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as raised:
-        load_settings()
-    assert bad in str(raised.value) and why in str(raised.value), raised.value
 
 
 def test_a_shorter_quiet_time_allows_a_shorter_default_stop_after(
