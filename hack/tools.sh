@@ -24,9 +24,16 @@ build() {
   if [[ ! -f "$dir/.complete" ]]; then
     log "building $tool (${*%%=*}) into $dir"
     rm -rf "$dir" && mkdir -p "$dir"
+    if (($# == 1)); then
+      (cd "$mod" && go build -trimpath -ldflags "-s -w $ldflags" -o "$dir/${1%%=*}" "${1#*=}")
+    else
+      # One go build links the binaries side by side; each NAME must be its
+      # package's last element (the name go build gives it).
+      (cd "$mod" && go build -trimpath -ldflags "-s -w $ldflags" -o "$dir/" "${@#*=}")
+    fi
     local spec
     for spec in "$@"; do
-      (cd "$mod" && go build -trimpath -ldflags "-s -w $ldflags" -o "$dir/${spec%%=*}" "${spec#*=}")
+      [[ -x "$dir/${spec%%=*}" ]] || { log "$tool: go build made no ${spec%%=*}"; exit 1; }
     done
     touch "$dir/.complete"
   fi
@@ -70,43 +77,63 @@ build_versioned() {
   build "$1" "-X $3=$version" "$4"
 }
 
+# build_tool TOOL: build (once) and link one tool.
+build_tool() {
+  local tool="$1"
+  case "$tool" in
+    kube) build_kube ;;
+    etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
+    kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
+    restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
+    # The snapshot gateway of the local cluster (devtools/gateway.py): hack/rclone/main.go.
+    rclone) build_versioned rclone github.com/rclone/rclone github.com/rclone/rclone/fs.Version rclone=. ;;
+    helm) build_helm ;;
+    coredns) build coredns "" coredns=github.com/coredns/coredns ;;
+    traefik)
+      build_versioned traefik github.com/traefik/traefik/v3 \
+        github.com/traefik/traefik/v3/pkg/version.Version traefik=github.com/traefik/traefik/v3/cmd/traefik
+      ;;
+    kube-router)
+      build_versioned kube-router github.com/cloudnativelabs/kube-router/v2 \
+        github.com/cloudnativelabs/kube-router/v2/pkg/version.Version \
+        kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+      ;;
+    # Not for the cluster: the monitoring overlay's rules (tests/integration/test_monitoring.py).
+    promtool)
+      build_versioned promtool github.com/prometheus/prometheus \
+        github.com/prometheus/common/version.Version promtool=github.com/prometheus/prometheus/cmd/promtool
+      ;;
+    # Not a host process: make images-local puts it into the sign-in proxy's image.
+    oauth2-proxy)
+      build_versioned oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7 \
+        github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION \
+        oauth2-proxy=github.com/oauth2-proxy/oauth2-proxy/v7
+      ;;
+    # Not for the cluster: make lint (hack/lint-manifests.sh).
+    kube-score) build kube-score "" kube-score=github.com/zegl/kube-score/cmd/kube-score ;;
+    *) log "unknown tool $tool"; exit 2 ;;
+  esac
+}
+
+# Two tools at a time: one tool's downloads and links overlap another's compiling
+# on 2 cores (go build shares its module and build caches safely between processes).
+LANES=2
+
 main() {
-  local tool tools=("$@")
+  local tool tools=("$@") running=0
   ((${#tools[@]})) || tools=(kube etcd kwok restic rclone helm coredns traefik kube-router promtool)
+  trap 'jobs -p | xargs -r kill 2>/dev/null' EXIT
   for tool in "${tools[@]}"; do
-    case "$tool" in
-      kube) build_kube ;;
-      etcd) build etcd "" etcd=go.etcd.io/etcd/server/v3 ;;
-      kwok) build kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl ;;
-      restic) build restic "" restic=github.com/restic/restic/cmd/restic ;;
-      # The snapshot gateway of the local cluster (devtools/gateway.py): hack/rclone/main.go.
-      rclone) build_versioned rclone github.com/rclone/rclone github.com/rclone/rclone/fs.Version rclone=. ;;
-      helm) build_helm ;;
-      coredns) build coredns "" coredns=github.com/coredns/coredns ;;
-      traefik)
-        build_versioned traefik github.com/traefik/traefik/v3 \
-          github.com/traefik/traefik/v3/pkg/version.Version traefik=github.com/traefik/traefik/v3/cmd/traefik
-        ;;
-      kube-router)
-        build_versioned kube-router github.com/cloudnativelabs/kube-router/v2 \
-          github.com/cloudnativelabs/kube-router/v2/pkg/version.Version \
-          kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
-        ;;
-      # Not for the cluster: the monitoring overlay's rules (tests/integration/test_monitoring.py).
-      promtool)
-        build_versioned promtool github.com/prometheus/prometheus \
-          github.com/prometheus/common/version.Version promtool=github.com/prometheus/prometheus/cmd/promtool
-        ;;
-      # Not a host process: make images-local puts it into the sign-in proxy's image.
-      oauth2-proxy)
-        build_versioned oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7 \
-          github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION \
-          oauth2-proxy=github.com/oauth2-proxy/oauth2-proxy/v7
-        ;;
-      # Not for the cluster: make lint (hack/lint-manifests.sh).
-      kube-score) build kube-score "" kube-score=github.com/zegl/kube-score/cmd/kube-score ;;
-      *) log "unknown tool $tool"; exit 2 ;;
-    esac
+    if ((running == LANES)); then
+      wait -n
+      running=$((running - 1))
+    fi
+    build_tool "$tool" &
+    running=$((running + 1))
+  done
+  while ((running > 0)); do
+    wait -n
+    running=$((running - 1))
   done
 }
 
