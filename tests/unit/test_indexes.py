@@ -8,7 +8,8 @@ import asyncio
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -24,6 +25,7 @@ from rspark_operator.main import (
     _run_job,
     pod_event,
     seed,
+    start_resync,
     warning_event,
     workspace_event,
 )
@@ -307,6 +309,33 @@ def test_no_job_runs_before_a_whole_listing_since_the_replica_began_to_act() -> 
     acting[0] = True
     assert gate()  # after a pause (kopf did not watch): listed again
     assert listings == [False, True, True]
+
+
+def test_kopf_starts_watching_once_the_first_listing_is_over() -> None:
+    """kopf starts its watches when `start_resync` returns: after the operator's own
+    first listing, which then does not compete with kopf's listings."""
+    ours = memo(ResyncQueue(RESYNC))  # the real clock: the loop looks at `stop` each second
+    fake: FakeApi = ours.kube
+    put(fake, "a1")
+    ours.stop = threading.Event()
+    ours.acting = lambda: True
+    try:
+        cast(Any, start_resync)(memo=ours)
+        # Listed and queued before kopf saw anything: the index is whole already.
+        assert ours.indexes.workspace_keys() == {(NAMESPACE, "a1")}
+        assert ours.queue.due_at((NAMESPACE, "a1")) is not None
+    finally:
+        ours.stop.set()
+        ours.thread.join(timeout=10)
+    assert not ours.thread.is_alive()
+
+
+def test_the_first_look_is_over_whatever_it_found() -> None:
+    for acting, listing in ((False, True), (True, False), (True, True)):
+        gate = ListedWhenActing(partial(bool, acting), partial(bool, listing))
+        assert not gate.first_look.is_set()
+        assert gate() is (acting and listing)
+        assert gate.first_look.is_set()
 
 
 def listed(*bodies: dict[str, Any]) -> Iterator[Manifest]:
