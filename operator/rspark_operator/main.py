@@ -73,8 +73,9 @@ AHEAD_SECONDS = -60.0
 # last event; kopf's default is 5 s.
 WORKER_IDLE_SECONDS = 0.1
 # How long kopf's start (its watches, its liveness endpoint) waits for the operator's own
-# first listing of the workspaces (`start_resync`).
-FIRST_LISTING_SECONDS = 60.0
+# first listing of the workspaces (`start_resync`): well within the Deployment's
+# liveness probe, which kills a process that does not answer for 50 s.
+FIRST_LISTING_SECONDS = 30.0
 # How often the resync loop reads the peering object to know whether this replica acts.
 PEERING_CHECK_SECONDS = 5.0
 # The job that drops the gateway's lines of workspaces gone (`sweep_gateway_users`), in
