@@ -68,17 +68,17 @@ def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
             "TERMINATION_GRACE_SECONDS",
             "greater than or equal to 10",
         ),
-        ({"RSPARK_IDLE_QUIET": "30s"}, "IDLE_QUIET", "at least 1m"),
-        ({"RSPARK_IDLE_QUIET": "soon"}, "IDLE_QUIET", "at least 1m"),
+        ({"RSPARK_IDLE_QUIET": "30s"}, "IDLE_QUIET", "'30s': must be a duration of at least 1m"),
+        ({"RSPARK_IDLE_QUIET": "soon"}, "IDLE_QUIET", "'soon': must be a duration of at least 1m"),
         (
             {"RSPARK_IDLE_STOP_AFTER": "2m"},
             "IDLE_STOP_AFTER",
-            "shorter than this platform's quiet time (5m)",
+            "'2m': stopAfter 2m is shorter than this platform's quiet time (5m)",
         ),
         (
             {"RSPARK_IDLE_QUIET": "15m", "RSPARK_IDLE_STOP_AFTER": "10m"},
             "IDLE_STOP_AFTER",
-            "quiet time (15m)",
+            "'10m': stopAfter 10m is shorter than this platform's quiet time (15m)",
         ),
     ],
 )

@@ -36,10 +36,16 @@ def test_kopf_keeps_no_index_for_the_operator() -> None:
     assert registry._indexing.get_all_handlers() == []
 
 
-def test_kopf_copies_no_object_it_receives() -> None:
+def configured() -> kopf.OperatorSettings:
+    """kopf's settings as the operator's start leaves them."""
     settings = kopf.OperatorSettings()
     # kopf's decorator types it as its handler protocol; it is the plain function.
     cast(Any, configure)(settings=settings, memo=kopf.Memo(settings=OperatorSettings()))
+    return settings
+
+
+def test_kopf_copies_no_object_it_receives() -> None:
+    settings = configured()
     storage = settings.persistence.diffbase_storage
     assert isinstance(storage, NoDiffBase)
     assert storage.build(body=POD) == {}
@@ -50,8 +56,7 @@ def test_kopf_holds_a_page_of_listed_objects_at_a_time() -> None:
     """At a start kopf lists every workspace and workspace pod; unpaged, and each body
     held by its worker for kopf's default 5 s, 10,000 workspaces took the operator to
     1.3 GB. It lists as the operator's own listings do and lets a worker go soon."""
-    settings = kopf.OperatorSettings()
-    cast(Any, configure)(settings=settings, memo=kopf.Memo(settings=OperatorSettings()))
+    settings = configured()
     assert settings.watching.chunk_size == LIST_PAGE
     assert (
         settings.queueing.idle_timeout
