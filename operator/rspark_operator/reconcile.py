@@ -706,7 +706,9 @@ def _carry_out(
 def _finish(api: Api, body: dict[str, Any], status: dict[str, Any], events: list[Event]) -> Outcome:
     previous = body.get("status")
     transition = ready_transition(previous, status)
-    if transition is not None:
+    # The verdict is news only if no action of this reconcile already told it (the
+    # pod's replacement is both an action and the new Ready reason: one event).
+    if transition is not None and transition.reason not in {event.reason for event in events}:
         events.append(Event(*transition))
     if status_changed(previous, status):
         metadata = body["metadata"]

@@ -91,7 +91,8 @@ def test_an_idle_workspace_stops_after_stop_after_and_a_restart_request_wakes_it
     stop = NOW + timedelta(minutes=71)
     outcome = run_at(fake, stop)
     assert terminating(fake)
-    assert [e.reason for e in outcome.events] == [IDLE_STOPPING, Reason.IDLE_STOPPING]
+    # One event: the stop is both the action and the new Ready reason.
+    assert [e.reason for e in outcome.events] == [IDLE_STOPPING]
     assert timestamp(quiet_since) in outcome.events[0].message
     assert phase(fake) == "Idle"
     fake.finish_termination(*POD)

@@ -182,7 +182,8 @@ def test_replace_waits_for_the_old_pod_to_be_gone() -> None:
     old_uid = fake.objects[POD]["metadata"]["uid"]
     put_workspace(fake, generation=2, image="rstudio:next")
     outcome = run(fake)
-    assert outcome.events[0].reason == Reason.POD_REPLACING
+    # One event: the replacement is both the action and the new Ready reason.
+    assert [event.reason for event in outcome.events] == [Reason.POD_REPLACING]
     assert fake.objects[POD]["metadata"]["deletionTimestamp"]
     fake.writes.clear()
     # The old pod is still Terminating (RStudio stopping, last snapshot): no second pod.
