@@ -61,16 +61,15 @@ from rspark_operator.conditions import IDLE, SNAPSHOT_HEALTHY, find, parse_times
 from rspark_operator.idle import idle_since, stop_due
 from rspark_operator.status import Reason
 
-# Reasons of the events that tell what was done to the pod (PodFailed and PodReplacing
-# are also Ready reasons).
+# Reasons of the events that tell what was done to the pod (PodFailed, PodReplacing and
+# IdleStopping are Ready reasons too: `status.Reason`).
 POD_CREATED = "PodCreated"
 POD_STOPPING = "PodStopping"
 POD_RESTARTING = "PodRestarting"
-IDLE_STOPPING = "IdleStopping"
 VOLUME_RELEASED = "VolumeReleased"
 WOKEN = "Woken"
 # The events of idle workspaces (counted by the operator's metrics).
-IDLE_EVENTS = frozenset({IDLE_STOPPING, VOLUME_RELEASED, WOKEN})
+IDLE_EVENTS = frozenset({Reason.IDLE_STOPPING, VOLUME_RELEASED, WOKEN})
 PENDING_RESTART = "PendingRestart"
 NODE_LOST = "NodeLost"
 NODE_DRAINED = "NodeDrained"
@@ -150,7 +149,7 @@ def decide_pod(
         assert idle is not None and idle.since is not None
         return PodPlan(
             PodAction.DELETE,
-            IDLE_STOPPING,
+            Reason.IDLE_STOPPING,
             f"no activity since {timestamp(idle.since)}: stopping the pod after a last "
             "snapshot (a restart request wakes it)",
         )

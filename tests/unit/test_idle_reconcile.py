@@ -11,7 +11,7 @@ import pytest
 from rspark_operator.api import API_VERSION, KIND
 from rspark_operator.cluster import Failure, KubeError
 from rspark_operator.conditions import READY, find, timestamp
-from rspark_operator.lifecycle import IDLE_STOPPING, POD_CREATED, VOLUME_RELEASED, WOKEN
+from rspark_operator.lifecycle import POD_CREATED, VOLUME_RELEASED, WOKEN
 from rspark_operator.names import RESTART_ANNOTATION
 from rspark_operator.reconcile import Outcome, reconcile
 from rspark_operator.rollout import Rollout
@@ -92,7 +92,7 @@ def test_an_idle_workspace_stops_after_stop_after_and_a_restart_request_wakes_it
     outcome = run_at(fake, stop)
     assert terminating(fake)
     # One event: the stop is both the action and the new Ready reason.
-    assert [e.reason for e in outcome.events] == [IDLE_STOPPING]
+    assert [e.reason for e in outcome.events] == [Reason.IDLE_STOPPING]
     assert timestamp(quiet_since) in outcome.events[0].message
     assert phase(fake) == "Idle"
     fake.finish_termination(*POD)

@@ -34,8 +34,9 @@ from rspark_operator.builders.pod import HOME, IDE_CONTAINER
 from rspark_operator.builders.spark import SPARK_UI_PORT
 from rspark_operator.conditions import HOME_RESTORED, IDLE, find, parse_timestamp
 from rspark_operator.idle import NO_ACTIVITY
-from rspark_operator.lifecycle import IDLE_STOPPING, VOLUME_RELEASED
+from rspark_operator.lifecycle import VOLUME_RELEASED
 from rspark_operator.quantity import parse_duration
+from rspark_operator.status import Reason
 from tests.integration.e2e.conftest import (
     E2E_RESOURCES,
     E2E_SPARK,
@@ -197,7 +198,7 @@ def test_idle_workspaces_stop_and_a_visit_wakes_them_with_their_home(
     spark_job.terminate()
     spark_job.wait(timeout=30)
     for name in releases:
-        assert named(workspace_events(core, namespace, IDLE_STOPPING), name)
+        assert named(workspace_events(core, namespace, Reason.IDLE_STOPPING), name)
         # The stop's last snapshot ran after the write (status times are whole seconds;
         # the last snapshot may have been taken earlier, when it found nothing new).
         snapshot = ((workspaces.get(name) or {}).get("status") or {}).get("lastSnapshot") or {}
